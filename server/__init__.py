@@ -1,0 +1,1 @@
+"""Metricis API tier."""

@@ -1,0 +1,72 @@
+"""The current principal: a bearer token whose server-side session is still live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.config import Settings
+from server.core.db import DBSession
+from server.core.errors import Forbidden, Unauthorized
+from server.core.models import utcnow
+from server.core.security import decode_access_token
+from server.user_sessions.models import UserSession
+from server.users.models import User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/login", auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    session: UserSession
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def authenticate(db: AsyncSession, settings: Settings, token: str | None) -> Principal:
+    if not token:
+        raise Unauthorized()
+    claims = decode_access_token(settings, token)
+    if claims is None or claims.kind != "user":
+        raise Unauthorized("The access token is invalid or has expired.")
+    session = await db.get(UserSession, claims.session_id)
+    # Checked on every request: a revoked or expired login stops working at once.
+    if session is None or session.user_id != claims.subject or not session.is_active(utcnow()):
+        raise Unauthorized("This login session has ended; sign in again.")
+    user = await db.get(User, claims.subject)
+    if user is None or not user.is_active:
+        raise Unauthorized("This account is disabled.")
+    return Principal(user=user, session=session)
+
+
+async def current_principal(
+    db: DBSession, settings: AppSettings, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
+    return await authenticate(db, settings, token)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("Only administrators can do this.")
+    return principal
+
+
+CurrentAdmin = Annotated[Principal, Depends(current_admin)]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from server.auth import service
+from server.auth.deps import AppSettings, CurrentPrincipal
+from server.auth.schemas import Me, RefreshRequest, TokenPair
+from server.core.db import DBSession
+from server.core.ratelimit import account_key, limits_of, login_ip_rate_limit
+from server.user_sessions import service as sessions_service
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@router.post("/login", response_model=TokenPair, dependencies=[Depends(login_ip_rate_limit)])
+async def login(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    db: DBSession,
+    settings: AppSettings,
+) -> TokenPair:
+    limits = limits_of(request)
+    # Per account as well as per IP, so spreading guesses over many addresses does not help.
+    limits.hit(limits.login, "login-account", account_key(form.username))
+    return await service.login(
+        db,
+        settings,
+        email=form.username,
+        password=form.password,
+        user_agent=request.headers.get("user-agent", ""),
+    )
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, db: DBSession, settings: AppSettings) -> TokenPair:
+    return await service.refresh(db, settings, refresh_token=body.refresh_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(db: DBSession, principal: CurrentPrincipal) -> None:
+    await sessions_service.revoke(db, user_id=principal.user.id, session_id=principal.session.id)
+
+
+@router.get("/me", response_model=Me)
+async def me(principal: CurrentPrincipal) -> Me:
+    return Me.model_validate({**principal.user.__dict__, "session_id": str(principal.session.id)})

@@ -1,0 +1,53 @@
+"""Login, refresh and logout."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.auth.schemas import TokenPair
+from server.core.config import Settings
+from server.core.errors import Unauthorized
+from server.core.security import create_access_token, verify_password
+from server.user_sessions import service as sessions_service
+from server.user_sessions.models import UserSession
+from server.users import service as users_service
+
+log = structlog.get_logger(__name__)
+
+
+def _tokens(settings: Settings, session: UserSession, refresh_token: str) -> TokenPair:
+    access_token, _ = create_access_token(settings, subject=session.user_id, session_id=session.id)
+    return TokenPair(
+        access_token=access_token,
+        expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
+        refresh_token=refresh_token,
+    )
+
+
+async def login(
+    db: AsyncSession, settings: Settings, *, email: str, password: str, user_agent: str
+) -> TokenPair:
+    user = await users_service.get_by_email(db, email)
+    valid, new_hash = verify_password(password, user.password_hash if user else None)
+    if user is None or not valid or not user.is_active:
+        log.info("login_failed")
+        raise Unauthorized("Incorrect email or password.", error_code="invalid_credentials")
+    if new_hash:
+        user.password_hash = new_hash
+    session, refresh_token = await sessions_service.open_session(
+        db, settings, user_id=user.id, user_agent=user_agent
+    )
+    log.info("login_succeeded", user_id=str(user.id), session_id=str(session.id))
+    return _tokens(settings, session, refresh_token)
+
+
+async def refresh(db: AsyncSession, settings: Settings, *, refresh_token: str) -> TokenPair:
+    rotated = await sessions_service.rotate(db, refresh_token)
+    if rotated is None:
+        raise Unauthorized("The refresh token is invalid or has expired.")
+    session, new_refresh = rotated
+    user = await users_service.get(db, session.user_id)
+    if not user.is_active:
+        raise Unauthorized("This account is disabled.")
+    return _tokens(settings, session, new_refresh)

@@ -1,0 +1,102 @@
+"""`python -m server <command>`: migrate, create-admin, seed-demo, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.core.config import ConfigurationError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    from alembic.config import Config
+
+    from alembic import command
+
+    if settings.is_sqlite:
+        # The embedded default keeps its database file under ./var.
+        db_path = settings.DATABASE_URL.split("///", 1)[-1]
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = settings.DATABASE_URL
+    command.upgrade(config, revision)
+    print(f"database migrated to {revision}")
+
+
+async def _create_admin(settings: Settings, email: str, password: str) -> None:
+    from server.core.db import create_engine, create_sessionmaker
+    from server.users import service as users_service
+    from server.users.schemas import UserCreate
+
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            user = await users_service.create(
+                db, settings, user_in=UserCreate(email=email, password=password, is_admin=True)
+            )
+            print(f"admin created: {user.email} ({user.id})")
+    finally:
+        await engine.dispose()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("migrate", help="apply Alembic migrations")
+    m.add_argument("revision", nargs="?", default="head")
+    a = sub.add_parser("create-admin", help="create a system administrator")
+    a.add_argument("--email", required=True)
+    a.add_argument("--password", required=True)
+    d = sub.add_parser("seed-demo", help="a demo study, two sites, staff and 20 participants")
+    d.add_argument("--if-empty", action="store_true", help="do nothing if demo data exists")
+    s = sub.add_parser("serve", help="run the API with uvicorn")
+    s.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    s.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from server.core.errors import AppError
+    from server.core.logging import configure_logging
+
+    # The CLI's own output is what it prints; its logs are for warnings and errors only.
+    configure_logging(settings.model_copy(update={"LOG_LEVEL": "WARNING"}))
+
+    try:
+        if args.command == "migrate":
+            migrate(settings, args.revision)
+        elif args.command == "create-admin":
+            asyncio.run(_create_admin(settings, args.email, args.password))
+        elif args.command == "seed-demo":
+            from server.demo import seed_demo
+
+            asyncio.run(seed_demo(settings, if_empty=args.if_empty))
+        elif args.command == "serve":
+            import uvicorn
+
+            uvicorn.run(
+                "server.main:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                proxy_headers=False,  # X-Forwarded-For is trusted only from TRUSTED_PROXIES
+                access_log=False,
+            )
+    except AppError as exc:
+        print(f"error: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Shared plumbing: config, database, security, errors, logging."""

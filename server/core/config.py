@@ -1,0 +1,121 @@
+"""Settings, read once from the environment and `.env`, never at import time."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The embedded default needs no server: a SQLite file and kombu's filesystem broker.
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./var/metricis.db"
+EMBEDDED_BROKER_URL = "filesystem://"
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    ENVIRONMENT: Literal["development", "test", "production"] = "development"
+    LOG_LEVEL: str = "INFO"
+    LOG_JSON: bool | None = None
+
+    DATABASE_URL: str = EMBEDDED_DATABASE_URL
+    DATABASE_POOL_SIZE: int = 10
+    # Empty means "no Redis": the embedded default, with kombu's filesystem broker.
+    REDIS_URL: str = ""
+    BROKER_DIR: str = "./var/broker"
+
+    JWT_SECRET_KEY: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(48)))
+    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=14, ge=1)
+    PASSWORD_MIN_LENGTH: int = Field(default=12, ge=8)
+
+    ALLOWED_ORIGINS: Annotated[list[str], NoDecode] = ["http://localhost:5173"]
+    TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
+
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_DEFAULT: str = "60/minute"
+    RATE_LIMIT_LOGIN: str = "10/minute"
+
+    # Set when the secret came from the default factory, so production can refuse it.
+    jwt_secret_generated: bool = Field(default=False, exclude=True)
+
+    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_generated_secret(cls, data: object) -> object:
+        if isinstance(data, dict) and not any(k.upper() == "JWT_SECRET_KEY" for k in data):
+            data["jwt_secret_generated"] = True
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.ENVIRONMENT != "production":
+            return self
+        secret = self.JWT_SECRET_KEY.get_secret_value()
+        if self.jwt_secret_generated or secret.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "JWT_SECRET_KEY must be set to a strong secret in production "
+                "(it is missing or a placeholder)"
+            )
+        if len(secret) < 32:
+            raise ValueError("JWT_SECRET_KEY must be at least 32 characters in production")
+        if self.is_sqlite:
+            raise ValueError("DATABASE_URL must point at PostgreSQL in production, not SQLite")
+        if not self.REDIS_URL:
+            raise ValueError("REDIS_URL must be set in production (broker and rate limits)")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+    @property
+    def broker_url(self) -> str:
+        return self.REDIS_URL or EMBEDDED_BROKER_URL
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        # In-memory limits only where there is no Redis: the embedded default, one process.
+        return self.REDIS_URL or "memory://"
+
+    @property
+    def log_json(self) -> bool:
+        if self.LOG_JSON is not None:
+            return self.LOG_JSON
+        return self.ENVIRONMENT == "production"
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot run; the message names the setting and never echoes its value."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # pydantic's own text repeats the input, secrets included: keep only the reasons.
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {reasons}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,68 @@
+"""Engine, session factory and the request's unit of work.
+
+Only the request's session dependency commits; services flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from server.core.config import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if settings.is_sqlite:
+        kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        kwargs.update(
+            pool_size=settings.DATABASE_POOL_SIZE, max_overflow=settings.DATABASE_POOL_SIZE
+        )
+    engine = create_async_engine(settings.DATABASE_URL, **kwargs)
+    if settings.is_sqlite:
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    # WAL lets the web, worker and beat processes of the embedded default share one file.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commit when the route returns, roll back when it raises.
+
+    Used with scope="function" so the commit happens before the response is sent:
+    a client is never told 2xx for a write that did not commit.
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except Exception:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DBSession = Annotated[AsyncSession, Depends(get_db_session, scope="function")]

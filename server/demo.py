@@ -1,0 +1,93 @@
+"""Demo data for the embedded default: never in production."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.participants import service as participants_service
+from server.participants.schemas import ContactIn, ParticipantCreate
+from server.studies import service as studies_service
+from server.studies.models import Study, StudyRole
+from server.studies.schemas import SiteCreate, StudyCreate
+from server.users import service as users_service
+from server.users.schemas import UserCreate
+
+DEMO_STUDY_CODE = "DEMO"
+# Fixed so the README can name them; seed-demo refuses to run in production.
+DEMO_LOGINS = [
+    ("admin@demo.metricis.org", "walnut-orbit-7421", None),
+    ("coordinator@demo.metricis.org", "cedar-lantern-3958", StudyRole.coordinator),
+    ("researcher@demo.metricis.org", "maple-comet-6180", StudyRole.researcher),
+]
+
+
+async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
+    if settings.ENVIRONMENT == "production":
+        raise SystemExit("seed-demo refuses to run with ENVIRONMENT=production")
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            if await db.scalar(select(Study.id).where(Study.code == DEMO_STUDY_CODE)):
+                if if_empty:
+                    print("demo data already present")
+                    _print_logins()
+                    return
+                raise SystemExit("demo study already exists")
+            study = await studies_service.create_study(
+                db,
+                study_in=StudyCreate(
+                    code=DEMO_STUDY_CODE,
+                    name="Metricis demo study",
+                    description="Two sites, twenty participants, for trying the platform.",
+                ),
+            )
+            sites = [
+                await studies_service.create_site(
+                    db,
+                    study_id=study.id,
+                    site_in=SiteCreate(code=code, name=name, timezone=tz),
+                )
+                for code, name, tz in (
+                    ("LON", "London clinic", "Europe/London"),
+                    ("NYC", "New York clinic", "America/New_York"),
+                )
+            ]
+            for email, password, role in DEMO_LOGINS:
+                user = await users_service.create(
+                    db,
+                    settings,
+                    user_in=UserCreate(
+                        email=email,
+                        password=password,
+                        is_admin=role is None,
+                        display_name=email.split("@")[0].title(),
+                    ),
+                )
+                if role is not None:
+                    await studies_service.add_membership(
+                        db, study_id=study.id, user_id=user.id, role=role
+                    )
+            for n in range(1, 21):
+                site = sites[n % 2]
+                await participants_service.create(
+                    db,
+                    study_id=study.id,
+                    participant_in=ParticipantCreate(
+                        site_id=site.id,
+                        participant_code=f"{site.code}-{n:03d}",
+                        timezone=site.timezone,
+                        contact=ContactIn(email=f"participant{n:03d}@example.org"),
+                    ),
+                )
+    finally:
+        await engine.dispose()
+    print(f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants")
+    _print_logins()
+
+
+def _print_logins() -> None:
+    print("demo logins (email / password / role):")
+    for email, password, role in DEMO_LOGINS:
+        print(f"  {email} / {password} / {role.value if role else 'admin'}")

@@ -1,0 +1,57 @@
+"""Readiness: can this process reach the database and the broker right now?"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.core.config import Settings
+
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Readiness:
+    components: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, state in self.components.items() if state != "ok"]
+
+
+async def _database(engine: AsyncEngine) -> str:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return "ok"
+
+
+async def _broker(settings: Settings, redis: Redis | None) -> str:
+    if redis is not None:
+        await redis.ping()
+        return "ok"
+    # The embedded default's filesystem broker: the queue directory must be writable.
+    folder = os.path.join(settings.BROKER_DIR, "queue")
+    return "ok" if os.access(folder, os.W_OK) else "unavailable: broker directory not writable"
+
+
+async def _timed(name: str, check: Coroutine[Any, Any, str]) -> tuple[str, str]:
+    try:
+        return name, await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return name, "unavailable: timed out"
+    except Exception as exc:
+        return name, f"unavailable: {type(exc).__name__}"
+
+
+async def check(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> Readiness:
+    results = await asyncio.gather(
+        _timed("database", _database(engine)), _timed("broker", _broker(settings, redis))
+    )
+    return Readiness(components=dict(results))

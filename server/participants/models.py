@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.models import Base, IdMixin, TimestampMixin, text_enum, utcnow
+
+
+class ParticipantStatus(enum.StrEnum):
+    enrolled = "enrolled"
+    active = "active"
+    withdrawn = "withdrawn"
+    completed = "completed"
+
+
+class Participant(IdMixin, TimestampMixin, Base):
+    """A pseudonymous participant: the code is all staff lists ever show."""
+
+    __tablename__ = "participants"
+    __table_args__ = (
+        UniqueConstraint("study_id", "participant_code"),
+        # Cursor pagination walks (study, id); site filters narrow it.
+        Index("ix_participants_study_site_id", "study_id", "site_id", "id"),
+    )
+
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="RESTRICT"))
+    participant_code: Mapped[str] = mapped_column(String(64))
+    status: Mapped[ParticipantStatus] = mapped_column(
+        text_enum(ParticipantStatus, "participant_status"),
+        default=ParticipantStatus.enrolled,
+    )
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ParticipantContact(Base):
+    """PHI, kept apart: never in list views, never logged, read only by coordinators."""
+
+    __tablename__ = "participant_contacts"
+
+    participant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    phone: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from server.participants.models import ParticipantStatus
+from server.studies.schemas import check_timezone
+
+PARTICIPANT_CODE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+PHONE = r"^\+?[0-9 ()./-]{6,31}$"
+
+
+class ContactIn(BaseModel):
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, pattern=PHONE)
+
+
+class ContactRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    participant_id: uuid.UUID
+    email: str | None
+    phone: str | None
+    updated_at: datetime
+
+
+class ParticipantCreate(BaseModel):
+    site_id: uuid.UUID
+    participant_code: str = Field(pattern=PARTICIPANT_CODE)
+    timezone: str = "UTC"
+    status: ParticipantStatus = ParticipantStatus.enrolled
+    enrolled_at: datetime | None = None
+    contact: ContactIn | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class ParticipantUpdate(BaseModel):
+    site_id: uuid.UUID | None = None
+    status: ParticipantStatus | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+
+class ParticipantRead(BaseModel):
+    """What staff lists show: no contact details, ever."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    study_id: uuid.UUID
+    site_id: uuid.UUID
+    participant_code: str
+    status: ParticipantStatus
+    timezone: str
+    enrolled_at: datetime
+    created_at: datetime
+
+
+class ParticipantPage(BaseModel):
+    items: list[ParticipantRead]
+    next_cursor: str | None
+
+
+class ImportRowError(BaseModel):
+    row: int
+    participant_code: str | None
+    errors: list[str]
+
+
+class ImportReport(BaseModel):
+    dry_run: bool
+    total_rows: int
+    accepted: int
+    rejected: list[ImportRowError]
+    created: int

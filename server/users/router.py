@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from server.auth.deps import AppSettings, CurrentAdmin
+from server.core.db import DBSession
+from server.users import service
+from server.users.schemas import UserCreate, UserRead, UserUpdate
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+
+@router.get("", response_model=list[UserRead])
+async def list_users(db: DBSession, _: CurrentAdmin) -> list[UserRead]:
+    return [UserRead.model_validate(u) for u in await service.list_users(db)]
+
+
+@router.post("", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+async def create_user(
+    user_in: UserCreate, db: DBSession, settings: AppSettings, _: CurrentAdmin
+) -> UserRead:
+    return UserRead.model_validate(await service.create(db, settings, user_in=user_in))
+
+
+@router.get("/{user_id}", response_model=UserRead)
+async def get_user(user_id: uuid.UUID, db: DBSession, _: CurrentAdmin) -> UserRead:
+    return UserRead.model_validate(await service.get(db, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserRead)
+async def update_user(
+    user_id: uuid.UUID, user_in: UserUpdate, db: DBSession, settings: AppSettings, _: CurrentAdmin
+) -> UserRead:
+    user = await service.get(db, user_id)
+    return UserRead.model_validate(await service.update(db, settings, user=user, user_in=user_in))
