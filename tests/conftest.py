@@ -124,14 +124,18 @@ async def client(
     assert isinstance(app_instance, FastAPI)
 
     async def test_session() -> AsyncIterator[AsyncSession]:
-        # Same contract as the real unit of work, one savepoint deep.
-        try:
-            yield db
-        except Exception:
-            await db.rollback()
-            raise
-        else:
-            await db.commit()
+        # Same contract as the real unit of work, on the test's connection: its commit
+        # releases a savepoint, its rollback undoes only the request, never the test's setup.
+        async with AsyncSession(
+            bind=db.bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        ) as session:
+            try:
+                yield session
+            except Exception:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
 
     app_instance.dependency_overrides[get_db_session] = test_session
     transport = ASGITransport(app=app_instance, client=("10.1.2.3", 40000))
