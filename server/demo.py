@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import uuid
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.batteries import service as batteries_service
+from server.batteries.models import Battery
+from server.batteries.schemas import BatteryCreate
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
+from server.modules.builtin import load_builtins
 from server.participants import service as participants_service
 from server.participants.schemas import ContactIn, ParticipantCreate
 from server.studies import service as studies_service
@@ -15,6 +22,11 @@ from server.users import service as users_service
 from server.users.schemas import UserCreate
 
 DEMO_STUDY_CODE = "DEMO"
+# The demo study's published batteries: key, name, built-in modules in visit order.
+DEMO_BATTERIES = [
+    ("standard_visit", "Standard visit", ("simple_rt", "choice_rt", "cpt")),
+    ("full_visit", "Full visit", ("simple_rt", "choice_rt", "cpt", "digit_span", "mood9")),
+]
 # Fixed so the README can name them; seed-demo refuses to run in production.
 DEMO_LOGINS = [
     ("admin@demo.metricis.org", "walnut-orbit-7421", None),
@@ -81,10 +93,31 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                         contact=ContactIn(email=f"participant{n:03d}@example.org"),
                     ),
                 )
+            await seed_demo_batteries(db, study_id=study.id)
     finally:
         await engine.dispose()
-    print(f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants")
+    print(
+        f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants, "
+        f"batteries {', '.join(key for key, _, _ in DEMO_BATTERIES)}"
+    )
     _print_logins()
+
+
+async def seed_demo_batteries(db: AsyncSession, *, study_id: uuid.UUID) -> list[Battery]:
+    """The built-in modules (loaded if missing) and the demo study's published batteries."""
+    builtins = await load_builtins(db)
+    batteries = []
+    for key, name, module_keys in DEMO_BATTERIES:
+        battery, _ = await batteries_service.create(
+            db,
+            study_id=study_id,
+            battery_in=BatteryCreate(
+                key=key, name=name, module_ids=[builtins[k].id for k in module_keys]
+            ),
+        )
+        battery, _ = await batteries_service.publish(db, battery=battery)
+        batteries.append(battery)
+    return batteries
 
 
 def _print_logins() -> None:

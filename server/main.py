@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from server.assessment_sessions.router import router as session_router
+from server.assessment_sessions.router import staff_router as session_staff_router
 from server.auth.router import router as auth_router
+from server.batteries.router import router as batteries_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.errors import install_error_handlers
@@ -17,8 +23,17 @@ from server.core.logging import configure_logging
 from server.core.middleware import RequestContextMiddleware
 from server.core.ratelimit import RateLimits, default_rate_limit
 from server.health.router import router as health_router
+from server.item_banks.router import router as item_banks_router
+from server.modules.router import router as modules_router
+from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.studies.router import router as studies_router
+from server.submissions.reference import router as reference_router
+from server.submissions.router import router as submit_router
+from server.submissions.router import staff_router as submissions_staff_router
+from server.submissions.schemas import SubmissionIn
+from server.sync.router import router as sync_router
+from server.sync.schemas import SyncIn
 from server.user_sessions.router import router as user_sessions_router
 from server.users.router import router as users_router
 
@@ -28,8 +43,19 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     user_sessions_router,
     users_router,
     studies_router,
+    participant_auth_router,
     participants_router,
+    session_staff_router,
+    submissions_staff_router,
+    item_banks_router,
+    modules_router,
+    batteries_router,
 ]
+# The participant's device paths: limited per participant token by their own size limits and
+# idempotency, not the per-IP default (a clinic's tablets share one address).
+PARTICIPANT_ROUTERS: list[APIRouter] = [session_router, submit_router, sync_router]
+# Bodies these routes read by hand (gzip, size limits), published in the OpenAPI document.
+HAND_READ_BODIES: list[type[BaseModel]] = [SubmissionIn, SyncIn]
 
 
 def _redis(settings: Settings) -> Redis | None:
@@ -77,4 +103,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     for router in RATE_LIMITED_ROUTERS:
         app.include_router(router, dependencies=[Depends(default_rate_limit)])
+    for router in PARTICIPANT_ROUTERS:
+        app.include_router(router)
+    if settings.ENABLE_REFERENCE_ENDPOINT:
+        app.include_router(reference_router)
+    _publish_body_schemas(app)
     return app
+
+
+def _publish_body_schemas(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in HAND_READ_BODIES:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,18 +1,35 @@
 """Every ORM model, imported once so metadata is complete (Alembic, tests)."""
 
+from server.assessment_sessions.models import AssessmentSession
+from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
+from server.item_banks.models import ItemBank
+from server.modules.models import Module
+from server.outbox.models import OutboxEvent
+from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.studies.models import Site, Study, StudyMembership
+from server.submissions.models import Submission, SubmissionTask
 from server.user_sessions.models import UserSession
 from server.users.models import User
 
 __all__ = [
+    "AccessCode",
+    "AssessmentSession",
     "Base",
+    "Battery",
+    "BatteryModule",
+    "ItemBank",
+    "Module",
+    "OutboxEvent",
     "Participant",
     "ParticipantContact",
+    "ParticipantLogin",
     "Site",
     "Study",
     "StudyMembership",
+    "Submission",
+    "SubmissionTask",
     "User",
     "UserSession",
 ]

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from redis import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -107,7 +108,7 @@ def redis_client(settings: Settings) -> Iterator[Redis]:
 
 
 @pytest.fixture(scope="session")
-async def app_instance(settings: Settings) -> AsyncIterator[object]:
+async def app_instance(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     yield app
     await app.state.engine.dispose()
@@ -115,17 +116,14 @@ async def app_instance(settings: Settings) -> AsyncIterator[object]:
         await app.state.redis.aclose()
 
 
-@pytest.fixture
-async def client(
-    app_instance: object, db: AsyncSession, redis_client: Redis
-) -> AsyncIterator[AsyncClient]:
-    from fastapi import FastAPI
+def use_test_session(app: FastAPI, db: AsyncSession) -> None:
+    """Point the app's unit of work at the test's connection.
 
-    assert isinstance(app_instance, FastAPI)
+    Same contract as the real one: its commit releases a savepoint, its rollback undoes only
+    the request, never the test's own setup.
+    """
 
     async def test_session() -> AsyncIterator[AsyncSession]:
-        # Same contract as the real unit of work, on the test's connection: its commit
-        # releases a savepoint, its rollback undoes only the request, never the test's setup.
         async with AsyncSession(
             bind=db.bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
         ) as session:
@@ -137,7 +135,14 @@ async def client(
             else:
                 await session.commit()
 
-    app_instance.dependency_overrides[get_db_session] = test_session
+    app.dependency_overrides[get_db_session] = test_session
+
+
+@pytest.fixture
+async def client(
+    app_instance: FastAPI, db: AsyncSession, redis_client: Redis
+) -> AsyncIterator[AsyncClient]:
+    use_test_session(app_instance, db)
     transport = ASGITransport(app=app_instance, client=("10.1.2.3", 40000))
     async with AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http

@@ -18,12 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.studies.models import StudyRole
+from server.submissions.models import Submission
 from tests import factories
+from tests import ingest_factories as ingest
 
 # Parameters whose value identifies something inside one study.
-STUDY_SCOPED = {"study_id", "site_id", "participant_id"}
-# Parameters that name something outside any study (accounts, login sessions).
-NOT_STUDY_SCOPED = {"user_id", "session_id"}
+STUDY_SCOPED = {"study_id", "site_id", "participant_id", "submission_id", "battery_id"}
+# Parameters that name something outside any study (accounts, login sessions, the shared
+# task catalogue).
+NOT_STUDY_SCOPED = {"user_id", "session_id", "module_id", "item_bank_id"}
 
 
 @dataclass
@@ -38,6 +41,19 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     study_b = await factories.create_study(db)
     site_b = await factories.create_site(db, study_b)
     participant_b = await factories.create_participant(db, site_b, email="b@example.org")
+    modules = await ingest.standard_modules(db)
+    battery_b = await ingest.create_battery(db, study_b, modules)
+    session_b = await ingest.start_session(db, participant_b, battery_b)
+    submission_b = Submission(
+        client_submission_id="b-1",
+        participant_id=participant_b.id,
+        study_id=study_b.id,
+        session_id=session_b.id,
+        checksum="0" * 64,
+        raw_payload=b"{}",
+    )
+    db.add(submission_b)
+    await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -47,6 +63,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "study_id": study_b.id,
             "site_id": site_b.id,
             "participant_id": participant_b.id,
+            "submission_id": submission_b.id,
+            "battery_id": battery_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),

@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=14, ge=1)
     PASSWORD_MIN_LENGTH: int = Field(default=12, ge=8)
+    ACCESS_CODE_EXPIRE_HOURS: int = Field(default=72, ge=1)
+    # Long: a participant's phone may be offline for weeks between visits.
+    PARTICIPANT_TOKEN_EXPIRE_DAYS: int = Field(default=90, ge=1)
+
+    # Submissions: a body larger than this (compressed or not) answers 413.
+    MAX_SUBMISSION_BYTES: int = Field(default=5 * 1024 * 1024, ge=1024)
+    MAX_SYNC_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # The ingest benchmark's yardstick: parse and validate a submission, write nothing.
+    ENABLE_REFERENCE_ENDPOINT: bool = False
 
     ALLOWED_ORIGINS: Annotated[list[str], NoDecode] = ["http://localhost:5173"]
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
@@ -46,6 +55,17 @@ class Settings(BaseSettings):
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_DEFAULT: str = "60/minute"
     RATE_LIMIT_LOGIN: str = "10/minute"
+    RATE_LIMIT_PARTICIPANT_AUTH: str = "10/minute"
+
+    # The submission archive (server.archive): a local directory, or an S3-compatible bucket.
+    ARCHIVE_BACKEND: Literal["local", "s3"] = "local"
+    ARCHIVE_DIR: str = "./var/archive"
+    ARCHIVE_S3_BUCKET: str = ""
+    ARCHIVE_S3_ENDPOINT_URL: str = ""
+    ARCHIVE_S3_REGION: str = "us-east-1"
+    # Both empty: boto3's default credential chain (environment, profile, instance role).
+    ARCHIVE_S3_ACCESS_KEY_ID: str = ""
+    ARCHIVE_S3_SECRET_ACCESS_KEY: SecretStr = SecretStr("")
 
     # Set when the secret came from the default factory, so production can refuse it.
     jwt_secret_generated: bool = Field(default=False, exclude=True)

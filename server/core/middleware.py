@@ -16,7 +16,7 @@ log = structlog.get_logger("server.access")
 
 _HEADER = REQUEST_ID_HEADER.lower().encode()
 # A caller's id is echoed back and logged, so it must be short and plain.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _path_template(scope: Scope) -> str:
@@ -40,7 +40,7 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == _HEADER:
                 candidate = value.decode("latin-1")
-                request_id = candidate if _VALID_ID.match(candidate) else ""
+                request_id = candidate if _VALID_ID.fullmatch(candidate) else ""
                 break
         request_id = request_id or uuid.uuid4().hex
         set_request_id(request_id)

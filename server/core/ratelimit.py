@@ -34,6 +34,7 @@ class RateLimits:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.default = parse(settings.RATE_LIMIT_DEFAULT)
         self.login = parse(settings.RATE_LIMIT_LOGIN)
+        self.participant_auth = parse(settings.RATE_LIMIT_PARTICIPANT_AUTH)
         self.trusted_proxies: list[IPNetwork] = [
             ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES
         ]
@@ -42,8 +43,8 @@ class RateLimits:
             storage_uri=settings.rate_limit_storage_uri,
             # A dead Redis must not stall requests: fail fast, then fail open (see hit()).
             # slowapi types these as str, but they go straight to redis-py as keyword arguments.
-            storage_options=cast(dict[str, str], _FAIL_FAST if settings.REDIS_URL else {}),
-            strategy="fixed-window",
+            storage_options=cast("dict[str, str]", _FAIL_FAST if settings.REDIS_URL else {}),
+            strategy="moving-window",  # no burst of 2x the limit at a window edge
             key_prefix="metricis-rl",
             enabled=self.enabled,
         )
@@ -109,3 +110,8 @@ async def default_rate_limit(request: Request) -> None:
 async def login_ip_rate_limit(request: Request) -> None:
     limits = limits_of(request)
     limits.hit(limits.login, "login-ip", limits.client_ip(request))
+
+
+async def participant_auth_rate_limit(request: Request) -> None:
+    limits = limits_of(request)
+    limits.hit(limits.participant_auth, "participant-auth-ip", limits.client_ip(request))

@@ -77,7 +77,9 @@ def create_access_token(
     expires_in: timedelta | None = None,
 ) -> tuple[str, datetime]:
     now = utcnow()
-    expires_at = now + (expires_in or timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES))
+    if expires_in is None:
+        expires_in = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+    expires_at = now + expires_in
     claims: dict[str, Any] = {
         "sub": str(subject),
         "sid": str(session_id),

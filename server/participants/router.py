@@ -5,8 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile, status
 
+from server.auth.deps import AppSettings
 from server.core.db import DBSession
 from server.core.errors import PayloadTooLarge
+from server.participant_auth import service as participant_auth_service
 from server.participants import csv_import, service
 from server.participants.deps import ParticipantManager, ParticipantReader
 from server.participants.schemas import (
@@ -14,6 +16,7 @@ from server.participants.schemas import (
     ContactRead,
     ImportReport,
     ParticipantCreate,
+    ParticipantEnrolled,
     ParticipantPage,
     ParticipantRead,
     ParticipantUpdate,
@@ -41,12 +44,17 @@ async def list_participants(
     )
 
 
-@router.post("", response_model=ParticipantRead, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=ParticipantEnrolled, status_code=status.HTTP_201_CREATED)
 async def create_participant(
-    participant_in: ParticipantCreate, access: StudyManager, db: DBSession
-) -> ParticipantRead:
+    participant_in: ParticipantCreate, access: StudyManager, db: DBSession, settings: AppSettings
+) -> ParticipantEnrolled:
     participant = await service.create(db, study_id=access.study.id, participant_in=participant_in)
-    return ParticipantRead.model_validate(participant)
+    code = await participant_auth_service.issue_code(db, settings, participant=participant)
+    return ParticipantEnrolled(
+        **ParticipantRead.model_validate(participant).model_dump(),
+        access_code=code.access_code,
+        access_code_expires_at=code.expires_at,
+    )
 
 
 @router.post("/import", response_model=ImportReport)

@@ -66,6 +66,13 @@ class ParticipantRead(BaseModel):
     created_at: datetime
 
 
+class ParticipantEnrolled(ParticipantRead):
+    """Returned once, at enrolment: the code is shown here and never again."""
+
+    access_code: str
+    access_code_expires_at: datetime
+
+
 class ParticipantPage(BaseModel):
     items: list[ParticipantRead]
     next_cursor: str | None

@@ -97,7 +97,7 @@ async def list_members(db: AsyncSession, *, study_id: uuid.UUID) -> list[MemberR
         .where(StudyMembership.study_id == study_id)
         .order_by(User.email)
     )
-    return [_member_read(m, u) for m, u in result.tuples()]
+    return [_member_read(m, u) for m, u in result]
 
 
 async def add_member(

@@ -1,0 +1,47 @@
+# Metricis: `make run` for a local stack, `make test` for the suite, `make lint` for the checks.
+# Needs GNU make and Python 3.11; everything else goes into .venv.
+
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+# honcho gives web this port ($PORT), the other processes the next hundreds.
+PORT ?= 8000
+
+TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379
+
+# Every recipe runs with the venv first on PATH: `python`, `celery`, `honcho` are the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export TEST_DATABASE_URL TEST_REDIS_URL
+
+.PHONY: install run test lint
+
+install: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when requirements.txt is newer than the stamp.
+$(STAMP): requirements.txt | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -r requirements.txt
+	touch $@
+
+# API + worker + beat. No DATABASE_URL/REDIS_URL: SQLite in var/ and a filesystem broker.
+run: $(STAMP)
+	mkdir -p var
+	python -m server migrate
+	python -m server seed-demo --if-empty
+	honcho start --port $(PORT)
+
+test: $(STAMP)
+	python -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)
+	ruff check .
+	mypy server workers
+
+# Benchmarks (not tests): print figures and a summary line; need wrk (apt-get install wrk).
+.PHONY: bench-ingest
+bench-ingest: $(STAMP)
+	@command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || sudo apt-get install -y wrk; }
+	python -m tests.bench.ingest $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""assessment_sessions domain."""

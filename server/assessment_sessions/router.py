@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+
+from server.assessment_sessions import service
+from server.assessment_sessions.schemas import (
+    SessionEnd,
+    SessionStart,
+    SessionState,
+    SessionWithData,
+)
+from server.core.db import DBSession
+from server.participant_auth.deps import CurrentParticipant
+from server.participants.deps import ParticipantReader
+
+router = APIRouter(prefix="/api/session", tags=["sessions"])
+staff_router = APIRouter(prefix="/api/participants", tags=["sessions"])
+
+
+@router.post("/start", response_model=SessionState, status_code=status.HTTP_201_CREATED)
+async def start_session(
+    session_in: SessionStart, db: DBSession, me: CurrentParticipant, response: Response
+) -> SessionState:
+    state, created = await service.start(db, participant=me.participant, session_in=session_in)
+    if not created:
+        response.status_code = status.HTTP_200_OK  # resumed
+    return state
+
+
+@router.post("/end", response_model=SessionState)
+async def end_session(end_in: SessionEnd, db: DBSession, me: CurrentParticipant) -> SessionState:
+    return await service.end(db, participant=me.participant, end_in=end_in)
+
+
+@router.get("/{session_id}", response_model=SessionState)
+async def get_session(session_id: uuid.UUID, db: DBSession, me: CurrentParticipant) -> SessionState:
+    session = await service.get_own(db, participant=me.participant, session_id=session_id)
+    return await service.state_of(db, session)
+
+
+@staff_router.get("/{participant_id}/sessions", response_model=list[SessionWithData])
+async def list_participant_sessions(
+    access: ParticipantReader, db: DBSession
+) -> list[SessionWithData]:
+    return await service.list_for_participant(db, participant_id=access.participant.id)

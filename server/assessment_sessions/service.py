@@ -1,0 +1,162 @@
+"""Assessment sessions: started and ended by the participant's device, read by staff."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.assessment_sessions.models import AssessmentSession, SessionStatus
+from server.assessment_sessions.schemas import (
+    BatteryModuleRef,
+    SessionEnd,
+    SessionRead,
+    SessionStart,
+    SessionState,
+    SessionWithData,
+    SubmissionBrief,
+    TaskSummaryRead,
+)
+from server.batteries.models import Battery, BatteryModule
+from server.core.errors import Conflict, NotFound, Unprocessable
+from server.core.models import utcnow
+from server.item_banks.models import PublicationStatus
+from server.modules.models import Module
+from server.participants.models import Participant
+from server.submissions.models import Submission, SubmissionTask
+
+
+async def battery_modules(db: AsyncSession, battery_id: uuid.UUID) -> list[BatteryModuleRef]:
+    rows = await db.execute(
+        select(BatteryModule.position, Module.id, Module.key, Module.version)
+        .join(Module, Module.id == BatteryModule.module_id)
+        .where(BatteryModule.battery_id == battery_id)
+        .order_by(BatteryModule.position)
+    )
+    return [BatteryModuleRef(position=p, module_id=i, key=k, version=v) for p, i, k, v in rows]
+
+
+async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState:
+    submitted = await db.execute(
+        select(SubmissionTask.module_key)
+        .join(Submission, Submission.id == SubmissionTask.submission_id)
+        .where(Submission.session_id == session.id)
+        .distinct()
+    )
+    return SessionState(
+        **SessionRead.model_validate(session).model_dump(),
+        modules=await battery_modules(db, session.battery_id),
+        submitted_module_keys=sorted(submitted.scalars()),
+    )
+
+
+async def get_own(
+    db: AsyncSession, *, participant: Participant, session_id: uuid.UUID
+) -> AssessmentSession:
+    session = await db.get(AssessmentSession, session_id)
+    # Another participant's session does not exist as far as this one is concerned.
+    if session is None or session.participant_id != participant.id:
+        raise NotFound("No such session.")
+    return session
+
+
+async def start(
+    db: AsyncSession, *, participant: Participant, session_in: SessionStart
+) -> tuple[SessionState, bool]:
+    """Start, or resume when the client retries with the same session id."""
+    existing = await db.get(AssessmentSession, session_in.session_id)
+    if existing is not None:
+        if existing.participant_id != participant.id:
+            raise Conflict("This session id is already in use.", error_code="session_id_taken")
+        if existing.battery_id != session_in.battery_id:
+            raise Conflict(
+                "This session was started with another battery.", error_code="session_mismatch"
+            )
+        return await state_of(db, existing), False
+    battery = await db.get(Battery, session_in.battery_id)
+    if (
+        battery is None
+        or battery.study_id != participant.study_id
+        or battery.status != PublicationStatus.published
+    ):
+        raise Unprocessable(
+            "No published battery with this id in your study.",
+            details=[{"loc": ["body", "battery_id"], "msg": "unknown battery"}],
+        )
+    session = AssessmentSession(
+        id=session_in.session_id,
+        participant_id=participant.id,
+        study_id=participant.study_id,
+        battery_id=battery.id,
+        device=session_in.device,
+        app_version=session_in.app_version,
+        client_started_at=session_in.client_started_at,
+    )
+    db.add(session)
+    await db.flush()
+    return await state_of(db, session), True
+
+
+async def end(db: AsyncSession, *, participant: Participant, end_in: SessionEnd) -> SessionState:
+    session = await get_own(db, participant=participant, session_id=end_in.session_id)
+    target = SessionStatus(end_in.status)
+    if session.status == SessionStatus.in_progress:
+        session.status = target
+        session.client_ended_at = end_in.client_ended_at
+        session.ended_at = utcnow()
+        await db.flush()
+    elif session.status != target:
+        # The same end sent twice is fine; a different ending is a real conflict.
+        raise Conflict(
+            f"This session already ended as {session.status.value}.", error_code="session_ended"
+        )
+    return await state_of(db, session)
+
+
+async def list_for_participant(
+    db: AsyncSession, *, participant_id: uuid.UUID
+) -> list[SessionWithData]:
+    sessions = list(
+        (
+            await db.execute(
+                select(AssessmentSession)
+                .where(AssessmentSession.participant_id == participant_id)
+                .order_by(AssessmentSession.started_at.desc())
+            )
+        ).scalars()
+    )
+    rows = await db.execute(
+        select(Submission, SubmissionTask)
+        .join(SubmissionTask, SubmissionTask.submission_id == Submission.id)
+        .where(Submission.participant_id == participant_id)
+        .order_by(Submission.received_at, SubmissionTask.position)
+    )
+    briefs: dict[uuid.UUID, dict[uuid.UUID, SubmissionBrief]] = defaultdict(dict)
+    for submission, task in rows:
+        brief = briefs[submission.session_id].setdefault(
+            submission.id,
+            SubmissionBrief(
+                id=submission.id,
+                client_submission_id=submission.client_submission_id,
+                checksum=submission.checksum,
+                received_at=submission.received_at,
+                tasks=[],
+            ),
+        )
+        brief.tasks.append(
+            TaskSummaryRead(
+                module_key=task.module_key,
+                module_version=task.module_version,
+                n_trials=task.n_trials,
+                summary=task.summary,
+            )
+        )
+    return [
+        SessionWithData(
+            **SessionRead.model_validate(s).model_dump(),
+            submissions=list(briefs[s.id].values()),
+        )
+        for s in sessions
+    ]

@@ -1,0 +1,41 @@
+"""battery_access: a battery of a study you are not in answers 404, like the study would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+
+from server.auth.deps import CurrentPrincipal
+from server.batteries import service
+from server.batteries.models import Battery
+from server.core.db import DBSession
+from server.core.errors import NotFound
+from server.studies.access import Permission, StudyAccess, require_study
+
+
+@dataclass(frozen=True)
+class BatteryAccess:
+    battery: Battery
+    study: StudyAccess
+
+
+def battery_access(permission: str) -> Callable[..., Awaitable[BatteryAccess]]:
+    async def dependency(
+        battery_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
+    ) -> BatteryAccess:
+        battery = await service.get(db, battery_id)
+        try:
+            access = await require_study(db, principal, battery.study_id, permission)
+        except NotFound:
+            raise NotFound("No such battery.") from None
+        return BatteryAccess(battery=battery, study=access)
+
+    return dependency
+
+
+BatteryReader = Annotated[BatteryAccess, Depends(battery_access(Permission.READ))]
+BatteryManager = Annotated[BatteryAccess, Depends(battery_access(Permission.MANAGE))]

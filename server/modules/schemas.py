@@ -1,0 +1,310 @@
+"""Module definitions: two JSON Schemas (one trial, the summary) and the metrics they report.
+
+A JSON Schema given here is checked three ways before it is stored: against the draft-07
+meta-schema (which also accepts the 2019-09 / 2020-12 core keywords this needs), for a
+remote `$ref` (refused: compiling must never fetch a URL), and by compiling it with
+fastjsonschema, the validator the submit path uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal, NoReturn
+
+import fastjsonschema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from server.item_banks.models import PublicationStatus
+from server.modules.models import ModuleKind
+
+KEY = r"^[a-z][a-z0-9_]{0,63}$"
+# Trial and summary property names become export columns: plain snake_case only.
+FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+_FIELD_NAME_RE = re.compile(FIELD_NAME)
+MAX_SCHEMA_CHARS = 64_000
+
+ACCEPTED_DRAFTS = frozenset(
+    {
+        "http://json-schema.org/draft-07/schema",
+        "http://json-schema.org/draft-07/schema#",
+        "https://json-schema.org/draft/2019-09/schema",
+        "https://json-schema.org/draft/2020-12/schema",
+    }
+)
+
+Validator = Callable[[Any], Any]
+
+
+class _NoRemoteRefs(Mapping[str, Callable[[str], Any]]):
+    """fastjsonschema's handlers, for every URI scheme: a remote `$ref` is never fetched."""
+
+    def __contains__(self, scheme: object) -> bool:
+        return True
+
+    def __getitem__(self, scheme: str) -> Callable[[str], Any]:
+        return self._refuse
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    @staticmethod
+    def _refuse(uri: str) -> NoReturn:
+        raise fastjsonschema.JsonSchemaDefinitionException(
+            f"$ref {uri!r} points outside the schema; only local references (#/...) are allowed"
+        )
+
+
+NO_REMOTE_REFS = _NoRemoteRefs()
+
+# The draft-07 meta-schema without its defaults (fastjsonschema would write them into the
+# schema under test) and with `$defs`, so 2020-12 style definitions are checked too.
+_SUBSCHEMA: dict[str, Any] = {"$ref": "#"}
+_SCHEMA_ARRAY: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"$ref": "#"}}
+_NON_NEGATIVE: dict[str, Any] = {"type": "integer", "minimum": 0}
+_STRING_ARRAY: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+_SCHEMA_MAP: dict[str, Any] = {"type": "object", "additionalProperties": {"$ref": "#"}}
+_SIMPLE_TYPES: dict[str, Any] = {
+    "enum": ["array", "boolean", "integer", "null", "number", "object", "string"]
+}
+META_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": ["object", "boolean"],
+    "properties": {
+        "$id": {"type": "string"},
+        "$schema": {"type": "string"},
+        "$ref": {"type": "string"},
+        "$comment": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "readOnly": {"type": "boolean"},
+        "examples": {"type": "array"},
+        "multipleOf": {"type": "number", "exclusiveMinimum": 0},
+        "maximum": {"type": "number"},
+        "exclusiveMaximum": {"type": "number"},
+        "minimum": {"type": "number"},
+        "exclusiveMinimum": {"type": "number"},
+        "maxLength": _NON_NEGATIVE,
+        "minLength": _NON_NEGATIVE,
+        "pattern": {"type": "string", "format": "regex"},
+        "additionalItems": _SUBSCHEMA,
+        "items": {"anyOf": [_SUBSCHEMA, _SCHEMA_ARRAY]},
+        "maxItems": _NON_NEGATIVE,
+        "minItems": _NON_NEGATIVE,
+        "uniqueItems": {"type": "boolean"},
+        "contains": _SUBSCHEMA,
+        "maxProperties": _NON_NEGATIVE,
+        "minProperties": _NON_NEGATIVE,
+        "required": _STRING_ARRAY,
+        "additionalProperties": _SUBSCHEMA,
+        "definitions": _SCHEMA_MAP,
+        "$defs": _SCHEMA_MAP,
+        "properties": _SCHEMA_MAP,
+        "patternProperties": {**_SCHEMA_MAP, "propertyNames": {"format": "regex"}},
+        "dependencies": {
+            "type": "object",
+            "additionalProperties": {"anyOf": [_SUBSCHEMA, _STRING_ARRAY]},
+        },
+        "propertyNames": _SUBSCHEMA,
+        "enum": {"type": "array"},
+        "type": {
+            "anyOf": [
+                _SIMPLE_TYPES,
+                {"type": "array", "items": _SIMPLE_TYPES, "minItems": 1, "uniqueItems": True},
+            ]
+        },
+        "format": {"type": "string"},
+        "contentMediaType": {"type": "string"},
+        "contentEncoding": {"type": "string"},
+        "if": _SUBSCHEMA,
+        "then": _SUBSCHEMA,
+        "else": _SUBSCHEMA,
+        "allOf": _SCHEMA_ARRAY,
+        "anyOf": _SCHEMA_ARRAY,
+        "oneOf": _SCHEMA_ARRAY,
+        "not": _SUBSCHEMA,
+    },
+}
+
+
+@cache
+def _meta_validator() -> Validator:
+    return fastjsonschema.compile(META_SCHEMA, handlers=NO_REMOTE_REFS, use_default=False)
+
+
+def compile_schema(schema: dict[str, Any]) -> Validator:
+    """A validator for a stored schema; raises ValueError saying what is wrong with it.
+
+    Defaults in the schema are not written into validated data: a submission is stored
+    as it was received.
+    """
+    try:
+        _meta_validator()(schema)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise ValueError(f"not a valid JSON Schema: {_schema_path(exc.message)}") from None
+    try:
+        return fastjsonschema.compile(schema, handlers=NO_REMOTE_REFS, use_default=False)
+    except (
+        fastjsonschema.JsonSchemaException,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        re.error,
+        RecursionError,
+    ) as exc:
+        raise ValueError(f"not a valid JSON Schema: {_schema_path(str(exc))}") from None
+
+
+def _schema_path(message: str) -> str:
+    # fastjsonschema names the checked document "data"; here that document is the schema.
+    return re.sub(r"^data\b", "schema", message)
+
+
+def check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema for trial or summary records, that compiles."""
+    try:
+        size = len(json.dumps(schema, allow_nan=False))
+    except ValueError:
+        raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+    if size > MAX_SCHEMA_CHARS:
+        raise ValueError(f"is larger than {MAX_SCHEMA_CHARS} characters of JSON")
+    draft = schema.get("$schema")
+    if draft is not None and draft not in ACCEPTED_DRAFTS:
+        raise ValueError("$schema must be JSON Schema draft-07, 2019-09 or 2020-12")
+    compile_schema(schema)
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+        raise ValueError('must describe an object: {"type": "object", "properties": {...}}')
+    properties: dict[str, Any] = schema["properties"]
+    if not properties:
+        raise ValueError("must declare at least one property")
+    bad = [name for name in properties if not _FIELD_NAME_RE.match(name)]
+    if bad:
+        raise ValueError(f"property names must be snake_case identifiers: {', '.join(bad)}")
+    return schema
+
+
+JsonSchema = Annotated[dict[str, Any], AfterValidator(check_json_schema)]
+
+
+AggregateOp = Literal["count", "mean", "sum", "min", "max", "proportion"]
+
+# Absolute tolerances, when the definition gives none.
+DEFAULT_TOLERANCE: dict[str, float] = {
+    "count": 0.0,
+    "sum": 0.0,
+    "min": 0.0,
+    "max": 0.0,
+    "mean": 0.5,
+    "proportion": 0.005,
+}
+
+WhereValue = bool | int | float | str | None
+
+
+class DerivedFrom(BaseModel):
+    """The summary's metric must equal this aggregate over the trials, within tolerance.
+
+    `where` selects the trials whose fields equal every value it gives (all of them when
+    null). count: how many trials are selected (takes no `field`); mean, sum, min, max:
+    over the non-null values of the numeric trial `field`; proportion: the share of the
+    selected trials whose boolean `field` is true. With no trials (no values) to aggregate,
+    count is 0 and every other op is null, and the summary's metric must then be null.
+    `tolerance` is absolute; stored filled in (0.5 for mean, 0.005 for proportion, 0 else).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: AggregateOp
+    field: str | None = None
+    where: dict[str, WhereValue] | None = None
+    tolerance: float = Field(ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tolerance(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tolerance") is None:
+            data = {**data, "tolerance": DEFAULT_TOLERANCE.get(str(data.get("op")), 0.0)}
+        return data
+
+    @model_validator(mode="after")
+    def _shape(self) -> DerivedFrom:
+        if self.op == "count" and self.field is not None:
+            raise ValueError("count takes no field: it counts the trials `where` selects")
+        if self.op != "count" and self.field is None:
+            raise ValueError(f"{self.op} needs the trial field it aggregates")
+        if self.where == {}:
+            self.where = None
+        return self
+
+
+class Metric(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=FIELD_NAME)
+    unit: str = Field(default="", max_length=32)
+    label: str = Field(min_length=1, max_length=200)
+    derived_from: DerivedFrom | None = None
+
+
+class ModuleCreate(BaseModel):
+    key: str = Field(pattern=KEY)
+    version: int = Field(default=1, ge=1)
+    kind: ModuleKind
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    trial_schema: JsonSchema
+    summary_schema: JsonSchema
+    metrics: list[Metric] = Field(default_factory=list, max_length=100)
+    item_bank_id: uuid.UUID | None = None
+
+
+class ModuleUpdate(BaseModel):
+    """Draft modules only. `item_bank_id: null` clears it; other nulls change nothing."""
+
+    kind: ModuleKind | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    trial_schema: JsonSchema | None = None
+    summary_schema: JsonSchema | None = None
+    metrics: list[Metric] | None = Field(default=None, max_length=100)
+    item_bank_id: uuid.UUID | None = None
+
+
+class ModuleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    key: str
+    version: int
+    kind: ModuleKind
+    name: str
+    description: str
+    trial_schema: dict[str, Any]
+    summary_schema: dict[str, Any]
+    metrics: list[Metric]
+    item_bank_id: uuid.UUID | None
+    status: PublicationStatus
+    published_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModuleRef(BaseModel):
+    """A module as a battery lists it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    key: str
+    version: int
+    kind: ModuleKind
+    name: str

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.models import Base, IdMixin, JSONType, utcnow
+
+
+class OutboxEvent(IdMixin, Base):
+    """Work for the worker tier, written in the same transaction as the data it is about.
+
+    A relay publishes unpublished rows after commit; nothing is enqueued inside a transaction.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index(
+            "ix_outbox_events_pending",
+            "created_at",
+            postgresql_where=text("completed_at IS NULL"),
+            sqlite_where=text("completed_at IS NULL"),
+        ),
+    )
+
+    topic: Mapped[str] = mapped_column(String(64))
+    # Ids only: the task fetches what it needs again.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    publish_attempts: Mapped[int] = mapped_column(default=0)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # The submission or other row this is about, for admins tracing a backlog.
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)

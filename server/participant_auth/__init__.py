@@ -1,0 +1,1 @@
+"""participant_auth domain."""

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+
+from server.auth.deps import AppSettings
+from server.core.db import DBSession
+from server.participant_auth.deps import CurrentParticipant
+from server.submissions import service
+from server.submissions.body import parse_json, parse_model, read_body
+from server.submissions.deps import SubmissionReader
+from server.submissions.schemas import Receipt, SubmissionIn, SubmissionRead
+
+router = APIRouter(prefix="/api/submit", tags=["submissions"])
+staff_router = APIRouter(prefix="/api/submissions", tags=["submissions"])
+
+# The body is read by hand (gzip, size limit before parsing), so document it for OpenAPI.
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmissionIn"}}},
+    }
+}
+
+
+@router.post(
+    "",
+    response_model=Receipt,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_BODY,
+    responses={200: {"model": Receipt, "description": "A replay: the first receipt"}},
+)
+async def submit(
+    request: Request,
+    response: Response,
+    db: DBSession,
+    settings: AppSettings,
+    me: CurrentParticipant,
+) -> Receipt:
+    raw = await read_body(request, settings.MAX_SUBMISSION_BYTES)
+    payload = parse_json(raw)
+    submission_in = parse_model(SubmissionIn, payload)
+    receipt, created = await service.submit(
+        db, participant=me.participant, submission_in=submission_in, payload=payload, raw=raw
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return receipt
+
+
+@staff_router.get("/{submission_id}", response_model=SubmissionRead)
+async def get_submission(access: SubmissionReader, db: DBSession) -> SubmissionRead:
+    return await service.get(db, access.submission_id)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+CLIENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class TaskIn(BaseModel):
+    module_key: str = Field(min_length=1, max_length=64)
+    module_version: int = Field(ge=1)
+    summary: dict[str, Any]
+    trials: list[dict[str, Any]] = Field(max_length=20_000)
+
+
+class SubmissionIn(BaseModel):
+    client_submission_id: str = Field(
+        pattern=CLIENT_ID, description="The idempotency key: the client's id for this submission"
+    )
+    session_id: uuid.UUID
+    tasks: list[TaskIn] = Field(min_length=1, max_length=50)
+    client_submitted_at: datetime | None = None
+
+
+class Receipt(BaseModel):
+    submission_id: uuid.UUID
+    client_submission_id: str
+    session_id: uuid.UUID
+    checksum: str
+    received_at: datetime
+
+
+class TaskRead(BaseModel):
+    position: int
+    module_key: str
+    module_version: int
+    n_trials: int
+    summary: dict[str, Any]
+    trials: list[dict[str, Any]]
+
+
+class SubmissionRead(Receipt):
+    participant_id: uuid.UUID
+    study_id: uuid.UUID
+    tasks: list[TaskRead]

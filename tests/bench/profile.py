@@ -1,0 +1,79 @@
+"""Where the time goes: py-spy samples of the server processes under load, summed by frame."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Frames worth naming, matched on "function (file)" as py-spy writes them.
+BUCKETS = [
+    ("json parse (orjson)", "loads"),
+    ("pydantic model validation", "validate_python"),
+    ("module JSON Schema checks", "validate_trials"),
+    ("summary consistency", "_consistency"),
+    ("checksum (canonical JSON + sha256)", "checksum"),
+    ("participant auth (token + DB)", "current_participant"),
+    ("INSERT submission/tasks/outbox", "submit (server/submissions/service.py"),
+    ("commit", "commit"),
+    ("asyncpg protocol", "asyncpg"),
+    ("response + logging", "log"),
+    ("read body", "read_body"),
+]
+
+
+def profile_under_load(pid: int, load: Callable[[], Any], workdir: Path) -> str:
+    raw = workdir / "profile.txt"
+    recorder = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",
+            "250",
+            "--duration",
+            "8",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    thread = threading.Thread(target=load)
+    thread.start()
+    recorder.wait()
+    thread.join()
+    if not raw.exists():
+        return "  (py-spy produced no profile: is ptrace allowed here?)"
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        for label, needle in BUCKETS:
+            if needle in stack:
+                inclusive[label] += samples
+        if "select" in stack.split(";")[-1] or "_run_once" in stack.split(";")[-1]:
+            inclusive["idle (event loop waiting)"] += samples
+    lines = [
+        f"  {label:<38} {100 * n / total:5.1f}% of samples" for label, n in inclusive.most_common()
+    ]
+    return "\n".join(
+        [
+            f"  {total} samples (inclusive: a frame counts in every bucket it is in)",
+            *lines,
+            f"  raw stacks: {raw}",
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Metricis background workers: the Celery app, its queues, beat schedule and tasks."""

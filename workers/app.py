@@ -1,0 +1,141 @@
+"""The one Celery app, `metricis`: queues, routing and reliability settings.
+
+Settings are read when Celery first needs its configuration (the `on_configure` signal),
+not when this module is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+from celery import Celery, signals
+from kombu.entity import Exchange, Queue
+
+from server.core.config import Settings, get_settings
+from server.core.logging import configure_logging
+from workers.beat import BEAT_SCHEDULE
+
+QUEUES = ("redcap", "reports", "exports", "notifications", "maintenance")
+DEFAULT_QUEUE = "maintenance"
+TASK_MODULES = ["workers.tasks.maintenance"]
+# Longer than any task may run (task_time_limit), so Redis never redelivers a running task.
+VISIBILITY_TIMEOUT_S = 1800
+BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
+
+
+def _queue(name: str) -> Queue:
+    # kombu's constructors carry no annotations.
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+
+
+def _filesystem_transport_options(broker_dir: str) -> dict[str, Any]:
+    root = Path(broker_dir)
+    queue, processed, control = root / "queue", root / "processed", root / "control"
+    for folder in (queue, processed, control):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue),
+        "data_folder_out": str(queue),
+        "processed_folder": str(processed),
+        "store_processed": False,
+        # kombu's default is ./control in the working directory.
+        "control_folder": str(control),
+    }
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for this deployment: Redis when REDIS_URL is set, else the filesystem."""
+    broker_url = settings.broker_url
+    if broker_url == "filesystem://":
+        # Same broker; naming the host stops kombu warning on every connection.
+        broker_url = "filesystem://localhost//"
+    config: dict[str, Any] = {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        # A task is acknowledged when it finishes, and requeued if its worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": 300,
+        "task_time_limit": 360,
+        "task_queues": [_queue(name) for name in QUEUES],
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_exchange": DEFAULT_QUEUE,
+        "task_default_routing_key": DEFAULT_QUEUE,
+        "task_routes": {f"workers.tasks.{name}.*": {"queue": name} for name in QUEUES},
+        "beat_schedule": BEAT_SCHEDULE,
+        "beat_schedule_filename": BEAT_SCHEDULE_FILE,
+        "worker_hijack_root_logger": False,
+    }
+    Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    if settings.REDIS_URL:
+        redis_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+        config |= {
+            "broker_transport_options": redis_options,
+            "result_backend": settings.REDIS_URL,
+            "result_backend_transport_options": redis_options,
+        }
+    else:
+        config |= {
+            "broker_transport_options": _filesystem_transport_options(settings.BROKER_DIR),
+            "result_backend": None,
+            "task_ignore_result": True,
+        }
+    return config
+
+
+app = Celery("metricis", include=TASK_MODULES)
+
+
+def _configure(sender: Celery, **_: Any) -> None:
+    sender.conf.update(build_config(get_settings()))
+
+
+def _setup_logging(**_: Any) -> None:
+    configure_logging(get_settings())
+
+
+app.on_configure.connect(_configure, weak=False)
+# A receiver on setup_logging stops Celery from configuring (and hijacking) the root logger.
+signals.setup_logging.connect(_setup_logging, weak=False)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class TypedTask(Protocol, Generic[P, R_co]):
+    """What `@task()` returns: callable like the function, and enqueued with checked args."""
+
+    name: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any: ...
+
+
+def task(**options: Any) -> Callable[[Callable[P, R]], TypedTask[P, R]]:
+    """`app.task` with types kept: the task name is its module path, which picks its queue."""
+
+    def register(fn: Callable[P, R]) -> TypedTask[P, R]:
+        registered: TypedTask[P, R] = app.task(**options)(fn)
+        return registered
+
+    return register

@@ -1,0 +1,12 @@
+"""The beat schedule. Run exactly one beat process per deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "maintenance.heartbeat": {
+        "task": "workers.tasks.maintenance.heartbeat",
+        "schedule": 60.0,
+    },
+}

@@ -1,0 +1,1 @@
+"""Queue entry points, one module per queue: `workers.tasks.<queue>` routes to `<queue>`."""
