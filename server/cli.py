@@ -45,6 +45,51 @@ async def _create_admin(settings: Settings, email: str, password: str) -> None:
         await engine.dispose()
 
 
+async def _archive_rebuild(settings: Settings, study_ref: str) -> int:
+    import uuid
+
+    from sqlalchemy import select
+
+    from server.archive.rebuild import SCOPE, rebuild_study
+    from server.archive.storage import storage_from_settings
+    from server.core.db import create_engine, create_sessionmaker
+    from server.core.errors import NotFound
+    from server.studies.models import Study
+
+    try:
+        storage = storage_from_settings(settings)
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        study_id: uuid.UUID | None = uuid.UUID(study_ref)
+    except ValueError:
+        study_id = None
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            condition = Study.id == study_id if study_id is not None else Study.code == study_ref
+            study = await db.scalar(select(Study).where(condition))
+            if study is None:
+                raise NotFound(f"No study {study_ref!r}.")
+            report = await rebuild_study(db, storage, study)
+    finally:
+        await engine.dispose()
+    print(report.summary())
+    for name, count in report.counts().items():
+        print(f"  {name}: {count}")
+    for kind, items in (
+        ("corrupt", report.corrupt),
+        ("missing reference", report.missing_reference),
+        ("conflicting", report.conflicting),
+    ):
+        for item in items:
+            print(f"  {kind}: {item.key}: {item.reason}")
+    if report.missing_reference:
+        print(f"note: {SCOPE}")
+    return 0 if report.ok else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     s.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    ar = sub.add_parser("archive", help="the submission archive")
+    ar_sub = ar.add_subparsers(dest="archive_command", required=True)
+    rb = ar_sub.add_parser(
+        "rebuild", help="restore a study's sessions and submissions from its archive objects"
+    )
+    rb.add_argument("--study", required=True, help="study code or id")
     return parser
 
 
@@ -96,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy_headers=False,  # X-Forwarded-For is trusted only from TRUSTED_PROXIES
                 access_log=False,
             )
+        elif args.command == "archive" and args.archive_command == "rebuild":
+            return asyncio.run(_archive_rebuild(settings, args.study))
     except AppError as exc:
         print(f"error: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
         return 1
