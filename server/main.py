@@ -17,11 +17,12 @@ from server.assessment_sessions.router import staff_router as session_staff_rout
 from server.auth.router import router as auth_router
 from server.batteries.router import router as batteries_router
 from server.core.config import Settings, get_settings
-from server.core.db import create_engine, create_sessionmaker
+from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
 from server.core.errors import install_error_handlers
 from server.core.logging import configure_logging
 from server.core.middleware import RequestContextMiddleware
 from server.core.ratelimit import RateLimits, default_rate_limit
+from server.core.runtime import tune_gc
 from server.health.router import router as health_router
 from server.item_banks.router import router as item_banks_router
 from server.modules.router import router as modules_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc()
         yield
         await app.state.engine.dispose()
         if app.state.redis is not None:
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = create_engine(settings)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
+    app.state.autocommit_sessionmaker = create_autocommit_sessionmaker(app.state.engine)
     app.state.redis = _redis(settings)
     app.state.rate_limits = RateLimits(settings)
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from server.cli import migrate
 from server.core.config import Settings
-from server.core.db import get_db_session
+from server.core.db import get_autocommit_session, get_db_session
 from server.main import create_app
 from tests import services
 
@@ -136,6 +136,8 @@ def use_test_session(app: FastAPI, db: AsyncSession) -> None:
                 await session.commit()
 
     app.dependency_overrides[get_db_session] = test_session
+    # The ingest path's autocommit session too: in a test, everything stays in its transaction.
+    app.dependency_overrides[get_autocommit_session] = test_session
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.item_banks.models import PublicationStatus
 from server.modules.models import Module
-from server.participants.models import Participant
+from server.participants.schemas import ParticipantRef
 from server.submissions.models import Submission, SubmissionTask
 
 
@@ -53,7 +53,7 @@ async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState
 
 
 async def get_own(
-    db: AsyncSession, *, participant: Participant, session_id: uuid.UUID
+    db: AsyncSession, *, participant: ParticipantRef, session_id: uuid.UUID
 ) -> AssessmentSession:
     session = await db.get(AssessmentSession, session_id)
     # Another participant's session does not exist as far as this one is concerned.
@@ -63,7 +63,7 @@ async def get_own(
 
 
 async def start(
-    db: AsyncSession, *, participant: Participant, session_in: SessionStart
+    db: AsyncSession, *, participant: ParticipantRef, session_in: SessionStart
 ) -> tuple[SessionState, bool]:
     """Start, or resume when the client retries with the same session id."""
     existing = await db.get(AssessmentSession, session_in.session_id)
@@ -99,7 +99,7 @@ async def start(
     return await state_of(db, session), True
 
 
-async def end(db: AsyncSession, *, participant: Participant, end_in: SessionEnd) -> SessionState:
+async def end(db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd) -> SessionState:
     session = await get_own(db, participant=participant, session_id=end_in.session_id)
     target = SessionStatus(end_in.status)
     if session.status == SessionStatus.in_progress:

@@ -28,7 +28,7 @@ def _json_dumps(value: Any) -> str:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": True,
+        "pool_pre_ping": False,
         "json_serializer": _json_dumps,
         "json_deserializer": orjson.loads,
     }
@@ -77,3 +77,40 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DBSession = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+
+
+async def get_autocommit_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For routes whose every write is one self-contained statement (the ingest path).
+
+    On PostgreSQL each statement commits on its own, with no BEGIN/COMMIT round trips; the
+    statement has returned, so it is durable, before the route answers. Elsewhere (SQLite,
+    where the write takes several statements) it is the ordinary unit of work.
+    """
+    if request.app.state.autocommit_sessionmaker is None:
+        async for session in get_db_session(request):
+            yield session
+        return
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.autocommit_sessionmaker
+    async with sessionmaker() as session:
+        yield session
+
+
+AutocommitSession = Annotated[AsyncSession, Depends(get_autocommit_session, scope="function")]
+
+
+def create_autocommit_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession] | None:
+    if engine.dialect.name != "postgresql":
+        return None
+    # Same pool; the driver simply does not open a transaction block.
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+async def driver_connection(db: AsyncSession) -> Any:
+    """The asyncpg connection under the session, in whatever transaction the session is in.
+
+    The ingest path's two hot statements go to it directly: through SQLAlchemy the same
+    statements cost several times the CPU (measured with tests/bench/ingest.py).
+    """
+    connection = await db.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

@@ -2,30 +2,62 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.deps import AppSettings, oauth2_scheme
-from server.core.db import DBSession
+from server.core.config import Settings
+from server.core.db import AutocommitSession, DBSession, driver_connection
 from server.core.errors import Unauthorized
 from server.core.models import utcnow
 from server.core.security import decode_access_token
 from server.participant_auth.models import ParticipantLogin
 from server.participant_auth.service import INACTIVE, PARTICIPANT_TOKEN
-from server.participants.models import Participant
+from server.participants.models import Participant, ParticipantStatus
+from server.participants.schemas import ParticipantRef
 
 
 @dataclass(frozen=True)
 class ParticipantPrincipal:
-    participant: Participant
-    login_id: object
+    participant: ParticipantRef
+    login_id: uuid.UUID
 
 
-async def current_participant(
-    db: DBSession, settings: AppSettings, token: Annotated[str | None, Depends(oauth2_scheme)]
+_LOGIN_SQL = """
+    SELECT l.expires_at, l.revoked_at, p.id, p.study_id, p.site_id, p.status
+    FROM participant_logins l JOIN participants p ON p.id = l.participant_id
+    WHERE l.id = $1
+"""
+
+
+async def _login(db: AsyncSession, login_id: uuid.UUID) -> Sequence[Any] | None:
+    """One round trip, columns only: this runs before every submission."""
+    if db.get_bind().dialect.name == "postgresql":
+        # Straight to asyncpg, like the insert that follows it (server.submissions.store).
+        return await (await driver_connection(db)).fetchrow(_LOGIN_SQL, login_id)  # type: ignore[no-any-return]
+    result = await db.execute(
+        select(
+            ParticipantLogin.expires_at,
+            ParticipantLogin.revoked_at,
+            Participant.id,
+            Participant.study_id,
+            Participant.site_id,
+            Participant.status,
+        )
+        .join(Participant, Participant.id == ParticipantLogin.participant_id)
+        .where(ParticipantLogin.id == login_id)
+    )
+    return result.one_or_none()
+
+
+async def authenticate_participant(
+    db: AsyncSession, settings: Settings, token: str | None
 ) -> ParticipantPrincipal:
     if not token:
         raise Unauthorized()
@@ -33,25 +65,38 @@ async def current_participant(
     # A staff token is not a participant token, and the reverse holds in server.auth.deps.
     if claims is None or claims.kind != PARTICIPANT_TOKEN:
         raise Unauthorized("A participant token is required.")
-    # One round trip: the login and its participant together.
-    row = (
-        await db.execute(
-            select(ParticipantLogin.expires_at, ParticipantLogin.revoked_at, Participant)
-            .join(Participant, Participant.id == ParticipantLogin.participant_id)
-            .where(ParticipantLogin.id == claims.session_id)
-        )
-    ).one_or_none()
+    row = await _login(db, claims.session_id)
     if row is None:
         raise Unauthorized("This participant login has ended.")
-    expires_at, revoked_at, participant = row
+    expires_at, revoked_at, participant_id, study_id, site_id, status = row
+    status = ParticipantStatus(status)
     if (
         revoked_at is not None
         or expires_at <= utcnow()
-        or participant.id != claims.subject
-        or participant.status in INACTIVE
+        or participant_id != claims.subject
+        or status in INACTIVE
     ):
         raise Unauthorized("This participant login has ended.")
+    participant = ParticipantRef(
+        id=participant_id, study_id=study_id, site_id=site_id, status=status
+    )
     return ParticipantPrincipal(participant=participant, login_id=claims.session_id)
 
 
+async def current_participant(
+    db: DBSession, settings: AppSettings, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> ParticipantPrincipal:
+    return await authenticate_participant(db, settings, token)
+
+
+async def current_participant_autocommit(
+    db: AutocommitSession,
+    settings: AppSettings,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> ParticipantPrincipal:
+    """The same check on the ingest route's session, so a request uses one connection."""
+    return await authenticate_participant(db, settings, token)
+
+
 CurrentParticipant = Annotated[ParticipantPrincipal, Depends(current_participant)]
+IngestParticipant = Annotated[ParticipantPrincipal, Depends(current_participant_autocommit)]

@@ -90,3 +90,14 @@ class ImportReport(BaseModel):
     accepted: int
     rejected: list[ImportRowError]
     created: int
+
+
+class ParticipantRef(BaseModel):
+    """Who a participant token speaks for: what the device paths need, nothing more."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    study_id: uuid.UUID
+    site_id: uuid.UUID
+    status: ParticipantStatus

@@ -5,8 +5,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from server.auth.deps import AppSettings
-from server.core.db import DBSession
-from server.participant_auth.deps import CurrentParticipant
+from server.core.db import AutocommitSession, DBSession
+from server.participant_auth.deps import IngestParticipant
 from server.submissions import service
 from server.submissions.body import parse_json, parse_model, read_body
 from server.submissions.deps import SubmissionReader
@@ -34,9 +34,9 @@ _BODY: dict[str, Any] = {
 async def submit(
     request: Request,
     response: Response,
-    db: DBSession,
+    db: AutocommitSession,
     settings: AppSettings,
-    me: CurrentParticipant,
+    me: IngestParticipant,
 ) -> Receipt:
     raw = await read_body(request, settings.MAX_SUBMISSION_BYTES)
     payload = parse_json(raw)

@@ -11,9 +11,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
@@ -22,8 +20,8 @@ from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.modules.models import Module
 from server.outbox import service as outbox
-from server.participants.models import Participant
-from server.submissions import validation
+from server.participants.schemas import ParticipantRef
+from server.submissions import store, validation
 from server.submissions.models import Submission, SubmissionTask
 from server.submissions.schemas import Receipt, SubmissionIn, SubmissionRead, TaskRead
 
@@ -70,7 +68,7 @@ def validate_or_raise(
 
 
 async def _session_battery(
-    db: AsyncSession, *, participant: Participant, session_id: uuid.UUID
+    db: AsyncSession, *, participant: ParticipantRef, session_id: uuid.UUID
 ) -> uuid.UUID:
     # A session's participant and battery never change: remember them, skip a round trip.
     known = _session_owner.get(session_id)
@@ -92,11 +90,6 @@ async def _session_battery(
         _session_owner.pop(next(iter(_session_owner)))
     _session_owner[session_id] = (row[0], row[1])
     return row[1]
-
-
-def _insert_submission(db: AsyncSession) -> Any:
-    dialect = db.get_bind().dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(Submission)
 
 
 async def _existing(
@@ -124,7 +117,7 @@ async def _existing(
 async def submit(
     db: AsyncSession,
     *,
-    participant: Participant,
+    participant: ParticipantRef,
     submission_in: SubmissionIn,
     payload: Any,
     raw: bytes,
@@ -135,24 +128,33 @@ async def submit(
     )
     validate_or_raise(submission_in, await modules_of_battery(db, battery_id))
     digest = checksum(payload)
+    modules = await modules_of_battery(db, battery_id)
     submission_id = uuid.uuid4()
-    received_at = utcnow()
-    inserted = await db.execute(
-        _insert_submission(db)
-        .values(
-            id=submission_id,
-            client_submission_id=submission_in.client_submission_id,
-            participant_id=participant.id,
-            study_id=participant.study_id,
-            session_id=submission_in.session_id,
-            checksum=digest,
-            raw_payload=raw,
-            received_at=received_at,
-        )
-        .on_conflict_do_nothing(index_elements=["participant_id", "client_submission_id"])
-        .returning(Submission.id)
+    new = store.NewSubmission(
+        id=submission_id,
+        client_submission_id=submission_in.client_submission_id,
+        participant_id=participant.id,
+        study_id=participant.study_id,
+        session_id=submission_in.session_id,
+        checksum=digest,
+        raw_payload=raw,
+        received_at=utcnow(),
+        tasks=[
+            (
+                modules[(t.module_key, t.module_version)].module_id,
+                t.module_key,
+                t.module_version,
+                t.summary,
+                t.trials,
+            )
+            for t in submission_in.tasks
+        ],
+        events=[
+            outbox.Event(topic, {"submission_id": str(submission_id)}, submission_id)
+            for topic in (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
+        ],
     )
-    if inserted.scalar_one_or_none() is None:
+    if not await store.insert_once(db, new):
         existing = await _existing(
             db,
             participant_id=participant.id,
@@ -165,35 +167,7 @@ async def submit(
                 details={"client_submission_id": submission_in.client_submission_id},
             )
         return existing, False
-
-    modules = await modules_of_battery(db, battery_id)
-    await db.execute(
-        insert(SubmissionTask),
-        [
-            {
-                "submission_id": submission_id,
-                "position": position,
-                "module_id": modules[(t.module_key, t.module_version)].module_id,
-                "module_key": t.module_key,
-                "module_version": t.module_version,
-                "summary": t.summary,
-                "trials": t.trials,
-                "n_trials": len(t.trials),
-            }
-            for position, t in enumerate(submission_in.tasks)
-        ],
-    )
-    await outbox.add(
-        db,
-        [
-            outbox.Event(
-                outbox.ARCHIVE_SUBMISSION, {"submission_id": str(submission_id)}, submission_id
-            ),
-            outbox.Event(
-                outbox.REDCAP_SYNC_SUBMISSION, {"submission_id": str(submission_id)}, submission_id
-            ),
-        ],
-    )
+    received_at = new.received_at
     return (
         Receipt(
             submission_id=submission_id,

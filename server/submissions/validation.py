@@ -79,16 +79,30 @@ def _schema_problem(exc: fastjsonschema.JsonSchemaValueException, loc: list[Any]
     return {"loc": [*loc, *path], "msg": message, "type": f"schema_{exc.rule}"}
 
 
+def _selector(where: dict[str, Any]) -> Any:
+    """A fast filter for the usual one- or two-condition `where` (this runs per trial)."""
+    items = list(where.items())
+    if not items:
+        return None
+    if len(items) == 1:
+        ((k1, v1),) = items
+        return lambda t: t.get(k1) == v1
+    if len(items) == 2:
+        (k1, v1), (k2, v2) = items
+        return lambda t: t.get(k1) == v1 and t.get(k2) == v2
+    return lambda t: all(t.get(k) == v for k, v in items)
+
+
 def _aggregate(rule: dict[str, Any], trials: list[dict[str, Any]]) -> float | None:
-    where = rule.get("where") or {}
-    selected = [t for t in trials if all(t.get(k) == v for k, v in where.items())]
+    keep = _selector(rule.get("where") or {})
+    selected = trials if keep is None else [t for t in trials if keep(t)]
     op = rule["op"]
     if op == "count":
         return float(len(selected))
+    field = rule["field"]
     if op == "proportion":
-        field = rule["field"]
         return sum(1 for t in selected if t.get(field)) / len(selected) if selected else None
-    values = [float(t[rule["field"]]) for t in selected if t.get(rule["field"]) is not None]
+    values = [v for t in selected if (v := t.get(field)) is not None]
     if not values:
         return None
     if op == "mean":
@@ -96,9 +110,9 @@ def _aggregate(rule: dict[str, Any], trials: list[dict[str, Any]]) -> float | No
     if op == "sum":
         return math.fsum(values)
     if op == "min":
-        return min(values)
+        return float(min(values))
     if op == "max":
-        return max(values)
+        return float(max(values))
     raise ValueError(f"unknown aggregate {op}")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.assessment_sessions import service as sessions_service
 from server.assessment_sessions.schemas import SessionEnd, SessionStart
 from server.core.errors import AppError
-from server.participants.models import Participant
+from server.participants.schemas import ParticipantRef
 from server.submissions import service as submissions_service
 from server.submissions.body import parse_model
 from server.submissions.schemas import SubmissionIn
@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 
 
 async def _apply(
-    db: AsyncSession, participant: Participant, index: int, kind: str, data: dict[str, Any]
+    db: AsyncSession, participant: ParticipantRef, index: int, kind: str, data: dict[str, Any]
 ) -> ItemResult:
     loc = ("body", "items", index, "data")
     if kind == "session_start":
@@ -53,7 +53,7 @@ async def _apply(
     )
 
 
-async def sync(db: AsyncSession, *, participant: Participant, sync_in: SyncIn) -> SyncResult:
+async def sync(db: AsyncSession, *, participant: ParticipantRef, sync_in: SyncIn) -> SyncResult:
     results: list[ItemResult] = []
     for index, item in enumerate(sync_in.items):
         # A savepoint per item: a rejected item is undone alone, the others stay.
