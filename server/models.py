@@ -4,10 +4,12 @@ from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
 from server.item_banks.models import ItemBank
+from server.jobs.models import DeadLetter, Job
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
+from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
 from server.studies.models import Site, Study, StudyMembership
 from server.submissions.models import Submission, SubmissionTask
 from server.user_sessions.models import UserSession
@@ -19,12 +21,17 @@ __all__ = [
     "Base",
     "Battery",
     "BatteryModule",
+    "DeadLetter",
     "ItemBank",
+    "Job",
     "Module",
     "OutboxEvent",
     "Participant",
     "ParticipantContact",
     "ParticipantLogin",
+    "RedcapConnection",
+    "RedcapMapping",
+    "RedcapSyncState",
     "Site",
     "Study",
     "StudyMembership",

@@ -32,6 +32,9 @@ class OutboxEvent(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     publish_attempts: Mapped[int] = mapped_column(default=0)
+    # Published but not reported done by then: the relay publishes it again (a message lost
+    # with a Redis restart, or held by a worker that died, is sent once more).
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
     # The submission or other row this is about, for admins tracing a backlog.

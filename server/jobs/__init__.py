@@ -1,0 +1,1 @@
+"""Background jobs as the API shows them, and the dead-letter record."""

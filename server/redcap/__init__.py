@@ -1,0 +1,1 @@
+"""REDCap: connections, field mappings, sync state, participant import."""
