@@ -287,3 +287,15 @@ async def test_health_endpoints_are_not_limited(
     assert liveness == [200] * 6
     assert readiness == [200] * 3
     assert api == [200, 200, 429]
+
+
+async def test_successful_logins_do_not_use_up_the_account_limit(
+    make_app: AppFactory, db: AsyncSession
+) -> None:
+    user = await create_user(db, email=f"owner-{uuid.uuid4().hex[:8]}@example.org")
+    app = make_app()
+    for n in range(1, LOGIN_LIMIT + 3):
+        # Many devices of one owner (one IP each), all with the right password.
+        async with _peer(app, f"10.8.8.{n}") as device:
+            response = await _attempt(device, user.email, DEFAULT_PASSWORD)
+            assert response.status_code == 200, (n, response.text)

@@ -9,6 +9,7 @@ from server.auth import service
 from server.auth.deps import AppSettings, CurrentPrincipal
 from server.auth.schemas import Me, RefreshRequest, TokenPair
 from server.core.db import DBSession
+from server.core.errors import Unauthorized
 from server.core.ratelimit import account_key, limits_of, login_ip_rate_limit
 from server.user_sessions import service as sessions_service
 
@@ -23,15 +24,21 @@ async def login(
     settings: AppSettings,
 ) -> TokenPair:
     limits = limits_of(request)
-    # Per account as well as per IP, so spreading guesses over many addresses does not help.
-    limits.hit(limits.login, "login-account", account_key(form.username))
-    return await service.login(
-        db,
-        settings,
-        email=form.username,
-        password=form.password,
-        user_agent=request.headers.get("user-agent", ""),
-    )
+    account = account_key(form.username)
+    # Per account as well as per IP, so spreading guesses over many addresses does not help;
+    # only failures count there, so an owner's own successful logins never use it up.
+    limits.check(limits.login, "login-account", account)
+    try:
+        return await service.login(
+            db,
+            settings,
+            email=form.username,
+            password=form.password,
+            user_agent=request.headers.get("user-agent", ""),
+        )
+    except Unauthorized:
+        limits.record(limits.login, "login-account", account)
+        raise
 
 
 @router.post("/refresh", response_model=TokenPair)

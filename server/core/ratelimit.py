@@ -73,11 +73,28 @@ class RateLimits:
         return hops[0] if hops else peer
 
     def hit(self, item: RateLimitItem, scope: str, key: str) -> None:
+        """Count this request, and refuse it (429) if it is over the limit."""
+        self._guard(item, scope, key, count=True)
+
+    def check(self, item: RateLimitItem, scope: str, key: str) -> None:
+        """Refuse (429) if the limit is already used up, without counting this request."""
+        self._guard(item, scope, key, count=False)
+
+    def record(self, item: RateLimitItem, scope: str, key: str) -> None:
+        """Count an event (a failed login, say) after the fact; never refuses."""
+        if not self.enabled:
+            return
+        try:
+            self.limiter.limiter.hit(item, scope, key)
+        except Exception as exc:
+            log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
+
+    def _guard(self, item: RateLimitItem, scope: str, key: str, *, count: bool) -> None:
         if not self.enabled:
             return
         strategy = self.limiter.limiter
         try:
-            allowed = strategy.hit(item, scope, key)
+            allowed = strategy.hit(item, scope, key) if count else strategy.test(item, scope, key)
             if allowed:
                 return
             reset_at, _remaining = strategy.get_window_stats(item, scope, key)

@@ -99,7 +99,7 @@ SIMPLE_RT = {
     "description": (
         "Respond as fast as possible when the stimulus appears. A valid trial has a "
         "response that is not an anticipation; a lapse has no response. Mean, median and SD "
-        "of reaction time are over the trials with a response."
+        "of reaction time are over the valid trials."
     ),
     "trial_schema": _object(_RT_TRIAL),
     "summary_schema": _object(_RT_SUMMARY),
