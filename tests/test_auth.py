@@ -311,11 +311,11 @@ async def test_refresh_rotates_the_refresh_token(client: AsyncClient, db: AsyncS
     me = await client.get(ME, headers=_bearer(second["access_token"]))
     assert me.status_code == 200 and me.json()["id"] == str(user.id)
 
-    replay = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
-    _envelope(replay, 401, "unauthorized")
-
     third = await client.post(REFRESH, json={"refresh_token": second["refresh_token"]})
     assert third.status_code == 200, third.text
+    # The old token is not a way back in (and replaying it ends the session: next test).
+    replay = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    _envelope(replay, 401, "unauthorized")
 
 
 async def test_refresh_with_an_unknown_token_is_401(client: AsyncClient) -> None:
@@ -451,3 +451,24 @@ async def test_bcrypt_hash_still_logs_in_and_is_upgraded_to_argon2(
     assert user.password_hash.startswith("$argon2")
     again = await _login(raw_client, user.email)
     assert again.status_code == 200, again.text
+
+
+async def test_a_replayed_refresh_token_ends_the_session(
+    client: AsyncClient, db: AsyncSession
+) -> None:
+    user = await create_user(db)
+    first = await _tokens(client, user.email)
+    stolen = first["refresh_token"]
+    # The owner refreshes; later someone presents the old (stolen) token.
+    owner = await client.post("/api/auth/refresh", json={"refresh_token": stolen})
+    assert owner.status_code == 200
+    replay = await client.post("/api/auth/refresh", json={"refresh_token": stolen})
+    assert replay.status_code == 401
+    assert replay.json()["correlation_id"] == replay.headers["x-request-id"]
+    # Neither copy survives: the owner's new tokens stop working too.
+    new_access = owner.json()["access_token"]
+    assert (await client.get("/api/auth/me", headers=_bearer(new_access))).status_code == 401
+    again = await client.post(
+        "/api/auth/refresh", json={"refresh_token": owner.json()["refresh_token"]}
+    )
+    assert again.status_code == 401

@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from server.auth import service
 from server.auth.deps import AppSettings, CurrentPrincipal
 from server.auth.schemas import Me, RefreshRequest, TokenPair
 from server.core.db import DBSession
-from server.core.errors import Unauthorized
+from server.core.errors import Unauthorized, error_response
 from server.core.ratelimit import account_key, limits_of, login_ip_rate_limit
 from server.user_sessions import service as sessions_service
 
@@ -41,9 +42,14 @@ async def login(
         raise
 
 
-@router.post("/refresh", response_model=TokenPair)
-async def refresh(body: RefreshRequest, db: DBSession, settings: AppSettings) -> TokenPair:
-    return await service.refresh(db, settings, refresh_token=body.refresh_token)
+@router.post("/refresh", response_model=TokenPair, responses={401: {"description": "Refused"}})
+async def refresh(
+    body: RefreshRequest, db: DBSession, settings: AppSettings
+) -> TokenPair | JSONResponse:
+    result = await service.refresh(db, settings, refresh_token=body.refresh_token)
+    if isinstance(result, Unauthorized):
+        return error_response(result)
+    return result
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

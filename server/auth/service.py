@@ -42,12 +42,16 @@ async def login(
     return _tokens(settings, session, refresh_token)
 
 
-async def refresh(db: AsyncSession, settings: Settings, *, refresh_token: str) -> TokenPair:
+async def refresh(
+    db: AsyncSession, settings: Settings, *, refresh_token: str
+) -> TokenPair | Unauthorized:
+    """New tokens, or the refusal to answer with. The refusal is returned, not raised: a
+    replayed token revokes its session, and that revocation must commit."""
     rotated = await sessions_service.rotate(db, refresh_token)
     if rotated is None:
-        raise Unauthorized("The refresh token is invalid or has expired.")
+        return Unauthorized("The refresh token is invalid or has expired.")
     session, new_refresh = rotated
     user = await users_service.get(db, session.user_id)
     if not user.is_active:
-        raise Unauthorized("This account is disabled.")
+        return Unauthorized("This account is disabled.")
     return _tokens(settings, session, new_refresh)

@@ -130,9 +130,13 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def error_response(exc: AppError) -> JSONResponse:
+    return envelope(exc.status_code, exc.error_code, exc.message, exc.details, exc.headers)
+
+
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return envelope(exc.status_code, exc.error_code, exc.message, exc.details, exc.headers)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -18,6 +18,10 @@ class UserSession(IdMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     refresh_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token this one replaced: seen again, it was stolen or replayed, and the session ends.
+    previous_refresh_token_hash: Mapped[str | None] = mapped_column(
+        String(64), default=None, index=True
+    )
     user_agent: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +14,8 @@ from server.core.errors import NotFound
 from server.core.models import utcnow
 from server.core.security import hash_token, new_opaque_token
 from server.user_sessions.models import UserSession
+
+log = structlog.get_logger(__name__)
 
 
 async def open_session(
@@ -34,17 +37,30 @@ async def open_session(
 
 
 async def rotate(db: AsyncSession, refresh_token: str) -> tuple[UserSession, str] | None:
-    """Swap a live refresh token for a new one; an old or unknown token gets nothing."""
+    """Swap a live refresh token for a new one; an old or unknown token gets nothing.
+
+    A token that was already swapped is a replay (a stolen copy, most likely): the whole
+    session is revoked, so neither the thief nor the owner keeps it.
+    """
+    digest = hash_token(refresh_token)
     result = await db.execute(
-        select(UserSession)
-        .where(UserSession.refresh_token_hash == hash_token(refresh_token))
-        .with_for_update()
+        select(UserSession).where(UserSession.refresh_token_hash == digest).with_for_update()
     )
     session = result.scalar_one_or_none()
     now = utcnow()
-    if session is None or not session.is_active(now):
+    if session is None:
+        replayed = await db.scalar(
+            select(UserSession).where(UserSession.previous_refresh_token_hash == digest)
+        )
+        if replayed is not None and replayed.revoked_at is None:
+            replayed.revoked_at = now
+            await db.flush()
+            log.warning("refresh_token_reuse", session_id=str(replayed.id))
+        return None
+    if not session.is_active(now):
         return None
     new_token = new_opaque_token()
+    session.previous_refresh_token_hash = digest
     session.refresh_token_hash = hash_token(new_token)
     session.last_used_at = now
     await db.flush()
