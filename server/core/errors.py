@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.core.request_context import REQUEST_ID_HEADER, get_request_id
@@ -151,6 +153,30 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL error code behind a driver exception, raw or wrapped by SQLAlchemy."""
+    for candidate in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # SQLSTATE class 22, "data exception": the database refused a value the request carried
+    # (a NUL character, a number past the column's range). Bad input, so 422 and not 500.
+    code = _sqlstate(exc)
+    if code is not None and code.startswith("22"):
+        log.info("request_value_refused_by_database", sqlstate=code)
+        return envelope(
+            422,
+            "invalid_value",
+            "A value in the request cannot be stored (a NUL character, or a number out of range).",
+            {"sqlstate": code},
+        )
+    return await _unhandled(request, exc)
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", exc_type=type(exc).__name__, exc_info=exc)
     return envelope(500, "internal_error", "An unexpected error occurred.")
@@ -160,4 +186,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database errors are answered here rather than by the last-resort handler, so a refused
+    # value is a plain 422 and not a server exception.
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -15,7 +15,8 @@ ITEM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class ItemOption(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: int
+    # Response codes are small numbers; the bound also keeps them exact in JSON storage.
+    code: int = Field(ge=-(2**31), le=2**31 - 1)
     label: str = Field(min_length=1, max_length=200)
 
 

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, NoReturn
 
 import fastjsonschema
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from server.item_banks.models import PublicationStatus
@@ -175,6 +176,11 @@ def check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
         size = len(json.dumps(schema, allow_nan=False))
     except ValueError:
         raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+    try:
+        # What the database column will be written with; it refuses integers past 64 bits.
+        orjson.dumps(schema)
+    except TypeError:
+        raise ValueError("numbers must fit in 64 bits") from None
     if size > MAX_SCHEMA_CHARS:
         raise ValueError(f"is larger than {MAX_SCHEMA_CHARS} characters of JSON")
     draft = schema.get("$schema")
