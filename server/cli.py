@@ -1,4 +1,4 @@
-"""`python -m server <command>`: migrate, create-admin, seed-demo, serve."""
+"""`python -m server <command>`: migrate, create-admin, seed-demo, serve, relay, archive."""
 
 from __future__ import annotations
 
@@ -90,6 +90,18 @@ async def _archive_rebuild(settings: Settings, study_ref: str) -> int:
     return 0 if report.ok else 1
 
 
+async def _relay(settings: Settings) -> None:
+    import signal
+
+    from server.outbox.relay import run_relay
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run_relay(settings, stop)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     s.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    sub.add_parser("relay", help="publish outbox rows to the workers' queues, until stopped")
     ar = sub.add_parser("archive", help="the submission archive")
     ar_sub = ar.add_subparsers(dest="archive_command", required=True)
     rb = ar_sub.add_parser(
@@ -124,7 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.core.logging import configure_logging
 
     # The CLI's own output is what it prints; its logs are for warnings and errors only.
-    configure_logging(settings.model_copy(update={"LOG_LEVEL": "WARNING"}))
+    # The relay is a long-running process: its logs are its output.
+    if args.command != "relay":
+        configure_logging(settings.model_copy(update={"LOG_LEVEL": "WARNING"}))
+    else:
+        configure_logging(settings)
 
     try:
         if args.command == "migrate":
@@ -147,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy_headers=False,  # X-Forwarded-For is trusted only from TRUSTED_PROXIES
                 access_log=False,
             )
+        elif args.command == "relay":
+            asyncio.run(_relay(settings))
         elif args.command == "archive" and args.archive_command == "rebuild":
             return asyncio.run(_archive_rebuild(settings, args.study))
     except AppError as exc:

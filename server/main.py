@@ -25,9 +25,12 @@ from server.core.ratelimit import RateLimits, default_rate_limit
 from server.core.runtime import tune_gc
 from server.health.router import router as health_router
 from server.item_banks.router import router as item_banks_router
+from server.jobs.router import dead_letters_router
+from server.jobs.router import router as jobs_router
 from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
+from server.redcap.router import router as redcap_router
 from server.studies.router import router as studies_router
 from server.submissions.reference import router as reference_router
 from server.submissions.router import router as submit_router
@@ -51,6 +54,9 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     item_banks_router,
     modules_router,
     batteries_router,
+    jobs_router,
+    dead_letters_router,
+    redcap_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

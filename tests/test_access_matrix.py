@@ -17,16 +17,27 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
+from server.core.crypto import token_box
+from server.jobs.models import Job
+from server.redcap.models import RedcapConnection
 from server.studies.models import StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
 
 # Parameters whose value identifies something inside one study.
-STUDY_SCOPED = {"study_id", "site_id", "participant_id", "submission_id", "battery_id"}
+STUDY_SCOPED = {
+    "study_id",
+    "site_id",
+    "participant_id",
+    "submission_id",
+    "battery_id",
+    "job_id",
+    "connection_id",  # a REDCap connection
+}
 # Parameters that name something outside any study (accounts, login sessions, the shared
-# task catalogue).
-NOT_STUDY_SCOPED = {"user_id", "session_id", "module_id", "item_bank_id"}
+# task catalogue, dead letters: administrators only).
+NOT_STUDY_SCOPED = {"user_id", "session_id", "module_id", "item_bank_id", "dead_letter_id"}
 
 
 @dataclass
@@ -54,6 +65,17 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(submission_b)
     await db.flush()
+    job_b = Job(kind="archive.submission", study_id=study_b.id, subject_id=submission_b.id)
+    db.add(job_b)
+    await db.flush()
+    connection_b = RedcapConnection(
+        study_id=study_b.id,
+        api_url="https://redcap.example.org/api/",
+        token_encrypted=token_box(settings).encrypt("0" * 32),
+        token_last4="0000",
+    )
+    db.add(connection_b)
+    await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -65,6 +87,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "participant_id": participant_b.id,
             "submission_id": submission_b.id,
             "battery_id": battery_b.id,
+            "job_id": job_b.id,
+            "connection_id": connection_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),

@@ -53,6 +53,7 @@ def test_production_accepts_real_configuration() -> None:
         DATABASE_URL=PG,
         REDIS_URL="redis://r:6379/0",
         ALLOWED_ORIGINS="https://a.org, https://b.org",
+        REDCAP_TOKEN_KEY="mVc9xHyz1Qv3Yk0lB7aT2cN5pE8rW4uJ6sD0fG1hK2M=",
     )
     assert settings.ALLOWED_ORIGINS == ["https://a.org", "https://b.org"]
     assert settings.log_json is True

@@ -13,15 +13,22 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from server.core.config import Settings, get_settings
+from server.core.config import ConfigurationError, Settings, get_settings
 from server.core.logging import configure_logging
+from server.outbox.topics import ROUTES
+from workers import runtime
 from workers.beat import BEAT_SCHEDULE
 
 QUEUES = ("redcap", "reports", "exports", "notifications", "maintenance")
 DEFAULT_QUEUE = "maintenance"
-TASK_MODULES = ["workers.tasks.maintenance"]
-# Longer than any task may run (task_time_limit), so Redis never redelivers a running task.
-VISIBILITY_TIMEOUT_S = 1800
+TASK_MODULES = [
+    "workers.tasks.maintenance",
+    "workers.tasks.archive",
+    "workers.tasks.redcap",
+]
+# The soft limit raises inside the task (it can record the failure); the hard one kills it.
+TASK_SOFT_TIME_LIMIT_S = 300
+TASK_TIME_LIMIT_S = 360
 BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 
 
@@ -45,6 +52,13 @@ def _filesystem_transport_options(broker_dir: str) -> dict[str, Any]:
     }
 
 
+def task_routes() -> dict[str, dict[str, str]]:
+    """`workers.tasks.<queue>.*` go to `<queue>`; outbox tasks go where their topic says."""
+    routes = {f"workers.tasks.{name}.*": {"queue": name} for name in QUEUES}
+    # Exact names: Celery looks these up before it tries the patterns.
+    return {r.task_name: {"queue": r.queue} for r in ROUTES.values()} | routes
+
+
 def build_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this deployment: Redis when REDIS_URL is set, else the filesystem."""
     broker_url = settings.broker_url
@@ -65,20 +79,26 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_soft_time_limit": 300,
-        "task_time_limit": 360,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
+        "task_time_limit": TASK_TIME_LIMIT_S,
         "task_queues": [_queue(name) for name in QUEUES],
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,
         "task_default_routing_key": DEFAULT_QUEUE,
-        "task_routes": {f"workers.tasks.{name}.*": {"queue": name} for name in QUEUES},
+        "task_routes": task_routes(),
         "beat_schedule": BEAT_SCHEDULE,
         "beat_schedule_filename": BEAT_SCHEDULE_FILE,
         "worker_hijack_root_logger": False,
     }
     Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
     if settings.REDIS_URL:
-        redis_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+        if settings.CELERY_VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT_S:
+            # Redis would hand a task still running to a second worker.
+            raise ConfigurationError(
+                f"CELERY_VISIBILITY_TIMEOUT must be longer than the task time limit "
+                f"({TASK_TIME_LIMIT_S} s)"
+            )
+        redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
         config |= {
             "broker_transport_options": redis_options,
             "result_backend": settings.REDIS_URL,
@@ -96,6 +116,13 @@ def build_config(settings: Settings) -> dict[str, Any]:
 app = Celery("metricis", include=TASK_MODULES)
 
 
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from these settings, for publishing only (the outbox relay)."""
+    publisher = Celery("metricis", set_as_current=False)
+    publisher.conf.update(build_config(settings))
+    return publisher
+
+
 def _configure(sender: Celery, **_: Any) -> None:
     sender.conf.update(build_config(get_settings()))
 
@@ -107,6 +134,11 @@ def _setup_logging(**_: Any) -> None:
 app.on_configure.connect(_configure, weak=False)
 # A receiver on setup_logging stops Celery from configuring (and hijacking) the root logger.
 signals.setup_logging.connect(_setup_logging, weak=False)
+# One event loop and engine per process that runs tasks, made after the fork (workers.runtime).
+signals.worker_process_init.connect(runtime.init_process, weak=False)
+signals.worker_process_shutdown.connect(runtime.shutdown, weak=False)
+# The solo pool runs tasks in the main process. (Not the threads pool: one loop per process.)
+signals.worker_shutdown.connect(runtime.shutdown, weak=False)
 
 
 P = ParamSpec("P")
@@ -118,6 +150,8 @@ class TypedTask(Protocol, Generic[P, R_co]):
     """What `@task()` returns: callable like the function, and enqueued with checked args."""
 
     name: str
+    # The current request (id, retries) while the task runs.
+    request: Any
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -67,6 +69,36 @@ class Settings(BaseSettings):
     ARCHIVE_S3_ACCESS_KEY_ID: str = ""
     ARCHIVE_S3_SECRET_ACCESS_KEY: SecretStr = SecretStr("")
 
+    # The worker tier (workers/, server.outbox.relay).
+    # Redis redelivers a message not acknowledged within this; longer than any task may run
+    # (hard time limit) and than any retry countdown a worker holds (TASK_RETRY_BACKOFF_MAX).
+    CELERY_VISIBILITY_TIMEOUT: int = Field(default=1800, ge=60)
+    # A published outbox row whose task has not reported done by then is published again.
+    OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
+    RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
+    RELAY_BATCH_SIZE: int = Field(default=100, ge=1)
+    # Transient errors: retried with exponential backoff and jitter, then dead-lettered.
+    TASK_MAX_RETRIES: int = Field(default=8, ge=0)
+    TASK_RETRY_BACKOFF_MAX: int = Field(default=600, ge=1)
+
+    # REDCap (server.redcap). Fernet key(s) for the API tokens stored at rest, comma-separated:
+    # the first encrypts, all decrypt (rotation). Empty outside production: a key derived from
+    # JWT_SECRET_KEY. Generate one with `python -c "from cryptography.fernet import Fernet;
+    # print(Fernet.generate_key().decode())"`.
+    REDCAP_TOKEN_KEY: SecretStr = SecretStr("")
+    REDCAP_CONNECT_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    REDCAP_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)
+    # Calls per REDCap server are spread over windows of this length (at the connection's
+    # max_calls_per_minute rate); shorter windows mean smaller bursts.
+    REDCAP_THROTTLE_WINDOW_SECONDS: int = Field(default=10, ge=1, le=60)
+    # An import call carries at most this many rows and bytes of JSON (REDCap fails on large
+    # calls in practice); exports ask for this many records per call.
+    REDCAP_IMPORT_CHUNK_ROWS: int = Field(default=500, ge=1)
+    REDCAP_IMPORT_CHUNK_BYTES: int = Field(default=2_000_000, ge=10_000)
+    REDCAP_EXPORT_CHUNK_RECORDS: int = Field(default=1000, ge=1)
+    # A sync batch claimed by a worker that then died is taken over after this long.
+    REDCAP_SYNC_LEASE_SECONDS: int = Field(default=300, ge=0)
+
     # Set when the secret came from the default factory, so production can refuse it.
     jwt_secret_generated: bool = Field(default=False, exclude=True)
 
@@ -84,6 +116,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
+        for key in self.redcap_token_keys_configured:
+            if not _is_fernet_key(key):
+                raise ValueError(
+                    "REDCAP_TOKEN_KEY must be one or more comma-separated Fernet keys "
+                    "(32 url-safe base64-encoded bytes)"
+                )
         if self.ENVIRONMENT != "production":
             return self
         secret = self.JWT_SECRET_KEY.get_secret_value()
@@ -98,6 +136,25 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must point at PostgreSQL in production, not SQLite")
         if not self.REDIS_URL:
             raise ValueError("REDIS_URL must be set in production (broker and rate limits)")
+        if not self.redcap_token_keys_configured:
+            raise ValueError(
+                "REDCAP_TOKEN_KEY must be set in production (a Fernet key encrypting the "
+                "REDCap API tokens at rest)"
+            )
+        return self
+
+    @property
+    def redcap_token_keys_configured(self) -> list[str]:
+        return [k.strip() for k in self.REDCAP_TOKEN_KEY.get_secret_value().split(",") if k.strip()]
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_retries(self) -> Settings:
+        # A retry waiting for its countdown is an unacknowledged message: if it waited longer
+        # than the visibility timeout, Redis would hand it to a second worker.
+        if self.TASK_RETRY_BACKOFF_MAX >= self.CELERY_VISIBILITY_TIMEOUT:
+            raise ValueError(
+                "TASK_RETRY_BACKOFF_MAX must be shorter than CELERY_VISIBILITY_TIMEOUT"
+            )
         return self
 
     @property
@@ -118,6 +175,13 @@ class Settings(BaseSettings):
         if self.LOG_JSON is not None:
             return self.LOG_JSON
         return self.ENVIRONMENT == "production"
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 class ConfigurationError(RuntimeError):

@@ -22,6 +22,14 @@ async def readiness(request: Request) -> dict[str, object]:
         raise ServiceUnavailable(
             f"Not ready: {', '.join(readiness.failing)} unavailable.",
             error_code="not_ready",
-            details={"components": readiness.components, "failing": readiness.failing},
+            details={
+                "components": readiness.components,
+                "failing": readiness.failing,
+                "outbox_backlog": readiness.outbox_backlog,
+            },
         )
-    return {"status": "ready", "components": readiness.components}
+    return {
+        "status": "ready",
+        "components": readiness.components,
+        "outbox_backlog": readiness.outbox_backlog,
+    }

@@ -10,9 +10,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
+from server.core.models import utcnow
+from server.outbox import relay
 
 CHECK_TIMEOUT_S = 2.0
 
@@ -20,6 +22,8 @@ CHECK_TIMEOUT_S = 2.0
 @dataclass
 class Readiness:
     components: dict[str, str] = field(default_factory=dict)
+    # Work waiting for the workers: reported, never a reason to fail readiness.
+    outbox_backlog: dict[str, object] | None = None
 
     @property
     def failing(self) -> list[str]:
@@ -50,8 +54,20 @@ async def _timed(name: str, check: Coroutine[Any, Any, str]) -> tuple[str, str]:
         return name, f"unavailable: {type(exc).__name__}"
 
 
+async def _outbox_backlog(engine: AsyncEngine) -> dict[str, object] | None:
+    """Pending outbox rows and the oldest one's age; None when it cannot be read in time."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S), AsyncSession(engine) as db:
+            state = await relay.backlog(db, now=utcnow(), by_topic=False)
+    except Exception:
+        return None  # the database check says why
+    return state.summary()
+
+
 async def check(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> Readiness:
-    results = await asyncio.gather(
-        _timed("database", _database(engine)), _timed("broker", _broker(settings, redis))
+    database, broker, backlog = await asyncio.gather(
+        _timed("database", _database(engine)),
+        _timed("broker", _broker(settings, redis)),
+        _outbox_backlog(engine),
     )
-    return Readiness(components=dict(results))
+    return Readiness(components=dict([database, broker]), outbox_backlog=backlog)

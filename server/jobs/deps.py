@@ -1,0 +1,33 @@
+"""valid_job_id: another study's job answers 404, as if it did not exist."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends
+
+from server.auth.deps import CurrentPrincipal
+from server.core.db import DBSession
+from server.core.errors import NotFound
+from server.jobs.models import Job
+from server.studies.access import Permission, require_study
+
+
+async def valid_job_id(job_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal) -> Job:
+    job = await db.get(Job, job_id)
+    if job is None:
+        raise NotFound("No such job.")
+    if principal.is_admin:
+        return job
+    if job.study_id is None:
+        # Work of no study (maintenance, say) is for administrators only.
+        raise NotFound("No such job.")
+    try:
+        await require_study(db, principal, job.study_id, Permission.READ)
+    except NotFound:
+        raise NotFound("No such job.") from None
+    return job
+
+
+ValidJob = Annotated[Job, Depends(valid_job_id)]

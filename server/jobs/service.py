@@ -1,0 +1,363 @@
+"""Jobs and dead letters: the worker tier's record of each outbox event, as admins see it.
+
+The task protocol (workers.events) moves a job through queued -> running -> succeeded, or
+-> retrying -> ... -> failed with a dead letter. Every step locks the event's outbox row, so a
+duplicate message (a re-publish after the lease, a redelivery) never records twice.
+Services flush, never commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.errors import Conflict, NotFound
+from server.core.logging import scrub
+from server.jobs.models import DeadLetter, Job, JobStatus
+from server.outbox.models import OutboxEvent
+from server.studies.models import StudyMembership
+from server.submissions.models import Submission
+
+MAX_ERROR_CHARS = 2000
+
+
+def safe_error(exc: BaseException) -> str:
+    """What a job, a dead letter and the logs keep of an error: its type and scrubbed text.
+
+    Exception text is meant to carry ids, not PHI; emails, phone numbers and bearer tokens
+    that slip in anyway are masked by the same scrubber the logs use.
+    """
+    message = str(exc).strip()
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    scrubbed: str = scrub(text)
+    return scrubbed[:MAX_ERROR_CHARS]
+
+
+def _submission_id(payload: dict[str, Any]) -> uuid.UUID | None:
+    value = payload.get("submission_id")
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def _lock_event(db: AsyncSession, event_id: uuid.UUID) -> OutboxEvent | None:
+    """The event row, locked until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    query = select(OutboxEvent).where(OutboxEvent.id == event_id)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return (await db.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def ensure_jobs(db: AsyncSession, events: Sequence[OutboxEvent]) -> int:
+    """Create the missing Job of each event (kind = topic, queued); returns how many it made.
+
+    The study comes from the submission when the payload names one. Safe to race with a task
+    creating the same job: the insert skips an event that already has one.
+    """
+    if not events:
+        return 0
+    ids = [e.id for e in events]
+    existing = set(
+        (await db.scalars(select(Job.outbox_event_id).where(Job.outbox_event_id.in_(ids)))).all()
+    )
+    missing = [e for e in events if e.id not in existing]
+    if not missing:
+        return 0
+    submission_ids = {e.id: _submission_id(e.payload) for e in missing}
+    wanted = {s for s in submission_ids.values() if s is not None}
+    study_of: dict[uuid.UUID, uuid.UUID] = {}
+    if wanted:
+        rows = await db.execute(
+            select(Submission.id, Submission.study_id).where(Submission.id.in_(wanted))
+        )
+        study_of = {row.id: row.study_id for row in rows}
+    values = []
+    for event in missing:
+        submission_id = submission_ids[event.id]
+        values.append(
+            {
+                "id": uuid.uuid4(),
+                "kind": event.topic,
+                "status": JobStatus.queued,
+                "study_id": study_of.get(submission_id) if submission_id else None,
+                "subject_id": event.subject_id or submission_id,
+                "outbox_event_id": event.id,
+                "params": event.payload,
+                "progress": 0,
+                "attempts": 0,
+                "created_at": event.created_at,
+            }
+        )
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await db.execute(
+        insert(Job).values(values).on_conflict_do_nothing(index_elements=["outbox_event_id"])
+    )
+    return len(values)
+
+
+async def _job_of(db: AsyncSession, event: OutboxEvent) -> Job:
+    job = await db.scalar(
+        select(Job).where(Job.outbox_event_id == event.id).execution_options(populate_existing=True)
+    )
+    if job is None:
+        await ensure_jobs(db, [event])
+        job = await db.scalar(select(Job).where(Job.outbox_event_id == event.id))
+    assert job is not None
+    return job
+
+
+# --- the task protocol -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task may run: the job is marked running and the event's lease covers the run."""
+
+    job_id: uuid.UUID
+    topic: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Nothing to run: the event is gone, already completed, or out of attempts."""
+
+    reason: str
+
+
+def _hold(event: OutboxEvent, until: datetime) -> None:
+    # Only ever extended: the relay must not re-publish while a task is running or waiting to
+    # retry, and a shorter hold from a duplicate must not shorten a longer one.
+    if event.lease_until is None or event.lease_until < until:
+        event.lease_until = until
+
+
+async def start(
+    db: AsyncSession,
+    *,
+    event_id: uuid.UUID,
+    task_name: str,
+    celery_task_id: str | None,
+    now: datetime,
+    hold_until: datetime,
+    max_attempts: int,
+) -> Started | Skipped:
+    event = await _lock_event(db, event_id)
+    if event is None:
+        return Skipped("gone")
+    if event.completed_at is not None:
+        return Skipped("completed")
+    job = await _job_of(db, event)
+    if job.attempts >= max_attempts:
+        # Every earlier attempt ended without reporting back (its worker died, or the hard
+        # time limit killed it): a message that kills workers is not tried for ever.
+        await _dead_letter(
+            db,
+            event=event,
+            job=job,
+            task_name=task_name,
+            error=f"out of attempts after {job.attempts} runs (the last did not report back)",
+            now=now,
+        )
+        return Skipped("out of attempts")
+    job.status = JobStatus.running
+    job.started_at = now
+    job.finished_at = None
+    job.attempts += 1
+    job.celery_task_id = celery_task_id
+    if event.published_at is None:
+        # Run from a message the relay's record does not show (published again after a rerun
+        # reset the row): count it as published so the relay does not send a third copy.
+        event.published_at = now
+    _hold(event, hold_until)
+    await db.flush()
+    return Started(
+        job_id=job.id, topic=event.topic, payload=dict(event.payload), attempts=job.attempts
+    )
+
+
+async def succeed(
+    db: AsyncSession,
+    *,
+    event_id: uuid.UUID,
+    now: datetime,
+    result_location: str | None = None,
+) -> bool:
+    """Job succeeded and event completed, in the caller's transaction with the service's work.
+
+    False when a duplicate got there first (the event is already completed): its record stands.
+    """
+    event = await _lock_event(db, event_id)
+    if event is None or event.completed_at is not None:
+        return False
+    job = await _job_of(db, event)
+    job.status = JobStatus.succeeded
+    job.finished_at = now
+    job.progress = 100
+    job.error = None
+    job.result_location = result_location
+    event.completed_at = now
+    event.last_error = None
+    await db.flush()
+    return True
+
+
+async def retrying(
+    db: AsyncSession, *, event_id: uuid.UUID, error: str, now: datetime, hold_until: datetime
+) -> bool:
+    """Record a transient failure before the retry; False when the event completed meanwhile."""
+    event = await _lock_event(db, event_id)
+    if event is None or event.completed_at is not None:
+        return False
+    job = await _job_of(db, event)
+    job.status = JobStatus.retrying
+    job.error = error
+    event.last_error = error
+    _hold(event, hold_until)
+    await db.flush()
+    return True
+
+
+async def _dead_letter(
+    db: AsyncSession, *, event: OutboxEvent, job: Job, task_name: str, error: str, now: datetime
+) -> DeadLetter:
+    dead = DeadLetter(
+        job_id=job.id,
+        task_name=task_name,
+        # Ids only, like the payload itself: enough to see what it was and to re-run it.
+        args={"event_id": str(event.id), "topic": event.topic, "payload": event.payload},
+        error=error,
+        attempts=job.attempts,
+        failed_at=now,
+    )
+    db.add(dead)
+    job.status = JobStatus.failed
+    job.error = error
+    job.finished_at = now
+    # Completed: the relay stops sending it. The dead letter is the record, and the way back.
+    event.completed_at = now
+    event.last_error = error
+    await db.flush()
+    return dead
+
+
+async def fail(
+    db: AsyncSession, *, event_id: uuid.UUID, task_name: str, error: str, now: datetime
+) -> DeadLetter | None:
+    """Failed for good: a dead letter, the job failed, the event completed. None if completed."""
+    event = await _lock_event(db, event_id)
+    if event is None or event.completed_at is not None:
+        return None
+    job = await _job_of(db, event)
+    return await _dead_letter(db, event=event, job=job, task_name=task_name, error=error, now=now)
+
+
+# --- admin ------------------------------------------------------------------------------
+
+
+async def rerun(db: AsyncSession, *, dead_letter_id: uuid.UUID, now: datetime) -> DeadLetter:
+    """Put a dead letter's event back in the outbox; the relay publishes it again."""
+    dead = await db.get(DeadLetter, dead_letter_id, with_for_update=True)
+    if dead is None:
+        raise NotFound("No such dead letter.")
+    if dead.rerun_at is not None:
+        raise Conflict("This dead letter was already re-run.", error_code="already_rerun")
+    job = await db.get(Job, dead.job_id) if dead.job_id is not None else None
+    event = (
+        await _lock_event(db, job.outbox_event_id)
+        if job is not None and job.outbox_event_id is not None
+        else None
+    )
+    if job is None or event is None:
+        raise Conflict("Its job or outbox event no longer exists; nothing to re-run.")
+    event.completed_at = None
+    event.published_at = None
+    event.lease_until = None
+    event.last_error = None
+    job.status = JobStatus.queued
+    job.error = None
+    job.attempts = 0  # a fresh budget of retries
+    job.started_at = None
+    job.finished_at = None
+    job.celery_task_id = None
+    job.result_location = None
+    job.progress = 0
+    dead.rerun_at = now
+    dead.rerun_job_id = job.id
+    await db.flush()
+    return dead
+
+
+async def get_job(db: AsyncSession, job_id: uuid.UUID) -> Job:
+    job = await db.get(Job, job_id)
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
+def _jobs_query(
+    *,
+    member_of: uuid.UUID | None,
+    study_id: uuid.UUID | None,
+    status: JobStatus | None,
+    kind: str | None,
+) -> Select[Job]:
+    query = select(Job)
+    if member_of is not None:
+        # Non-admins: jobs of their studies; jobs of no study are admins' only.
+        query = query.where(
+            Job.study_id.in_(
+                select(StudyMembership.study_id).where(StudyMembership.user_id == member_of)
+            )
+        )
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return query
+
+
+async def list_jobs(
+    db: AsyncSession,
+    *,
+    member_of: uuid.UUID | None,
+    study_id: uuid.UUID | None = None,
+    status: JobStatus | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Job]:
+    """Newest first. member_of: a non-admin's user id (only their studies); None for admins."""
+    query = _jobs_query(member_of=member_of, study_id=study_id, status=status, kind=kind)
+    rows = await db.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    )
+    return list(rows)
+
+
+async def list_dead_letters(
+    db: AsyncSession, *, rerun: bool | None = None, limit: int = 50, offset: int = 0
+) -> list[DeadLetter]:
+    query = select(DeadLetter)
+    if rerun is True:
+        query = query.where(DeadLetter.rerun_at.is_not(None))
+    elif rerun is False:
+        query = query.where(DeadLetter.rerun_at.is_(None))
+    rows = await db.scalars(
+        query.order_by(DeadLetter.failed_at.desc(), DeadLetter.id).limit(limit).offset(offset)
+    )
+    return list(rows)

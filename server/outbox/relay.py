@@ -1,0 +1,248 @@
+"""The outbox relay: publishes committed outbox rows to the broker, and again when a lease ends.
+
+    python -m server relay
+
+A row is due while it is not completed and either never published or its lease has run out
+(the message was lost with a Redis restart, or the worker running it died). The relay
+publishes the event id to the topic's task, records the publish and a lease, and makes sure
+the event has its Job. A task completes the row when it is done (workers.events). Broker
+down: nothing changes, the rows wait, the relay backs off and tries again on its own.
+
+Several relays may run: on PostgreSQL each batch is taken with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.core.models import utcnow
+from server.jobs import service as jobs_service
+from server.outbox import topics
+from server.outbox.models import OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+# publish(topic, event_id): send the topic's task with the event id as its only argument.
+Publish = Callable[[str, uuid.UUID], Awaitable[None]]
+
+MAX_BACKOFF_S = 30.0
+BACKLOG_LOG_EVERY_S = 60.0
+# Each publish of the same row waits twice as long as the one before, up to this many leases:
+# a long queue (REDCap's rate limit, say) is not flooded with copies of messages still in it.
+MAX_LEASE_FACTOR = 8
+UNROUTED_TASK = "outbox.unrouted"
+
+
+@dataclass
+class RelayResult:
+    published: int = 0
+    republished: int = 0  # of those, published before (a lease ran out)
+    jobs_created: int = 0
+    dead_lettered: int = 0  # rows of a topic no task handles
+    error: str | None = None  # why publishing stopped (the broker is down, say)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def lease_for(lease: timedelta, publish_attempts: int) -> timedelta:
+    """The lease after a row's n-th publish: lease, 2 x lease, 4 x lease, ... up to 8 x."""
+    factor: int = min(2 ** max(publish_attempts - 1, 0), MAX_LEASE_FACTOR)
+    return lease * factor
+
+
+async def relay_once(
+    db: AsyncSession,
+    publish: Publish,
+    *,
+    now: datetime,
+    lease: timedelta,
+    batch: int,
+) -> RelayResult:
+    """Publish up to `batch` due rows, oldest first. The caller commits.
+
+    Stops at the first failed publish and leaves that row and the rest as they are.
+    """
+    result = RelayResult()
+    query = (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.completed_at.is_(None),
+            or_(OutboxEvent.published_at.is_(None), OutboxEvent.lease_until < now),
+        )
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(batch)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    events = list(await db.scalars(query))
+    published: list[OutboxEvent] = []
+    for event in events:
+        if event.topic not in topics.ROUTES:
+            # Not a broker problem, and it would block every row behind it: the dead letter
+            # keeps it, and a rerun sends it once a task handles the topic.
+            await jobs_service.ensure_jobs(db, [event])
+            await jobs_service.fail(
+                db,
+                event_id=event.id,
+                task_name=UNROUTED_TASK,
+                error=f"no task handles topic {event.topic!r}",
+                now=now,
+            )
+            result.dead_lettered += 1
+            continue
+        try:
+            await publish(event.topic, event.id)
+        except Exception as exc:
+            result.error = jobs_service.safe_error(exc)
+            break
+        if event.published_at is not None:
+            result.republished += 1
+        event.published_at = now
+        event.publish_attempts += 1
+        event.lease_until = now + lease_for(lease, event.publish_attempts)
+        published.append(event)
+        result.published += 1
+    await db.flush()
+    result.jobs_created = await jobs_service.ensure_jobs(db, published)
+    return result
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int  # not completed
+    unpublished: int  # not completed and never published
+    oldest_pending_age_seconds: float | None
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "pending": self.pending,
+            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
+        }
+
+
+async def backlog(db: AsyncSession, *, now: datetime, by_topic: bool = True) -> Backlog:
+    """Counts and ages only: nothing about what the rows are about."""
+    pending = OutboxEvent.completed_at.is_(None)
+    row = (
+        await db.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((OutboxEvent.published_at.is_(None), 1), else_=0)), 0),
+                func.min(OutboxEvent.created_at),
+            ).where(pending)
+        )
+    ).one()
+    count, unpublished, oldest = int(row[0]), int(row[1]), row[2]
+    topics_count: dict[str, int] = {}
+    if by_topic and count:
+        rows = await db.execute(
+            select(OutboxEvent.topic, func.count()).where(pending).group_by(OutboxEvent.topic)
+        )
+        topics_count = {topic: int(n) for topic, n in rows}
+    age = round(max((now - oldest).total_seconds(), 0.0), 3) if oldest is not None else None
+    return Backlog(count, unpublished, age, topics_count)
+
+
+async def _wait(stop_event: asyncio.Event, seconds: float) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop_event.wait(), timeout=seconds)
+
+
+async def run_relay(
+    settings: Settings,
+    stop_event: asyncio.Event,
+    *,
+    publish: Publish | None = None,
+    on_cycle: Callable[[RelayResult], None] | None = None,
+) -> None:
+    """Relay until stop_event is set: every RELAY_INTERVAL_SECONDS, at once while a full batch
+    went out, and backing off (up to 30 s) while publishing fails.
+
+    publish defaults to Celery on this deployment's broker; on_cycle sees every cycle's result.
+    """
+    close: Callable[[], None] | None = None
+    if publish is None:
+        # Imported here: the broker side of the relay is the worker tier's.
+        from workers.publisher import CeleryPublisher
+
+        publisher = CeleryPublisher.from_settings(settings)
+        publish, close = publisher, publisher.close
+    engine = create_engine(settings.model_copy(update={"DATABASE_POOL_SIZE": 2}))
+    sessionmaker = create_sessionmaker(engine)
+    interval = settings.RELAY_INTERVAL_SECONDS
+    lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    batch = settings.RELAY_BATCH_SIZE
+    delay = interval
+    failing_since: float | None = None
+    last_backlog_log = -math.inf
+    log.info("relay_started", interval_s=interval, lease_s=lease.total_seconds(), batch=batch)
+    try:
+        while not stop_event.is_set():
+            try:
+                async with sessionmaker() as db:
+                    result = await relay_once(db, publish, now=utcnow(), lease=lease, batch=batch)
+                    await db.commit()
+            except Exception as exc:
+                # The database, most likely: the rows are safe in it, try again later.
+                result = RelayResult(error=jobs_service.safe_error(exc))
+            if on_cycle is not None:
+                on_cycle(result)
+            if result.published:
+                log.info(
+                    "relay_published",
+                    published=result.published,
+                    republished=result.republished,
+                    jobs_created=result.jobs_created,
+                )
+            if result.error is not None:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    delay = interval
+                else:
+                    delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
+                log.warning(
+                    "relay_publish_failed",
+                    error=result.error,
+                    failing_for_s=round(time.monotonic() - failing_since, 1),
+                    retry_in_s=delay,
+                )
+            else:
+                if failing_since is not None:
+                    log.info("relay_recovered", after_s=round(time.monotonic() - failing_since, 1))
+                    failing_since = None
+                # A full batch: more may be due, go again at once.
+                delay = 0.0 if result.published + result.dead_lettered >= batch else interval
+            if time.monotonic() - last_backlog_log >= BACKLOG_LOG_EVERY_S:
+                last_backlog_log = time.monotonic()
+                with suppress(Exception):
+                    async with sessionmaker() as db:
+                        state = await backlog(db, now=utcnow())
+                    log.info(
+                        "outbox_backlog",
+                        pending=state.pending,
+                        unpublished=state.unpublished,
+                        oldest_pending_age_s=state.oldest_pending_age_seconds,
+                        by_topic=state.by_topic,
+                    )
+            await _wait(stop_event, delay)
+    finally:
+        if close is not None:
+            await asyncio.to_thread(close)
+        await engine.dispose()
+        log.info("relay_stopped")

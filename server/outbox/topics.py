@@ -1,0 +1,34 @@
+"""Which Celery task handles each outbox topic, and on which queue: the one mapping.
+
+The relay publishes by task name (it never imports the worker code); the worker registers the
+tasks under the same names (tests/test_worker_protocol.py checks the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.outbox.service import ARCHIVE_SUBMISSION, REDCAP_SYNC_SUBMISSION
+
+
+@dataclass(frozen=True)
+class Route:
+    task_name: str
+    queue: str
+
+
+ROUTES: dict[str, Route] = {
+    ARCHIVE_SUBMISSION: Route("workers.tasks.archive.archive_submission", "maintenance"),
+    REDCAP_SYNC_SUBMISSION: Route("workers.tasks.redcap.sync_submission", "redcap"),
+}
+
+
+class UnknownTopic(LookupError):
+    """An outbox row no task handles (written by newer code, or a typo)."""
+
+
+def route(topic: str) -> Route:
+    try:
+        return ROUTES[topic]
+    except KeyError:
+        raise UnknownTopic(topic) from None

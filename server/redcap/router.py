@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi import status as http_status
+
+from server.auth.deps import AppSettings
+from server.core.db import DBSession
+from server.redcap import participant_import, service, sync
+from server.redcap import preview as preview_service
+from server.redcap.deps import ConnectionManager, ConnectionReader
+from server.redcap.models import SyncStatus
+from server.redcap.schemas import (
+    ConnectionCreate,
+    ConnectionRead,
+    ConnectionTestResult,
+    ConnectionUpdate,
+    MappingIn,
+    MappingRead,
+    ParticipantImportIn,
+    ParticipantImportReport,
+    PreviewRead,
+    ResyncIn,
+    ResyncRead,
+    SyncStatePage,
+)
+from server.studies.deps import StudyManager, StudyReader
+
+router = APIRouter(prefix="/api/redcap", tags=["redcap"])
+
+# REDCap's own failures answer 502 (error_code redcap_error) with REDCap's message.
+_REDCAP_ERRORS: dict[int | str, dict[str, str]] = {
+    502: {"description": "REDCap refused the call or could not be reached (its message)"},
+    503: {"description": "The call budget for this REDCap server is used up for now"},
+}
+
+
+@router.post(
+    "/connections",
+    response_model=ConnectionRead,
+    status_code=http_status.HTTP_201_CREATED,
+    responses={409: {"description": "The study (or site) already has a connection"}},
+)
+async def create_connection(
+    connection_in: ConnectionCreate, access: StudyManager, db: DBSession, settings: AppSettings
+) -> ConnectionRead:
+    connection = await service.create_connection(
+        db, settings, study_id=access.study.id, connection_in=connection_in
+    )
+    return ConnectionRead.model_validate(connection)
+
+
+@router.get("/connections", response_model=list[ConnectionRead])
+async def list_connections(access: StudyReader, db: DBSession) -> list[ConnectionRead]:
+    connections = await service.list_connections(db, study_id=access.study.id)
+    return [ConnectionRead.model_validate(c) for c in connections]
+
+
+@router.get("/connections/{connection_id}", response_model=ConnectionRead)
+async def get_connection(access: ConnectionReader) -> ConnectionRead:
+    return ConnectionRead.model_validate(access.connection)
+
+
+@router.patch("/connections/{connection_id}", response_model=ConnectionRead)
+async def update_connection(
+    connection_in: ConnectionUpdate, access: ConnectionManager, db: DBSession, settings: AppSettings
+) -> ConnectionRead:
+    connection = await service.update_connection(
+        db, settings, connection=access.connection, connection_in=connection_in
+    )
+    return ConnectionRead.model_validate(connection)
+
+
+@router.delete("/connections/{connection_id}", status_code=http_status.HTTP_204_NO_CONTENT)
+async def delete_connection(access: ConnectionManager, db: DBSession) -> Response:
+    await service.delete_connection(db, connection=access.connection)
+    return Response(status_code=http_status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/connections/{connection_id}/test",
+    response_model=ConnectionTestResult,
+    responses=_REDCAP_ERRORS,
+)
+async def test_connection(
+    access: ConnectionManager, db: DBSession, settings: AppSettings
+) -> ConnectionTestResult:
+    return await service.test_connection(db, settings, connection=access.connection)
+
+
+@router.put(
+    "/connections/{connection_id}/mapping", response_model=MappingRead, responses=_REDCAP_ERRORS
+)
+async def put_mapping(
+    mapping_in: MappingIn, access: ConnectionManager, db: DBSession, settings: AppSettings
+) -> MappingRead:
+    return await service.save_mapping(
+        db, settings, connection=access.connection, mapping_in=mapping_in
+    )
+
+
+@router.get("/connections/{connection_id}/mapping", response_model=MappingRead)
+async def get_mapping(access: ConnectionReader, db: DBSession) -> MappingRead:
+    return await service.get_mapping(db, connection=access.connection)
+
+
+@router.get("/connections/{connection_id}/preview", response_model=PreviewRead)
+async def preview(access: ConnectionReader, db: DBSession, submission_id: uuid.UUID) -> PreviewRead:
+    return await preview_service.preview(
+        db, connection=access.connection, submission_id=submission_id
+    )
+
+
+@router.post("/connections/{connection_id}/resync", response_model=ResyncRead)
+async def resync(
+    access: ConnectionManager, db: DBSession, resync_in: ResyncIn | None = None
+) -> ResyncRead:
+    submission_id = resync_in.submission_id if resync_in is not None else None
+    reset = await sync.resync(db, access.connection.id, submission_id)
+    return ResyncRead(reset=len(reset), submission_ids=reset)
+
+
+@router.get("/connections/{connection_id}/sync-states", response_model=SyncStatePage)
+async def list_sync_states(
+    access: ConnectionReader,
+    db: DBSession,
+    status: SyncStatus | None = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SyncStatePage:
+    return await service.list_sync_states(
+        db, connection=access.connection, status=status, cursor=cursor, limit=limit
+    )
+
+
+@router.post(
+    "/connections/{connection_id}/participant-import",
+    response_model=ParticipantImportReport,
+    responses={**_REDCAP_ERRORS, 422: {"description": "Rejected records: nothing imported"}},
+)
+async def import_participants(
+    import_in: ParticipantImportIn,
+    access: ConnectionManager,
+    db: DBSession,
+    settings: AppSettings,
+) -> ParticipantImportReport:
+    return await participant_import.import_participants(
+        db, settings, connection=access.connection, import_in=import_in
+    )

@@ -1,0 +1,440 @@
+"""Submissions into REDCap: batched, throttled, and never a second record or repeat instance.
+
+`sync_submission(db, settings, submission_id)` is the worker's entry point (outbox topic
+`redcap.sync_submission`). What it guarantees:
+
+- Idempotent: a submission already synced returns without a call to REDCap (so does a failed
+  one: `resync` puts it back in the queue).
+- Routing: the participant's site connection if there is one, else the study-wide one. No
+  connection, a disabled one, or no mapping: the state is `skipped`, with the reason.
+- Batches: this submission, plus other pending ones of the same connection (oldest first,
+  up to the connection's batch_size; submissions still queued for sync get their pending state
+  here), go to REDCap in one import_records call (chunked by REDCAP_IMPORT_CHUNK_ROWS/BYTES).
+- The claim (server.redcap.claim) comes first, in a short transaction of its own committed
+  before any call: the batch's states get their record id, event, instrument and repeat
+  instance (max of this connection's states for that record and instrument, + 1, in received
+  order) and are marked claimed (pending, no error, last_attempt_at now). A crash after
+  REDCap took the rows re-sends the same instances: an update in REDCap, never a second
+  record or instance. A claim older
+  than REDCAP_SYNC_LEASE_SECONDS is taken over; a younger one, held by another worker, makes
+  this call raise TransientRedcapError (the task retries later and finds the work done).
+- Throttle: every call waits for a slot of its REDCap server's budget (server.redcap.throttle).
+- Transient failures (unreachable, timeout, HTTP 5xx): the attempt and error are written on
+  the states, which stay pending, committed at once; then TransientRedcapError.
+- REDCap's rejections: its message says which rows (record, field, value) it refused; those
+  submissions are failed with REDCap's message and the field, and the others are imported
+  again in a new call. One bad value never holds back the rest.
+- The outcome (synced / failed) is written through `db`, for the caller to commit.
+
+Routing and the claim run in a session of their own on `db.bind` (`own_transaction`), and
+`db` is not touched before they commit: the claim commits whatever the caller then does with
+its transaction (the worker runs the task inside `db.begin()`, where `db.commit()` cannot be
+called, and rolls back on an error). In the test harness, where `db.bind` is the test's
+connection, that session works on a savepoint of it, as the app's own sessions do in tests;
+it is a savepoint of its own (not nested in one of `db`'s) when the test has committed its
+set-up first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import orjson
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.config import Settings
+from server.core.crypto import SecretUnreadable
+from server.core.errors import Conflict, NotFound
+from server.core.models import utcnow
+from server.outbox import service as outbox
+from server.participants.models import Participant
+from server.redcap import service
+from server.redcap.claim import NOTHING_TO_SEND, Claim, Item, Plan, claim_batch, own_transaction
+from server.redcap.client import RedcapClient, client_for
+from server.redcap.errors import RedcapRejected, TransientRedcapError
+from server.redcap.models import RedcapMapping, RedcapSyncState, SyncStatus
+from server.redcap.rejections import blame_rows
+from server.submissions.models import Submission
+
+log = structlog.get_logger(__name__)
+
+# Rounds of "import, drop what REDCap refused, import the rest" before the rest waits.
+MAX_ROUNDS = 5
+DEFERRED = "Deferred: REDCap kept refusing rows of this batch; sent again with the next sync."
+
+
+@dataclass
+class SyncOutcome:
+    submission_id: uuid.UUID
+    # synced | failed | skipped | pending (deferred) | missing (the submission is gone)
+    status: str
+    connection_id: uuid.UUID | None = None
+    batch: int = 0  # submissions in the batch sent (this one included)
+    synced: int = 0
+    failed: int = 0
+    calls: int = 0  # import calls made
+    error: str | None = None
+
+
+def _chunks(items: list[Item], settings: Settings) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    size = 2
+    for item in items:
+        row_size = len(orjson.dumps(item.row)) + 1
+        if chunk and (
+            len(chunk) >= settings.REDCAP_IMPORT_CHUNK_ROWS
+            or size + row_size > settings.REDCAP_IMPORT_CHUNK_BYTES
+        ):
+            yield chunk
+            chunk, size = [], 2
+        chunk.append(item)
+        size += row_size
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class _Results:
+    synced: list[uuid.UUID] = field(default_factory=list)
+    failed: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
+    calls: int = 0
+
+
+async def _write_results(
+    session: AsyncSession,
+    results: _Results,
+    *,
+    still_pending: Sequence[uuid.UUID] = (),
+    pending_error: str | None = None,
+) -> None:
+    now = utcnow()
+    states = update(RedcapSyncState).execution_options(synchronize_session=False)
+    if results.synced:
+        await session.execute(
+            states.where(RedcapSyncState.submission_id.in_(results.synced)).values(
+                status=SyncStatus.synced, synced_at=now, error=None, error_field=None
+            )
+        )
+    for submission_id, (message, error_field) in results.failed.items():
+        await session.execute(
+            states.where(RedcapSyncState.submission_id == submission_id).values(
+                status=SyncStatus.failed,
+                error=message,
+                error_field=error_field[:100] if error_field else None,
+            )
+        )
+    if still_pending:
+        # Still pending, and no longer claimed (the error says why it waits).
+        await session.execute(
+            states.where(RedcapSyncState.submission_id.in_(list(still_pending))).values(
+                status=SyncStatus.pending, error=pending_error or DEFERRED, error_field=None
+            )
+        )
+    await session.flush()
+
+
+async def _renew(db: AsyncSession, submission_ids: list[uuid.UUID]) -> None:
+    async with own_transaction(db) as session:
+        await session.execute(
+            update(RedcapSyncState)
+            .where(
+                RedcapSyncState.submission_id.in_(submission_ids),
+                RedcapSyncState.status == SyncStatus.pending,
+                RedcapSyncState.error.is_(None),
+            )
+            .values(last_attempt_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _send(
+    db: AsyncSession,
+    client: RedcapClient,
+    settings: Settings,
+    plan: Plan,
+    items: list[Item],
+    results: _Results,
+) -> list[Item]:
+    """Import until everything is synced or failed; what is left after MAX_ROUNDS."""
+    record_id_field = plan.document["record_id_field"]
+    claimed_at = time.monotonic()
+    remaining = items
+    for _round in range(MAX_ROUNDS):
+        if not remaining:
+            break
+        again: list[Item] = []
+        for chunk in _chunks(remaining, settings):
+            if time.monotonic() - claimed_at > plan.lease.total_seconds() / 2:
+                # A long batch (throttled, or chunked): keep the claim from running out.
+                done = set(results.synced) | set(results.failed)
+                await _renew(db, [i.submission_id for i in items if i.submission_id not in done])
+                claimed_at = time.monotonic()
+            try:
+                await client.import_records([i.row for i in chunk])
+            except RedcapRejected as exc:
+                results.calls += 1
+                blamed = blame_rows(exc.redcap_message, [i.row for i in chunk], record_id_field)
+                if not blamed:
+                    # Nothing in the message points at a row (a missing right, say): all of them.
+                    for item in chunk:
+                        results.failed[item.submission_id] = (exc.redcap_message, None)
+                    continue
+                for index, item in enumerate(chunk):
+                    if index in blamed:
+                        results.failed[item.submission_id] = (
+                            blamed[index].message,
+                            blamed[index].field,
+                        )
+                    else:
+                        again.append(item)
+                log.info(
+                    "redcap_rows_refused",
+                    connection_id=str(plan.connection_id),
+                    refused=len(blamed),
+                    again=len(chunk) - len(blamed),
+                )
+                continue
+            results.calls += 1
+            results.synced.extend(i.submission_id for i in chunk)
+        remaining = again
+    return remaining
+
+
+def _expire(db: AsyncSession, submission_ids: set[uuid.UUID]) -> None:
+    """Whatever the caller's session holds of these states is out of date now."""
+    identity_map = db.sync_session.identity_map
+    for key in list(identity_map.keys()):
+        # By identity key: reading an attribute of an expired object would load it.
+        if key[0] is RedcapSyncState and key[1][0] in submission_ids:
+            obj = identity_map.get(key)
+            if obj is not None:
+                db.expire(obj)
+
+
+async def _set_state(
+    session: AsyncSession,
+    *,
+    submission_id: uuid.UUID,
+    study_id: uuid.UUID,
+    connection_id: uuid.UUID | None,
+    status: SyncStatus,
+    error: str,
+) -> None:
+    existing = await session.scalar(
+        select(RedcapSyncState.submission_id).where(RedcapSyncState.submission_id == submission_id)
+    )
+    if existing is None:
+        session.add(
+            RedcapSyncState(
+                submission_id=submission_id,
+                study_id=study_id,
+                connection_id=connection_id,
+                status=status,
+                error=error,
+            )
+        )
+    else:
+        await session.execute(
+            update(RedcapSyncState)
+            .where(RedcapSyncState.submission_id == submission_id)
+            .values(connection_id=connection_id, status=status, error=error, error_field=None)
+            .execution_options(synchronize_session=False)
+        )
+    await session.flush()
+
+
+@dataclass
+class _Start:
+    """What the claim transaction decided: an outcome already, or a claimed batch to send."""
+
+    outcome: SyncOutcome | None = None
+    plan: Plan | None = None
+    client: RedcapClient | None = None
+    claim: Claim | None = None
+
+
+async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.UUID) -> _Start:
+    found = (
+        await session.execute(
+            select(Submission.study_id, Participant.site_id)
+            .join(Participant, Participant.id == Submission.participant_id)
+            .where(Submission.id == submission_id)
+        )
+    ).one_or_none()
+    if found is None:
+        return _Start(SyncOutcome(submission_id, "missing"))
+    study_id, site_id = found
+    current = (
+        await session.execute(
+            select(RedcapSyncState.status, RedcapSyncState.connection_id).where(
+                RedcapSyncState.submission_id == submission_id
+            )
+        )
+    ).one_or_none()
+    if current is not None and current[0] in (SyncStatus.synced, SyncStatus.failed):
+        return _Start(SyncOutcome(submission_id, str(current[0]), connection_id=current[1]))
+
+    connection = await service.connection_for(session, study_id=study_id, site_id=site_id)
+    mapping = await session.get(RedcapMapping, connection.id) if connection is not None else None
+    if connection is None or not connection.enabled or mapping is None:
+        if connection is None:
+            reason = "No REDCap connection for this study or this participant's site."
+        elif not connection.enabled:
+            reason = "The REDCap connection is disabled."
+        else:
+            reason = "The REDCap connection has no field mapping."
+        connection_id = connection.id if connection is not None else None
+        await _set_state(
+            session,
+            submission_id=submission_id,
+            study_id=study_id,
+            connection_id=connection_id,
+            status=SyncStatus.skipped,
+            error=reason,
+        )
+        return _Start(SyncOutcome(submission_id, "skipped", connection_id, error=reason))
+    try:
+        client = client_for(connection, settings, interactive=False)
+    except (SecretUnreadable, RedcapRejected) as exc:
+        # Nothing can be sent until someone enters the token again; then resync.
+        await _set_state(
+            session,
+            submission_id=submission_id,
+            study_id=study_id,
+            connection_id=connection.id,
+            status=SyncStatus.failed,
+            error=exc.message,
+        )
+        return _Start(SyncOutcome(submission_id, "failed", connection.id, error=exc.message))
+    plan = Plan(
+        connection_id=connection.id,
+        study_id=study_id,
+        site_id=connection.site_id,
+        batch_size=max(1, connection.batch_size),
+        document=dict(mapping.document),
+        lease=timedelta(seconds=settings.REDCAP_SYNC_LEASE_SECONDS),
+        postgresql=session.get_bind().dialect.name == "postgresql",
+    )
+    claimed = await claim_batch(session, plan, submission_id, utcnow())
+    return _Start(plan=plan, client=client, claim=claimed)
+
+
+async def sync_submission(
+    db: AsyncSession, settings: Settings, submission_id: uuid.UUID
+) -> SyncOutcome:
+    """Send this submission (and its connection's other pending ones) to REDCap."""
+    # Routing and the claim: committed on their own before any call to REDCap.
+    async with own_transaction(db) as session:
+        start = await _start(session, settings, submission_id)
+    if start.outcome is not None:
+        _expire(db, {submission_id})
+        return start.outcome
+    plan, client, claim = start.plan, start.client, start.claim
+    assert plan is not None and client is not None and claim is not None
+    batch = {i.submission_id for i in claim.items}
+    _expire(db, batch | {submission_id})
+    if not claim.items:
+        return SyncOutcome(
+            submission_id,
+            str(claim.own_status),
+            connection_id=plan.connection_id,
+            error=claim.own_error,
+        )
+
+    results = _Results()
+    try:
+        deferred = await _send(db, client, settings, plan, claim.items, results)
+    except TransientRedcapError as exc:
+        done = set(results.synced) | set(results.failed)
+        waiting = [i.submission_id for i in claim.items if i.submission_id not in done]
+        # The caller rolls its transaction back on this error: the attempt commits on its own.
+        async with own_transaction(db) as session:
+            await _write_results(session, results, still_pending=waiting, pending_error=exc.message)
+        _expire(db, batch)
+        log.warning(
+            "redcap_sync_transient",
+            connection_id=str(plan.connection_id),
+            batch=len(batch),
+            synced=len(results.synced),
+            waiting=len(waiting),
+            error=exc.message,
+        )
+        raise
+    await _write_results(
+        db, results, still_pending=[i.submission_id for i in deferred], pending_error=DEFERRED
+    )
+    _expire(db, batch)
+    log.info(
+        "redcap_sync_batch",
+        connection_id=str(plan.connection_id),
+        batch=len(batch),
+        synced=len(results.synced),
+        failed=len(results.failed),
+        deferred=len(deferred),
+        calls=results.calls,
+    )
+    if submission_id in results.failed:
+        status, error = "failed", results.failed[submission_id][0]
+    elif submission_id in results.synced:
+        status, error = "synced", None
+    elif submission_id in batch:
+        status, error = "pending", DEFERRED
+    else:
+        status, error = str(SyncStatus.skipped), NOTHING_TO_SEND
+    return SyncOutcome(
+        submission_id,
+        status,
+        connection_id=plan.connection_id,
+        batch=len(batch),
+        synced=len(results.synced),
+        failed=len(results.failed),
+        calls=results.calls,
+        error=error,
+    )
+
+
+# ----- resync ----------------------------------------------------------------------------------
+async def resync(
+    db: AsyncSession, connection_id: uuid.UUID, submission_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Failed states of a connection back to pending, each with a new outbox row (one
+    transaction: the caller's). With a submission id, that one only (404 / 409 otherwise)."""
+    statement = (
+        update(RedcapSyncState)
+        .where(
+            RedcapSyncState.connection_id == connection_id,
+            RedcapSyncState.status == SyncStatus.failed,
+        )
+        .values(status=SyncStatus.pending, error=None, error_field=None, last_attempt_at=None)
+        .returning(RedcapSyncState.submission_id)
+        .execution_options(synchronize_session=False)
+    )
+    if submission_id is not None:
+        statement = statement.where(RedcapSyncState.submission_id == submission_id)
+    reset = list((await db.execute(statement)).scalars())
+    if submission_id is not None and not reset:
+        status = await db.scalar(
+            select(RedcapSyncState.status).where(
+                RedcapSyncState.submission_id == submission_id,
+                RedcapSyncState.connection_id == connection_id,
+            )
+        )
+        if status is None:
+            raise NotFound("This connection has no sync state for that submission.")
+        raise Conflict(
+            f"This submission's sync is {status}, not failed.",
+            error_code="sync_not_failed",
+        )
+    await outbox.add(
+        db,
+        [outbox.Event(outbox.REDCAP_SYNC_SUBMISSION, {"submission_id": str(i)}, i) for i in reset],
+    )
+    _expire(db, set(reset))
+    log.info("redcap_resync", connection_id=str(connection_id), reset=len(reset))
+    return reset

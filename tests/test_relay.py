@@ -1,0 +1,346 @@
+"""The outbox relay against real Redis: publish once, again after the lease, and ride out a
+Redis that dies and comes back as a new, empty server on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.cli import migrate
+from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.core.models import utcnow
+from server.jobs.models import DeadLetter, Job, JobStatus
+from server.outbox import relay
+from server.outbox import service as outbox
+from server.outbox.models import OutboxEvent
+from server.outbox.topics import ROUTES
+from tests import services
+from tests.conftest import create_database, drop_database, make_settings
+from tests.test_jobs import add_event, create_submission
+from workers.publisher import CeleryPublisher
+
+LEASE = timedelta(minutes=5)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def queued(redis: Redis, queue: str) -> list[tuple[str, list[Any]]]:
+    """(task name, args) of each message waiting in a Celery queue on Redis, oldest first."""
+    messages = []
+    for raw in reversed(redis.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        messages.append((message["headers"]["task"], args))
+    return messages
+
+
+@pytest.fixture
+def publisher(settings: Settings, redis_client: Redis) -> Iterator[CeleryPublisher]:
+    publisher = CeleryPublisher.from_settings(settings)
+    yield publisher
+    publisher.close()
+
+
+async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
+    db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
+) -> None:
+    submission = await create_submission(db)
+    archive = await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
+    redcap = await add_event(db, submission, outbox.REDCAP_SYNC_SUBMISSION)
+    now = utcnow()
+
+    first = await relay.relay_once(db, publisher, now=now, lease=LEASE, batch=10)
+    assert (first.published, first.republished, first.jobs_created, first.error) == (2, 0, 2, None)
+    assert queued(redis_client, "maintenance") == [
+        (ROUTES[outbox.ARCHIVE_SUBMISSION].task_name, [str(archive.id)])
+    ]
+    assert queued(redis_client, "redcap") == [
+        (ROUTES[outbox.REDCAP_SYNC_SUBMISSION].task_name, [str(redcap.id)])
+    ]
+    for event in (archive, redcap):
+        await db.refresh(event)
+        assert (event.published_at, event.lease_until) == (now, now + LEASE)
+        assert event.publish_attempts == 1 and event.completed_at is None
+    jobs = list(await db.scalars(select(Job).where(Job.subject_id == submission.id)))
+    assert {(j.kind, j.status, j.study_id, j.outbox_event_id) for j in jobs} == {
+        (outbox.ARCHIVE_SUBMISSION, JobStatus.queued, submission.study_id, archive.id),
+        (outbox.REDCAP_SYNC_SUBMISSION, JobStatus.queued, submission.study_id, redcap.id),
+    }
+
+    # Within the lease: nothing is due, nothing is sent.
+    again = await relay.relay_once(db, publisher, now=now + LEASE / 2, lease=LEASE, batch=10)
+    assert again.published == 0
+    assert redis_client.llen("maintenance") == 1
+
+    # The archive task reported done; the REDCap one did not within its lease: sent again,
+    # with a lease twice as long, and no second job.
+    archive.completed_at = now + timedelta(minutes=1)
+    await db.flush()
+    later = now + LEASE + timedelta(seconds=1)
+    third = await relay.relay_once(db, publisher, now=later, lease=LEASE, batch=10)
+    assert (third.published, third.republished, third.jobs_created) == (1, 1, 0)
+    assert [args for _, args in queued(redis_client, "redcap")] == [[str(redcap.id)]] * 2
+    assert redis_client.llen("maintenance") == 1
+    await db.refresh(redcap)
+    assert redcap.publish_attempts == 2 and redcap.lease_until == later + 2 * LEASE
+    assert await db.scalar(select(Job.id).where(Job.outbox_event_id == redcap.id)) is not None
+
+
+async def test_publishing_survives_a_flushed_redis(
+    db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
+) -> None:
+    # Queue bindings gone while the connection stays up (FLUSHDB, an eviction): still delivered.
+    submission = await create_submission(db)
+    first = await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
+    await publisher(first.topic, first.id)
+    redis_client.flushdb()
+    await publisher(first.topic, first.id)
+    assert [args for _, args in queued(redis_client, "maintenance")] == [[str(first.id)]]
+
+
+def test_leases_grow_with_each_publish() -> None:
+    assert [relay.lease_for(LEASE, n) / LEASE for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 8, 8]
+
+
+async def test_a_topic_no_task_handles_is_a_dead_letter_and_blocks_nothing(
+    db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
+) -> None:
+    submission = await create_submission(db)
+    await outbox.add(db, [outbox.Event("reports.nightly", {"study": "x"}, None)])
+    stray = await db.scalar(select(OutboxEvent).where(OutboxEvent.topic == "reports.nightly"))
+    assert stray is not None
+    archive = await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
+
+    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
+    assert (result.published, result.dead_lettered, result.error) == (1, 1, None)
+    assert [args for _, args in queued(redis_client, "maintenance")] == [[str(archive.id)]]
+    await db.refresh(stray)
+    assert stray.completed_at is not None and stray.published_at is None
+    dead = await db.scalar(select(DeadLetter).where(DeadLetter.task_name == relay.UNROUTED_TASK))
+    assert dead is not None and dead.error == "no task handles topic 'reports.nightly'"
+
+
+async def test_a_broker_that_is_down_leaves_the_rows_waiting(db: AsyncSession) -> None:
+    port = services.free_port()  # nothing listens here
+    settings = make_settings(
+        "postgresql+asyncpg://unused/none", REDIS_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    publisher = CeleryPublisher.from_settings(settings)
+    submission = await create_submission(db)
+    events = [await add_event(db, submission, t) for t in ROUTES]
+    try:
+        started = time.monotonic()
+        result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
+        assert time.monotonic() - started < 5
+    finally:
+        publisher.close()
+    assert result.published == 0 and result.error is not None
+    assert "OperationalError" in result.error or "ConnectionError" in result.error
+    for event in events:
+        await db.refresh(event)
+        assert (event.published_at, event.lease_until, event.publish_attempts) == (None, None, 0)
+    assert await db.scalar(select(Job.id).where(Job.subject_id == submission.id)) is None
+
+
+# --- a committed database, as the relay process sees it ---------------------------------
+
+
+@pytest.fixture(scope="module")
+async def committed_db() -> AsyncIterator[str]:
+    name = f"metricis_relay_{uuid.uuid4().hex[:8]}"
+    url = await create_database(name)
+    await asyncio.to_thread(migrate, make_settings(url))
+    yield url
+    await drop_database(name)
+
+
+@pytest.fixture
+async def relay_db(committed_db: str) -> str:
+    """The module's committed database, with an empty outbox."""
+    engine = create_engine(make_settings(committed_db))
+    try:
+        async with engine.begin() as conn:
+            for table in ("dead_letters", "jobs", "outbox_events"):
+                await conn.execute(text(f"DELETE FROM {table}"))
+    finally:
+        await engine.dispose()
+    return committed_db
+
+
+async def add_committed(settings: Settings, topic: str, n: int) -> list[uuid.UUID]:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            ids = [uuid.uuid4() for _ in range(n)]
+            await outbox.add(db, [outbox.Event(topic, {"submission_id": str(i)}, i) for i in ids])
+            rows = await db.scalars(select(OutboxEvent.id).where(OutboxEvent.subject_id.in_(ids)))
+            return list(rows)
+    finally:
+        await engine.dispose()
+
+
+async def unpublished(settings: Settings) -> int:
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.scalar(
+                text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+            )
+            return int(count or 0)
+    finally:
+        await engine.dispose()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> None:
+    with services.own_redis() as (redis_proc, port):
+        settings = make_settings(
+            relay_db, REDIS_URL=f"redis://127.0.0.1:{port}/0", RELAY_INTERVAL_SECONDS=0.05
+        )
+        redis = Redis(port=port)
+        results: list[relay.RelayResult] = []
+        stop = asyncio.Event()
+        loop_task = asyncio.create_task(relay.run_relay(settings, stop, on_cycle=results.append))
+        try:
+            await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 2)
+            await eventually(lambda: redis.llen("maintenance") == 2)
+
+            redis_proc.kill()
+            redis_proc.wait()
+            waiting = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 3)
+            failures_before = sum(1 for r in results if r.error)
+            await eventually(lambda: sum(1 for r in results if r.error) >= failures_before + 2)
+            assert await unpublished(settings) == 3  # they wait, untouched
+
+            # A new, empty server on the same port: no queues, no bindings, no old connection.
+            restarted = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                services.wait_for_port(port)
+                redis = Redis(port=port)
+                await eventually(lambda: redis.llen("maintenance") == 3, timeout=15)
+                assert sorted(args[0] for _, args in queued(redis, "maintenance")) == sorted(
+                    str(i) for i in waiting
+                )
+
+                # Published first, recorded when the relay's transaction commits just after.
+                async def all_published() -> bool:
+                    return await unpublished(settings) == 0
+
+                await eventually(all_published)
+                assert results[-1].ok
+            finally:
+                stop.set()
+                await asyncio.wait_for(loop_task, 10)
+                restarted.kill()
+                restarted.wait()
+        finally:
+            stop.set()
+            if not loop_task.done():
+                loop_task.cancel()
+
+
+@pytest.mark.slow
+async def test_the_relay_command_runs_until_told_to_stop(relay_db: str) -> None:
+    with services.own_redis() as (_redis, port):
+        settings = make_settings(relay_db, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        env = os.environ | {
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": relay_db,
+            "REDIS_URL": settings.REDIS_URL,
+            "JWT_SECRET_KEY": "relay-" + "r" * 40,
+            "RELAY_INTERVAL_SECONDS": "0.1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "relay"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            ids = await add_committed(settings, outbox.REDCAP_SYNC_SUBMISSION, 2)
+            redis = Redis(port=port)
+            await eventually(lambda: redis.llen("redcap") == 2)
+            assert sorted(a[0] for _, a in queued(redis, "redcap")) == sorted(map(str, ids))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, output.decode()
+        assert b"relay_published" in output and b"relay_stopped" in output
+
+
+@pytest.mark.slow
+async def test_two_relays_never_take_the_same_rows(relay_db: str) -> None:
+    settings = make_settings(relay_db)
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 3)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    first_sent: list[uuid.UUID] = []
+    second_sent: list[uuid.UUID] = []
+
+    async def slow_publish(topic: str, event_id: uuid.UUID) -> None:
+        first_sent.append(event_id)
+        holding.set()
+        await release.wait()
+
+    async def publish(topic: str, event_id: uuid.UUID) -> None:
+        second_sent.append(event_id)
+
+    async def first_relay() -> relay.RelayResult:
+        async with sessions() as db:
+            result = await relay.relay_once(db, slow_publish, now=utcnow(), lease=LEASE, batch=10)
+            await db.commit()
+            return result
+
+    try:
+        first = asyncio.create_task(first_relay())
+        await holding.wait()
+        async with sessions() as db:
+            # The first relay holds its batch: the second skips those rows, it does not wait.
+            second = await asyncio.wait_for(
+                relay.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10), 5
+            )
+            await db.commit()
+        release.set()
+        assert (await first).published == 3
+        assert second.published == 0 and second_sent == []
+        async with sessions() as db:
+            third = await relay.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10)
+        assert third.published == 0 and len(first_sent) == 3
+    finally:
+        release.set()
+        await engine.dispose()

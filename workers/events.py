@@ -1,0 +1,252 @@
+"""The task protocol for outbox events: every event task is `run_event` plus one service call.
+
+A task receives the outbox event id (the relay publishes it, and publishes it again when the
+lease runs out, so the same id may arrive more than once):
+
+1. One transaction: lock the event row; if it is gone or completed, return at once. Otherwise
+   mark its Job running (started_at, attempts + 1, celery_task_id) and extend the lease over
+   the run, so the relay does not send it again meanwhile.
+2. One transaction: the service call, then Job succeeded and event completed. The service's
+   own writes commit with the completion or not at all.
+3. On a transient error: Job retrying with the error, the lease extended over the retry's
+   countdown, and Celery's autoretry schedules the retry (exponential backoff, full jitter).
+   On any other error, or the last retry: a DeadLetter, Job failed, event completed.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.core.config import Settings, get_settings
+from server.core.models import utcnow
+from server.jobs import service as jobs
+from workers import runtime
+from workers.app import TASK_TIME_LIMIT_S, TypedTask, task
+from workers.errors import TransientError, is_transient, retry_after
+
+log = structlog.stdlib.get_logger(__name__)
+
+# What a task does with its event's payload (ids only); returns where its result is, if any.
+Handler = Callable[[AsyncSession, Settings, dict[str, Any]], Awaitable[str | None]]
+
+
+class Outcome(enum.StrEnum):
+    succeeded = "succeeded"
+    skipped = "skipped"
+    retry = "retry"
+    dead_lettered = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    detail: str | None = None  # the skip reason, the result location, or the error
+    retry_after: float | None = None
+
+
+def _hold_until(settings: Settings, now: datetime, waiting_s: float = 0.0) -> datetime:
+    # Long enough for the run (the hard time limit) plus one lease, after any wait first.
+    return now + timedelta(seconds=waiting_s + TASK_TIME_LIMIT_S + settings.OUTBOX_LEASE_SECONDS)
+
+
+async def record_failure(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    event_id: uuid.UUID,
+    task_name: str,
+    exc: BaseException,
+    retries: int,
+) -> Result:
+    """Retry a transient error while retries are left; anything else is a dead letter."""
+    error = jobs.safe_error(exc)
+    now = utcnow()
+    if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
+        hint = retry_after(exc)
+        # Celery picks the countdown (with jitter) after this; hold the event past its bound.
+        waiting = max(min(2.0**retries, settings.TASK_RETRY_BACKOFF_MAX), hint or 0.0)
+        async with sessionmaker() as db, db.begin():
+            pending = await jobs.retrying(
+                db,
+                event_id=event_id,
+                error=error,
+                now=now,
+                hold_until=_hold_until(settings, now, waiting),
+            )
+        if not pending:
+            return Result(Outcome.skipped, "completed meanwhile")
+        log.warning(
+            "task_retrying", task=task_name, event_id=str(event_id), retries=retries, error=error
+        )
+        return Result(Outcome.retry, error, hint)
+    async with sessionmaker() as db, db.begin():
+        dead = await jobs.fail(db, event_id=event_id, task_name=task_name, error=error, now=now)
+    if dead is None:
+        return Result(Outcome.skipped, "completed meanwhile")
+    log.error(
+        "task_dead_lettered",
+        task=task_name,
+        event_id=str(event_id),
+        dead_letter_id=str(dead.id),
+        attempts=dead.attempts,
+        error=error,
+    )
+    return Result(Outcome.dead_lettered, error)
+
+
+async def process_event(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    event_id: uuid.UUID,
+    task_name: str,
+    handler: Handler,
+    celery_task_id: str | None = None,
+    retries: int = 0,
+) -> Result:
+    """Steps 1 to 3 above, on the given sessions. Never raises for the handler's errors."""
+    now = utcnow()
+    async with sessionmaker() as db, db.begin():
+        started = await jobs.start(
+            db,
+            event_id=event_id,
+            task_name=task_name,
+            celery_task_id=celery_task_id,
+            now=now,
+            hold_until=_hold_until(settings, now),
+            max_attempts=settings.TASK_MAX_RETRIES + 1,
+        )
+    if isinstance(started, jobs.Skipped):
+        log.info("task_skipped", task=task_name, event_id=str(event_id), reason=started.reason)
+        return Result(Outcome.skipped, started.reason)
+    try:
+        async with sessionmaker() as db, db.begin():
+            location = await handler(db, settings, started.payload)
+            completed = await jobs.succeed(
+                db, event_id=event_id, now=utcnow(), result_location=location
+            )
+    except Exception as exc:
+        return await record_failure(
+            sessionmaker,
+            settings,
+            event_id=event_id,
+            task_name=task_name,
+            exc=exc,
+            retries=retries,
+        )
+    if not completed:
+        return Result(Outcome.skipped, "completed meanwhile")
+    log.info("task_succeeded", task=task_name, event_id=str(event_id), attempts=started.attempts)
+    return Result(Outcome.succeeded, location)
+
+
+class EventTask(Task):  # type: ignore[misc]
+    """Celery's retry, bounded by this deployment's settings (read at run time, not import)."""
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        settings = get_settings()
+        if countdown is not None:
+            countdown = min(countdown, settings.TASK_RETRY_BACKOFF_MAX)
+            hint = retry_after(exc) if exc is not None else None
+            if hint is not None:
+                countdown = max(countdown, min(hint, settings.TASK_RETRY_BACKOFF_MAX))
+        if max_retries is None:
+            max_retries = settings.TASK_MAX_RETRIES
+        return super().retry(
+            args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
+        )
+
+
+def event_task() -> Callable[[Callable[[str], str]], TypedTask[[str], str]]:
+    """A task taking one outbox event id; transient errors (only) retry with backoff.
+
+    Its queue is its topic's (server.outbox.topics.ROUTES, in the app's task_routes).
+    """
+    return task(
+        base=EventTask,
+        autoretry_for=(TransientError,),
+        retry_backoff=True,
+        retry_backoff_max=600,  # and TASK_RETRY_BACKOFF_MAX, if lower (EventTask.retry)
+        retry_jitter=True,
+        acks_late=True,
+        # The Job row is the result; Celery's result backend would only hold a copy.
+        ignore_result=True,
+    )
+
+
+def _record_interrupted(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event_id: uuid.UUID,
+    task_name: str,
+    exc: BaseException,
+    retries: int,
+) -> Result:
+    return runtime.run(
+        lambda: record_failure(
+            sessionmaker,
+            settings,
+            event_id=event_id,
+            task_name=task_name,
+            exc=exc,
+            retries=retries,
+        )
+    )
+
+
+def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
+    """The body of every event task: the protocol on this worker process's loop and engine."""
+    try:
+        event_uuid = uuid.UUID(event_id)
+    except ValueError:
+        log.error("task_bad_event_id", task=task.name)
+        return Outcome.skipped.value
+    settings = get_settings()
+    request = task.request
+    retries = int(request.retries or 0)
+    sessionmaker = runtime.sessionmaker()
+    try:
+        result = runtime.run(
+            lambda: process_event(
+                sessionmaker,
+                settings,
+                event_id=event_uuid,
+                task_name=task.name,
+                handler=handler,
+                celery_task_id=request.id,
+                retries=retries,
+            )
+        )
+    except SoftTimeLimitExceeded as exc:
+        # The time limit fired outside the handler's own frames (inside the loop): the run was
+        # cancelled; record it like a failure inside it.
+        result = _record_interrupted(sessionmaker, settings, event_uuid, task.name, exc, retries)
+    except Exception as exc:
+        # The bookkeeping itself failed (the database is down, say). Retry while that is
+        # transient; past that, the event's lease runs out and the relay publishes it again.
+        if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
+            raise TransientError(jobs.safe_error(exc)) from exc
+        raise
+    if result.outcome is Outcome.retry:
+        raise TransientError(result.detail or "", retry_after=result.retry_after)
+    return result.outcome.value

@@ -1,0 +1,76 @@
+"""Publishing outbox events to Celery for the relay: one broker connection, remade after errors.
+
+The relay decides when to try again (it backs off while the broker is down), so a publish
+here makes one attempt and fails fast: no kombu retry loop, short socket timeouts. After any
+error the connection is dropped and the next publish connects anew (and declares its queue
+again), so a Redis that comes back, even as a new empty server, needs no manual step
+(tests/test_relay.py). Results are never asked for: the Job row is the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any
+
+from celery import Celery
+
+from server.core.config import Settings
+from server.outbox import topics
+from workers.app import create_celery
+
+# A broker that is down must fail a publish quickly: the relay backs off and tries again.
+_FAIL_FAST = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+
+
+class CeleryPublisher:
+    """`await publisher(topic, event_id)`: send the topic's task with the event id, or raise."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._connection: Any = None
+        # kombu connections are not thread-safe: every publish runs on this one thread.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-publish")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CeleryPublisher:
+        return cls(create_celery(settings))
+
+    async def __call__(self, topic: str, event_id: uuid.UUID) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.send, topic, event_id)
+
+    def send(self, topic: str, event_id: uuid.UUID) -> None:
+        route = topics.route(topic)
+        try:
+            if self._connection is None:
+                redis = str(self._app.conf.broker_url).startswith("redis")
+                self._connection = self._app.connection_for_write(
+                    transport_options=_FAIL_FAST if redis else None
+                )
+            # No retries here: the relay, not kombu, decides when to try again.
+            self._connection.ensure_connection(max_retries=0)
+            self._app.send_task(
+                route.task_name,
+                args=[str(event_id)],
+                queue=route.queue,
+                connection=self._connection,
+                retry=False,
+                ignore_result=True,
+            )
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # It is broken already; a new one comes with the next publish.
+            with suppress(Exception):
+                connection.release()
+
+    def close(self) -> None:
+        self._executor.submit(self._drop_connection).result()
+        self._executor.shutdown(wait=True)

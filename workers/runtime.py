@@ -1,0 +1,91 @@
+"""Async services from sync Celery tasks: one event loop and one engine per worker process.
+
+Made lazily on first use in the process that runs tasks (a prefork child, after the fork), so
+no connection is ever shared across a fork; `worker_process_init` drops anything inherited
+from the parent and `worker_process_shutdown` disposes of the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server.core.config import Settings, get_settings
+from server.core.db import create_engine, create_sessionmaker
+
+T = TypeVar("T")
+
+# A prefork child runs one task at a time: two connections cover a task and its bookkeeping.
+WORKER_POOL_SIZE = 2
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+_runtime: Runtime | None = None
+
+
+def current() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        engine = create_engine(settings.model_copy(update={"DATABASE_POOL_SIZE": WORKER_POOL_SIZE}))
+        _runtime = Runtime(settings, loop, engine, create_sessionmaker(engine))
+    return _runtime
+
+
+def sessionmaker() -> async_sessionmaker[AsyncSession]:
+    return current().sessionmaker
+
+
+def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run an async call to completion on this process's loop.
+
+    If something interrupts the loop from outside the coroutine (Celery's soft time limit is a
+    signal), the coroutine is cancelled before the error goes on, so it cannot resume inside
+    the next task's run.
+    """
+    loop = current().loop
+
+    async def main() -> T:
+        return await coro_factory()
+
+    task = loop.create_task(main())
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with suppress(BaseException):
+                loop.run_until_complete(task)
+        raise
+
+
+def init_process(**_: Any) -> None:
+    """worker_process_init: a forked child forgets the parent's runtime without touching it."""
+    global _runtime
+    _runtime = None
+
+
+def shutdown(**_: Any) -> None:
+    """worker_process_shutdown: close the pool's connections and the loop."""
+    global _runtime
+    runtime, _runtime = _runtime, None
+    if runtime is None:
+        return
+    try:
+        runtime.loop.run_until_complete(runtime.engine.dispose())
+    finally:
+        runtime.loop.close()

@@ -1,0 +1,30 @@
+"""REDCap queue: outbox topic `redcap.sync_submission`."""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.config import Settings
+from workers.events import event_task, run_event
+
+# Imported when a task runs, so the worker starts whether or not the REDCap domain is there.
+_SYNC_MODULE = "server.redcap.sync"
+
+
+async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
+    sync = importlib.import_module(_SYNC_MODULE)
+    submission_id = uuid.UUID(payload["submission_id"])
+    # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
+    # Its writes (the submission's sync state) commit with the job's completion.
+    await sync.sync_submission(db, settings, submission_id)
+    return None
+
+
+@event_task()
+def sync_submission(event_id: str) -> str:
+    """Send one submission's results to its study's REDCap project."""
+    return run_event(sync_submission, event_id, _sync)
