@@ -13,8 +13,7 @@ from server.auth.deps import CurrentPrincipal
 from server.batteries import service
 from server.batteries.models import Battery
 from server.core.db import DBSession
-from server.core.errors import NotFound
-from server.studies.access import Permission, StudyAccess, require_study
+from server.studies.access import Permission, StudyAccess, require_study_of
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,9 @@ def battery_access(permission: str) -> Callable[..., Awaitable[BatteryAccess]]:
         battery_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
     ) -> BatteryAccess:
         battery = await service.get(db, battery_id)
-        try:
-            access = await require_study(db, principal, battery.study_id, permission)
-        except NotFound:
-            raise NotFound("No such battery.") from None
+        access = await require_study_of(
+            db, principal, battery.study_id, permission, thing="battery"
+        )
         return BatteryAccess(battery=battery, study=access)
 
     return dependency

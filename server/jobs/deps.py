@@ -11,7 +11,7 @@ from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
 from server.core.errors import NotFound
 from server.jobs.models import Job
-from server.studies.access import Permission, require_study
+from server.studies.access import Permission, require_study_of
 
 
 async def valid_job_id(job_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal) -> Job:
@@ -23,10 +23,7 @@ async def valid_job_id(job_id: uuid.UUID, db: DBSession, principal: CurrentPrinc
     if job.study_id is None:
         # Work of no study (maintenance, say) is for administrators only.
         raise NotFound("No such job.")
-    try:
-        await require_study(db, principal, job.study_id, Permission.READ)
-    except NotFound:
-        raise NotFound("No such job.") from None
+    await require_study_of(db, principal, job.study_id, Permission.READ, thing="job")
     return job
 
 

@@ -11,10 +11,9 @@ from fastapi import Depends
 
 from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
-from server.core.errors import NotFound
 from server.participants import service
 from server.participants.models import Participant
-from server.studies.access import Permission, StudyAccess, require_study
+from server.studies.access import Permission, StudyAccess, require_study_of
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,9 @@ def participant_access(permission: str) -> Callable[..., Awaitable[ParticipantAc
         participant_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
     ) -> ParticipantAccess:
         participant = await service.get_in_study(db, participant_id)
-        try:
-            access = await require_study(db, principal, participant.study_id, permission)
-        except NotFound:
-            raise NotFound("No such participant.") from None
+        access = await require_study_of(
+            db, principal, participant.study_id, permission, thing="participant"
+        )
         return ParticipantAccess(participant=participant, study=access)
 
     return dependency

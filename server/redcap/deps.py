@@ -11,10 +11,9 @@ from fastapi import Depends
 
 from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
-from server.core.errors import NotFound
 from server.redcap import service
 from server.redcap.models import RedcapConnection
-from server.studies.access import Permission, StudyAccess, require_study
+from server.studies.access import Permission, StudyAccess, require_study_of
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,9 @@ def connection_access(permission: str) -> Callable[..., Awaitable[ConnectionAcce
         connection_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
     ) -> ConnectionAccess:
         connection = await service.get(db, connection_id)
-        try:
-            access = await require_study(db, principal, connection.study_id, permission)
-        except NotFound:
-            raise NotFound("No such REDCap connection.") from None
+        access = await require_study_of(
+            db, principal, connection.study_id, permission, thing="REDCap connection"
+        )
         return ConnectionAccess(connection=connection, study=access)
 
     return dependency

@@ -61,3 +61,14 @@ async def require_study(
     if not access.can(permission):
         raise Forbidden(f"Your role in this study ({role.value}) does not allow this.")
     return access
+
+
+async def require_study_of(
+    db: AsyncSession, principal: Principal, study_id: uuid.UUID, permission: str, *, thing: str
+) -> StudyAccess:
+    """For something inside a study: in a study you do not belong to, the thing itself does
+    not exist, so the 404 names it rather than the study."""
+    try:
+        return await require_study(db, principal, study_id, permission)
+    except NotFound:
+        raise NotFound(f"No such {thing}.") from None

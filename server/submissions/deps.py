@@ -12,7 +12,7 @@ from sqlalchemy import select
 from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
 from server.core.errors import NotFound
-from server.studies.access import Permission, StudyAccess, require_study
+from server.studies.access import Permission, StudyAccess, require_study_of
 from server.submissions.models import Submission
 
 
@@ -28,10 +28,7 @@ async def submission_reader(
     study_id = await db.scalar(select(Submission.study_id).where(Submission.id == submission_id))
     if study_id is None:
         raise NotFound("No such submission.")
-    try:
-        access = await require_study(db, principal, study_id, Permission.READ)
-    except NotFound:
-        raise NotFound("No such submission.") from None
+    access = await require_study_of(db, principal, study_id, Permission.READ, thing="submission")
     return SubmissionAccess(submission_id=submission_id, study=access)
 
 
