@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from server.cli import migrate
@@ -228,6 +229,7 @@ def main() -> int:
             "DATABASE_URL": url,
             "REDIS_URL": f"{services.TEST_REDIS_URL}/0",
             "JWT_SECRET_KEY": secret,
+            "REDCAP_TOKEN_KEY": Fernet.generate_key().decode(),
             "ENABLE_REFERENCE_ENDPOINT": "true",
             "LOG_LEVEL": "INFO",
         }
