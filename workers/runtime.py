@@ -22,6 +22,12 @@ T = TypeVar("T")
 
 # A prefork child runs one task at a time: two connections cover a task and its bookkeeping.
 WORKER_POOL_SIZE = 2
+# How long a process on its way out (SystemExit, KeyboardInterrupt) waits for the coroutine it
+# interrupted to unwind. A pool child's SIGTERM (Celery cancelling a task when the broker
+# connection drops) is billiard's sys.exit, raised wherever the loop is: inside a driver's
+# callback it can leave a future that nothing will complete, and the coroutine's clean-up
+# waits on it for ever. Exiting closes its connections anyway: the database rolls back.
+EXIT_GRACE_S = 5.0
 
 
 @dataclass
@@ -55,7 +61,7 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
 
     If something interrupts the loop from outside the coroutine (Celery's soft time limit is a
     signal), the coroutine is cancelled before the error goes on, so it cannot resume inside
-    the next task's run.
+    the next task's run. When the interruption ends the process, it waits EXIT_GRACE_S at most.
     """
     loop = current().loop
 
@@ -65,11 +71,14 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     task = loop.create_task(main())
     try:
         return loop.run_until_complete(task)
-    except BaseException:
+    except BaseException as exc:
         if not task.done():
             task.cancel()
+            leaving = isinstance(exc, SystemExit | KeyboardInterrupt)
             with suppress(BaseException):
-                loop.run_until_complete(task)
+                loop.run_until_complete(
+                    asyncio.wait({task}, timeout=EXIT_GRACE_S if leaving else None)
+                )
         raise
 
 

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +61,8 @@ class Claim:
     items: list[Item] = field(default_factory=list)
     own_status: SyncStatus = SyncStatus.pending
     own_error: str | None = None
+    # The batch took all the room it had: more of the connection's submissions may be waiting.
+    full: bool = False
 
 
 @asynccontextmanager
@@ -95,29 +97,21 @@ def _insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-async def _ensure_states(
-    session: AsyncSession, plan: Plan, submission_ids: Sequence[uuid.UUID], now: datetime
+async def _ensure_state(
+    session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
 ) -> None:
-    if not submission_ids:
-        return
-    statement = (
+    await session.execute(
         _insert(session)(RedcapSyncState)
         .values(
-            [
-                {
-                    "submission_id": submission_id,
-                    "study_id": plan.study_id,
-                    "connection_id": plan.connection_id,
-                    "status": SyncStatus.pending,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for submission_id in submission_ids
-            ]
+            submission_id=submission_id,
+            study_id=plan.study_id,
+            connection_id=plan.connection_id,
+            status=SyncStatus.pending,
+            attempts=0,
+            created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["submission_id"])
     )
-    await session.execute(statement)
 
 
 def _routed_here(plan: Plan) -> Any:
@@ -130,55 +124,101 @@ def _routed_here(plan: Plan) -> Any:
     return Participant.site_id.not_in(own_sites)
 
 
-async def _queued_without_state(session: AsyncSession, plan: Plan, limit: int) -> list[uuid.UUID]:
-    """Submissions of this connection waiting in the outbox for sync that have no state yet."""
+async def _ensure_queued_states(
+    session: AsyncSession, plan: Plan, limit: int, now: datetime
+) -> None:
+    """States for the oldest submissions of this connection that wait in the outbox for sync
+    and have none yet (a state is made when a claim first sees its submission): one
+    INSERT ... SELECT, nothing travels through Python."""
     queued = exists().where(
         OutboxEvent.subject_id == Submission.id,
         OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
         OutboxEvent.completed_at.is_(None),
     )
     has_state = exists().where(RedcapSyncState.submission_id == Submission.id)
-    rows = await session.scalars(
-        select(Submission.id)
+    columns = RedcapSyncState.__table__.c
+    waiting = (
+        select(
+            Submission.id,
+            literal(plan.study_id, columns.study_id.type),
+            literal(plan.connection_id, columns.connection_id.type),
+            literal(SyncStatus.pending, columns.status.type),
+            literal(0, columns.attempts.type),
+            literal(now, columns.created_at.type),
+        )
         .join(Participant, Participant.id == Submission.participant_id)
         .where(Submission.study_id == plan.study_id, _routed_here(plan), queued, ~has_state)
         .order_by(Submission.received_at, Submission.id)
         .limit(limit)
     )
-    return list(rows)
+    await session.execute(
+        _insert(session)(RedcapSyncState)
+        .from_select(
+            ["submission_id", "study_id", "connection_id", "status", "attempts", "created_at"],
+            waiting,
+        )
+        .on_conflict_do_nothing(index_elements=["submission_id"])
+    )
+
+
+class _State(Protocol):
+    """What a claim reads of a state: an ORM row (its own) or a plain row (the others)."""
+
+    submission_id: uuid.UUID
+    connection_id: uuid.UUID | None
+    record_id: str | None
+    event: str | None
+    instrument: str | None
+    instance: int | None
+    attempts: int
 
 
 async def _claimable_others(
-    session: AsyncSession, plan: Plan, own_id: uuid.UUID, now: datetime, limit: int
-) -> list[RedcapSyncState]:
+    session: AsyncSession, plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int
+) -> list[_State]:
     unclaimed = (
         RedcapSyncState.error.is_not(None)
         | RedcapSyncState.last_attempt_at.is_(None)
         | (RedcapSyncState.last_attempt_at <= now - plan.lease)
     )
+    # Plain rows, not ORM objects: the claim writes them with one bulk UPDATE (_prepare).
     query = (
-        select(RedcapSyncState)
+        select(
+            RedcapSyncState.submission_id,
+            RedcapSyncState.connection_id,
+            RedcapSyncState.record_id,
+            RedcapSyncState.event,
+            RedcapSyncState.instrument,
+            RedcapSyncState.instance,
+            RedcapSyncState.attempts,
+        )
         .join(Submission, Submission.id == RedcapSyncState.submission_id)
         .where(
             RedcapSyncState.connection_id == plan.connection_id,
             RedcapSyncState.status == SyncStatus.pending,
-            RedcapSyncState.submission_id != own_id,
             unclaimed,
         )
         .order_by(Submission.received_at, Submission.id)
         .limit(limit)
-        .execution_options(populate_existing=True)
     )
+    if own_id is not None:
+        query = query.where(RedcapSyncState.submission_id != own_id)
     if plan.postgresql:
         query = query.with_for_update(skip_locked=True, of=RedcapSyncState)
-    return list(await session.scalars(query))
+    return list((await session.execute(query)).all())
 
 
 async def max_instances(
-    session: AsyncSession, connection_id: uuid.UUID, instrument: str, record_ids: set[str]
+    session: AsyncSession,
+    connection_id: uuid.UUID,
+    instrument: str,
+    record_ids: set[str],
+    *,
+    leaving_out: Sequence[uuid.UUID] = (),
 ) -> dict[tuple[str, str], int]:
-    """(record id, event or "") -> the highest instance this connection's states hold."""
-    rows = await session.execute(
+    """(record id, event or "") -> the highest instance this connection's states hold (but the
+    states of `leaving_out`, whose stored instance is about to be replaced)."""
+    query = (
         select(RedcapSyncState.record_id, RedcapSyncState.event, func.max(RedcapSyncState.instance))
         .where(
             RedcapSyncState.connection_id == connection_id,
@@ -188,13 +228,32 @@ async def max_instances(
         )
         .group_by(RedcapSyncState.record_id, RedcapSyncState.event)
     )
+    if leaving_out:
+        query = query.where(RedcapSyncState.submission_id.not_in(leaving_out))
+    rows = await session.execute(query)
     return {(str(r), e or ""): int(n or 0) for r, e, n in rows}
 
 
+# The claim's write on PostgreSQL: one statement for the whole batch (an UPDATE per row, even
+# in one executemany, costs ~0.3 ms each: a sixth of a 500-row claim).
+_PG_CLAIM = text(
+    """
+    UPDATE redcap_sync_states AS s
+    SET connection_id = :connection_id, record_id = v.record_id, event = :event,
+        instrument = :instrument, instance = v.instance, status = 'pending',
+        attempts = s.attempts + 1, last_attempt_at = :now, error = NULL, error_field = NULL
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:record_ids AS varchar[]),
+                CAST(:instances AS integer[])) AS v(id, record_id, instance)
+    WHERE s.submission_id = v.id
+    """
+)
+
+
 async def _prepare(
-    session: AsyncSession, plan: Plan, states: list[RedcapSyncState], now: datetime
+    session: AsyncSession, plan: Plan, states: list[_State], now: datetime
 ) -> list[Item]:
-    """Fix each state's record, event, instrument and instance; build its row. Claims them."""
+    """Fix each state's record, event, instrument and instance; build its row. Claims them:
+    one bulk UPDATE by primary key (the loaded states are not changed)."""
     document = plan.document
     event: str | None = document.get("event") or None
     instrument: str | None = document.get("repeating_instrument") or None
@@ -203,48 +262,85 @@ async def _prepare(
         (s for s in states if s.submission_id in facts),
         key=lambda s: (facts[s.submission_id].received_at, str(s.submission_id)),
     )
-    kept: list[tuple[RedcapSyncState, records.SubmissionFacts, dict[str, str]]] = []
+    nothing: list[dict[str, Any]] = []
+    # (state, its submission, its values, its instance: kept, or None to number)
+    kept: list[tuple[_State, records.SubmissionFacts, dict[str, str], int | None]] = []
     for state in ordered:
         submission = facts[state.submission_id]
         values = records.field_values(document, submission)
         if not values:
-            state.status = SyncStatus.skipped
-            state.error = NOTHING_TO_SEND
+            nothing.append(
+                {
+                    "submission_id": state.submission_id,
+                    "status": SyncStatus.skipped,
+                    "error": NOTHING_TO_SEND,
+                }
+            )
             continue
         key = (submission.participant_code, event, instrument)
-        moved = state.connection_id != plan.connection_id
-        if moved or (state.record_id, state.event, state.instrument) != key:
+        instance = state.instance if instrument else None
+        if state.connection_id != plan.connection_id or (
+            (state.record_id, state.event, state.instrument) != key
+        ):
             # New, or the mapping or route changed since: its old instance means nothing here.
-            state.record_id, state.event, state.instrument = key
-            state.instance = None
-        if not instrument:
-            state.instance = None
-        state.connection_id = plan.connection_id
-        state.status = SyncStatus.pending
-        state.attempts += 1
-        state.last_attempt_at = now
-        state.error = state.error_field = None
-        kept.append((state, submission, values))
-    await session.flush()
+            instance = None
+        kept.append((state, submission, values, instance))
     if instrument:
-        unnumbered = [s for s, _, _ in kept if s.instance is None]
+        unnumbered = [(s, f) for s, f, _, n in kept if n is None]
         highest = await max_instances(
-            session, plan.connection_id, instrument, {s.record_id or "" for s in unnumbered}
+            session,
+            plan.connection_id,
+            instrument,
+            {f.participant_code for _, f in unnumbered},
+            leaving_out=[s.submission_id for s, _ in unnumbered],
         )
-        for state in unnumbered:
-            number_key = (state.record_id or "", state.event or "")
+        numbered: dict[uuid.UUID, int] = {}
+        for state, submission in unnumbered:
+            number_key = (submission.participant_code, event or "")
             highest[number_key] = highest.get(number_key, 0) + 1
-            state.instance = highest[number_key]
-    await session.flush()
+            numbered[state.submission_id] = highest[number_key]
+        kept = [(s, f, v, numbered.get(s.submission_id, n)) for s, f, v, n in kept]
+    claimed = [
+        {
+            "submission_id": state.submission_id,
+            "connection_id": plan.connection_id,
+            "record_id": submission.participant_code,
+            "event": event,
+            "instrument": instrument,
+            "instance": instance,
+            "status": SyncStatus.pending,
+            "attempts": state.attempts + 1,
+            "last_attempt_at": now,
+            "error": None,
+            "error_field": None,
+        }
+        for state, submission, _, instance in kept
+    ]
+    if claimed and plan.postgresql:
+        await session.execute(
+            _PG_CLAIM,
+            {
+                "ids": [c["submission_id"] for c in claimed],
+                "record_ids": [c["record_id"] for c in claimed],
+                "instances": [c["instance"] for c in claimed],
+                "connection_id": plan.connection_id,
+                "event": event,
+                "instrument": instrument,
+                "now": now,
+            },
+        )
+        claimed = []
+    for changes in (claimed, nothing):
+        if changes:
+            # ORM bulk UPDATE by primary key: one executemany.
+            await session.execute(update(RedcapSyncState), changes)
     return [
-        Item(state.submission_id, records.build_row(document, submission, values, state.instance))
-        for state, submission, values in kept
+        Item(state.submission_id, records.build_row(document, submission, values, instance))
+        for state, submission, values, instance in kept
     ]
 
 
-async def claim_batch(
-    session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
-) -> Claim:
+async def _take_turn(session: AsyncSession, plan: Plan) -> None:
     if plan.postgresql:
         # One claim per connection at a time: instance numbers are read, then written.
         await session.execute(
@@ -252,7 +348,13 @@ async def claim_batch(
             .where(RedcapConnection.id == plan.connection_id)
             .with_for_update()
         )
-    await _ensure_states(session, plan, [submission_id], now)
+
+
+async def claim_batch(
+    session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
+) -> Claim:
+    await _take_turn(session, plan)
+    await _ensure_state(session, plan, submission_id, now)
     own_query = (
         select(RedcapSyncState)
         .where(RedcapSyncState.submission_id == submission_id)
@@ -270,10 +372,25 @@ async def claim_batch(
             "This submission is in a batch another worker is sending to REDCap.",
             retry_after=max(1.0, min(left, 60.0)),
         )
-    states = [own]
+    states: list[_State] = [own]
     room = plan.batch_size - 1
     if room > 0:
-        await _ensure_states(session, plan, await _queued_without_state(session, plan, room), now)
+        await _ensure_queued_states(session, plan, room, now)
         states += await _claimable_others(session, plan, submission_id, now, room)
     items = await _prepare(session, plan, states, now)
-    return Claim(items=items, own_status=own.status, own_error=own.error)
+    return Claim(
+        items=items,
+        own_status=own.status,
+        own_error=own.error,
+        full=len(states) >= plan.batch_size,
+    )
+
+
+async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
+    """The connection's next batch, oldest first, with no submission of the caller's own: what
+    a sync whose batch came back full sends next (server.redcap.sync, the backlog)."""
+    await _take_turn(session, plan)
+    await _ensure_queued_states(session, plan, plan.batch_size, now)
+    states = await _claimable_others(session, plan, None, now, plan.batch_size)
+    items = await _prepare(session, plan, states, now)
+    return Claim(items=items, full=len(states) >= plan.batch_size)

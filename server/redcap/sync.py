@@ -37,25 +37,37 @@ set-up first.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
 from server.core.crypto import SecretUnreadable
 from server.core.errors import Conflict, NotFound
 from server.core.models import utcnow
+from server.jobs.models import Job, JobStatus
 from server.outbox import service as outbox
+from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.redcap import service
-from server.redcap.claim import NOTHING_TO_SEND, Claim, Item, Plan, claim_batch, own_transaction
+from server.redcap.claim import (
+    NOTHING_TO_SEND,
+    Claim,
+    Item,
+    Plan,
+    claim_batch,
+    claim_next,
+    own_transaction,
+)
 from server.redcap.client import RedcapClient, client_for
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapMapping, RedcapSyncState, SyncStatus
@@ -66,6 +78,9 @@ log = structlog.get_logger(__name__)
 
 # Rounds of "import, drop what REDCap refused, import the rest" before the rest waits.
 MAX_ROUNDS = 5
+# How long the worker's task goes on with its connection's backlog after a full batch
+# (sync_submission's backlog_seconds); well inside the task's soft time limit (300 s).
+BACKLOG_SECONDS = 60.0
 DEFERRED = "Deferred: REDCap kept refusing rows of this batch; sent again with the next sync."
 
 
@@ -78,8 +93,10 @@ class SyncOutcome:
     batch: int = 0  # submissions in the batch sent (this one included)
     synced: int = 0
     failed: int = 0
-    calls: int = 0  # import calls made
+    calls: int = 0  # import calls made (the backlog's too)
     error: str | None = None
+    backlog_batches: int = 0  # further batches of the connection sent after this one's
+    backlog_synced: int = 0
 
 
 def _chunks(items: list[Item], settings: Settings) -> Iterator[list[Item]]:
@@ -104,6 +121,40 @@ class _Results:
     synced: list[uuid.UUID] = field(default_factory=list)
     failed: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
     calls: int = 0
+    batches: int = 0
+
+
+async def _complete_events(
+    session: AsyncSession, submission_ids: Sequence[uuid.UUID], now: datetime
+) -> None:
+    """The sync events of submissions a batch settled (synced or failed), with the batch's
+    states: completed, and their Jobs succeeded. What each of their tasks would have found and
+    recorded; this way a backlog of N submissions is not N tasks of bookkeeping after the few
+    that sent it: a task finds its row completed and stops at once (workers.events), and the
+    relay does not publish a row completed before its turn (it then has no Job)."""
+    completed = list(
+        await session.scalars(
+            update(OutboxEvent)
+            .where(
+                OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
+                OutboxEvent.subject_id.in_(submission_ids),
+                OutboxEvent.completed_at.is_(None),
+            )
+            .values(completed_at=now, last_error=None)
+            .returning(OutboxEvent.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if completed:
+        await session.execute(
+            update(Job)
+            .where(
+                Job.outbox_event_id.in_(completed),
+                Job.status.in_([JobStatus.queued, JobStatus.running, JobStatus.retrying]),
+            )
+            .values(status=JobStatus.succeeded, finished_at=now, progress=100, error=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def _write_results(
@@ -112,7 +163,10 @@ async def _write_results(
     *,
     still_pending: Sequence[uuid.UUID] = (),
     pending_error: str | None = None,
+    own: uuid.UUID | None = None,
 ) -> None:
+    """The batch's outcome on its states, and the sync events of those it settled completed,
+    but `own`'s: the task that runs for it completes its own (workers.events)."""
     now = utcnow()
     states = update(RedcapSyncState).execution_options(synchronize_session=False)
     if results.synced:
@@ -136,6 +190,9 @@ async def _write_results(
                 status=SyncStatus.pending, error=pending_error or DEFERRED, error_field=None
             )
         )
+    settled = [i for i in [*results.synced, *results.failed] if i != own]
+    if settled:
+        await _complete_events(session, settled, now)
     await session.flush()
 
 
@@ -325,10 +382,140 @@ async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.
     return _Start(plan=plan, client=client, claim=claimed)
 
 
+# ----- the backlog ------------------------------------------------------------------------------
+async def _claim_next(db: AsyncSession, plan: Plan) -> Claim:
+    async with own_transaction(db) as session:
+        return await claim_next(session, plan, utcnow())
+
+
+def _claim_ahead(db: AsyncSession, plan: Plan) -> asyncio.Task[Claim]:
+    """The connection's next batch, claimed while the one before is with REDCap: the database's
+    part of a batch overlaps REDCap's part of the previous one (one import call at a time)."""
+    return asyncio.create_task(_claim_next(db, plan))
+
+
+async def _let_go(db: AsyncSession, ahead: asyncio.Task[Claim] | None, error: str) -> None:
+    """A batch claimed ahead that is not sent after all: pending again and unclaimed (the
+    error says why it waits), if its claim got as far as committing."""
+    if ahead is None:
+        return
+    ahead.cancel()  # nothing, once the claim has committed
+    await asyncio.wait([ahead])
+    if ahead.cancelled() or ahead.exception() is not None or not ahead.result().items:
+        return
+    with suppress(Exception):  # else its claim runs out with the lease
+        async with own_transaction(db) as session:
+            await _write_results(
+                session,
+                _Results(),
+                still_pending=[i.submission_id for i in ahead.result().items],
+                pending_error=error,
+            )
+
+
+async def _write_transient(
+    db: AsyncSession,
+    plan: Plan,
+    items: list[Item],
+    results: _Results,
+    exc: TransientRedcapError,
+    own: uuid.UUID | None = None,
+    **context: object,
+) -> None:
+    """What a batch cut short by a transient failure got done, committed at once; the rest
+    stays pending with the error (and so unclaimed)."""
+    done = set(results.synced) | set(results.failed)
+    waiting = [i.submission_id for i in items if i.submission_id not in done]
+    async with own_transaction(db) as session:
+        await _write_results(
+            session, results, still_pending=waiting, pending_error=exc.message, own=own
+        )
+    _expire(db, {i.submission_id for i in items})
+    log.warning(
+        "redcap_sync_transient",
+        connection_id=str(plan.connection_id),
+        batch=len(items),
+        synced=len(results.synced),
+        waiting=len(waiting),
+        error=exc.message,
+        **context,
+    )
+
+
+async def _send_backlog(
+    db: AsyncSession,
+    client: RedcapClient,
+    settings: Settings,
+    plan: Plan,
+    deadline: float,
+    ahead: asyncio.Task[Claim],
+) -> _Results:
+    """The connection's next batches, one after the other (the first already being claimed),
+    each claimed and its outcome committed on its own, while they come back full and until
+    `deadline` (time.monotonic()). A transient failure stops it without raising: that batch
+    waits, unclaimed, with the error."""
+    totals = _Results()
+    upcoming: asyncio.Task[Claim] | None = ahead
+    try:
+        while upcoming is not None:
+            claim = await upcoming
+            upcoming = None
+            if not claim.items:
+                break
+            if claim.full and time.monotonic() < deadline:
+                upcoming = _claim_ahead(db, plan)
+            results = _Results()
+            try:
+                deferred = await _send(db, client, settings, plan, claim.items, results)
+            except TransientRedcapError as exc:
+                await _write_transient(db, plan, claim.items, results, exc, backlog=True)
+                await _let_go(db, upcoming, exc.message)
+                upcoming = None
+                deferred = []
+            else:
+                async with own_transaction(db) as session:
+                    await _write_results(
+                        session,
+                        results,
+                        still_pending=[i.submission_id for i in deferred],
+                        pending_error=DEFERRED,
+                    )
+                _expire(db, {i.submission_id for i in claim.items})
+                log.info(
+                    "redcap_sync_batch",
+                    connection_id=str(plan.connection_id),
+                    batch=len(claim.items),
+                    synced=len(results.synced),
+                    failed=len(results.failed),
+                    deferred=len(deferred),
+                    calls=results.calls,
+                    backlog=True,
+                )
+            totals.synced += results.synced
+            totals.failed |= results.failed
+            totals.calls += results.calls
+            totals.batches += 1
+    except BaseException:
+        await _let_go(db, upcoming, DEFERRED)
+        raise
+    return totals
+
+
 async def sync_submission(
-    db: AsyncSession, settings: Settings, submission_id: uuid.UUID
+    db: AsyncSession,
+    settings: Settings,
+    submission_id: uuid.UUID,
+    *,
+    backlog_seconds: float = 0.0,
 ) -> SyncOutcome:
-    """Send this submission (and its connection's other pending ones) to REDCap."""
+    """Send this submission (and its connection's other pending ones) to REDCap.
+
+    With backlog_seconds (the worker's task), a batch that came back full is followed by the
+    connection's next batches for up to that long: a backlog goes out at REDCap's pace, not at
+    the pace of the queue reaching a submission outside the batches sent so far (each of the
+    others' tasks finds its submission synced). This batch's outcome then commits at once,
+    before the next batches, so its rows are not held by the caller's transaction meanwhile.
+    """
     # Routing and the claim: committed on their own before any call to REDCap.
     async with own_transaction(db) as session:
         start = await _start(session, settings, submission_id)
@@ -347,28 +534,32 @@ async def sync_submission(
             error=claim.own_error,
         )
 
+    # The backlog's claims run beside the import calls, each on a connection of its own: with
+    # `db` bound to one connection (the test harness), there is no backlog.
+    backlog = claim.full and backlog_seconds > 0 and isinstance(db.bind, AsyncEngine)
+    deadline = time.monotonic() + backlog_seconds
+    ahead = _claim_ahead(db, plan) if backlog else None
     results = _Results()
     try:
         deferred = await _send(db, client, settings, plan, claim.items, results)
     except TransientRedcapError as exc:
-        done = set(results.synced) | set(results.failed)
-        waiting = [i.submission_id for i in claim.items if i.submission_id not in done]
         # The caller rolls its transaction back on this error: the attempt commits on its own.
-        async with own_transaction(db) as session:
-            await _write_results(session, results, still_pending=waiting, pending_error=exc.message)
-        _expire(db, batch)
-        log.warning(
-            "redcap_sync_transient",
-            connection_id=str(plan.connection_id),
-            batch=len(batch),
-            synced=len(results.synced),
-            waiting=len(waiting),
-            error=exc.message,
-        )
+        await _write_transient(db, plan, claim.items, results, exc, own=submission_id)
+        await _let_go(db, ahead, exc.message)
         raise
-    await _write_results(
-        db, results, still_pending=[i.submission_id for i in deferred], pending_error=DEFERRED
-    )
+    except BaseException:
+        await _let_go(db, ahead, DEFERRED)
+        raise
+    waiting = [i.submission_id for i in deferred]
+    if ahead is not None:
+        async with own_transaction(db) as session:
+            await _write_results(
+                session, results, still_pending=waiting, pending_error=DEFERRED, own=submission_id
+            )
+    else:
+        await _write_results(
+            db, results, still_pending=waiting, pending_error=DEFERRED, own=submission_id
+        )
     _expire(db, batch)
     log.info(
         "redcap_sync_batch",
@@ -379,6 +570,9 @@ async def sync_submission(
         deferred=len(deferred),
         calls=results.calls,
     )
+    more = _Results()
+    if ahead is not None:
+        more = await _send_backlog(db, client, settings, plan, deadline, ahead)
     if submission_id in results.failed:
         status, error = "failed", results.failed[submission_id][0]
     elif submission_id in results.synced:
@@ -394,8 +588,10 @@ async def sync_submission(
         batch=len(batch),
         synced=len(results.synced),
         failed=len(results.failed),
-        calls=results.calls,
+        calls=results.calls + more.calls,
         error=error,
+        backlog_batches=more.batches,
+        backlog_synced=len(more.synced),
     )
 
 

@@ -19,8 +19,9 @@ async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -
     sync = importlib.import_module(_SYNC_MODULE)
     submission_id = uuid.UUID(payload["submission_id"])
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
-    # Its writes (the submission's sync state) commit with the job's completion.
-    await sync.sync_submission(db, settings, submission_id)
+    # Its writes (the submission's sync state) commit with the job's completion; after a full
+    # batch, at once, and the task goes on with the connection's backlog (BACKLOG_SECONDS).
+    await sync.sync_submission(db, settings, submission_id, backlog_seconds=sync.BACKLOG_SECONDS)
     return None
 
 
