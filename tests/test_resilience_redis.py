@@ -1,16 +1,16 @@
 """Redis killed while submissions arrive, then started again empty on the same port: every
 acknowledged submission reaches REDCap, once, with no manual step.
 
-Real processes throughout (tests.e2e): PostgreSQL database, redis-server, the REDCap stand-in,
-`python -m server relay` and a prefork Celery worker. The relay and the worker run through
-the whole outage: both must find the new server by themselves (it has no queues, no bindings
-and none of the old connections).
+Real processes throughout (tests.e2e.stack): PostgreSQL database, redis-server, the REDCap
+stand-in, `python -m server relay` and a prefork Celery worker. The relay and the worker run
+through the whole outage: both must find the new server by themselves (it has no queues, no
+bindings and none of the old connections).
 
-When the connection drops while a task runs, Celery cancels the task with a SIGTERM to its pool
-child (worker_cancel_long_running_tasks_on_connection_loss), which billiard turns into
-sys.exit wherever the child's event loop is. The last test pins down what running the first
-one against a busy worker found: a child interrupted inside asyncpg's callback hung until the
-hard time limit, and the worker took no task meanwhile (workers.runtime.EXIT_GRACE_S).
+Redis dying while a task runs is harder. The worker then cancels the task with a SIGTERM to its
+pool child (worker_cancel_long_running_tasks_on_connection_loss), which billiard turns into
+sys.exit wherever the child's event loop happens to be. Running the first test against a busy
+worker found children hung by it: the in-flight test shows the damage (xfail, a bug to fix in
+workers/app.py), the last one the part fixed in workers.runtime (EXIT_GRACE_S).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tests.e2e.stack import (
     sync_jobs,
     sync_states,
 )
+from workers.runtime import EXIT_GRACE_S
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +108,9 @@ async def test_submissions_acknowledged_while_redis_was_down_reach_redcap(stack:
     states = await sync_states(stack, during)
     assert sorted(s.instance or 0 for s in states.values()) == [2, 3, 4]
 
-    async def archived() -> bool:
-        rows = await outbox_rows(stack, [before, *during])
-        return len(rows) == 8 and all(e.completed_at is not None for e in rows)
-
-    await stack.wait_for(archived, timeout=15, what="every outbox row completed")
+    await stack.wait_for(
+        lambda: all_done(stack, [before, *during]), timeout=15, what="every job done"
+    )
     jobs = await sync_jobs(stack, during)
     assert {j.status for j in jobs.values()} == {JobStatus.succeeded}
     assert await dead_letters(stack) == []
@@ -154,7 +153,7 @@ async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack) ->
 
     try:
         await stack.wait_for(
-            lambda: all_synced(stack, [in_flight, after]), timeout=20, what="both synced"
+            lambda: all_synced(stack, [in_flight, after]), timeout=15, what="both synced"
         )
     finally:
         # Whatever happened to the task, REDCap had the row once.
@@ -194,8 +193,6 @@ except SystemExit as exc:
 
 
 def test_a_pool_child_stopped_inside_a_driver_callback_still_exits() -> None:
-    from workers.runtime import EXIT_GRACE_S
-
     child = subprocess.run(
         [sys.executable, "-c", INTERRUPTED_CHILD],
         cwd=ROOT,

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 from redis import Redis
 
 from server.jobs.models import JobStatus
@@ -157,7 +157,8 @@ async def test_a_worker_killed_mid_import_leaves_one_instance_in_redcap(stack: S
     # CELERY_VISIBILITY_TIMEOUT has passed. Not waiting for that here: restored now, the way
     # kombu restores it then. The worker finds the event completed and sends nothing.
     assert redis.hlen("unacked") == 1
-    with Connection(stack.redis.url, transport_options={"visibility_timeout": 0}) as broker:
+    restore = {"visibility_timeout": 0}
+    with Connection(stack.redis.url, transport_options=restore) as broker:  # type: ignore[no-untyped-call]
         broker.default_channel.qos.restore_visible(num=10)
     await stack.wait_for(
         lambda: (

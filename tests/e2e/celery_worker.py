@@ -21,7 +21,7 @@ def shorten_time_limits(hard_limit_s: int) -> None:
 
     celery_app.TASK_TIME_LIMIT_S = hard_limit_s
     celery_app.TASK_SOFT_TIME_LIMIT_S = max(1, hard_limit_s - 2)
-    events.TASK_TIME_LIMIT_S = hard_limit_s
+    events.TASK_TIME_LIMIT_S = hard_limit_s  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ database when the test ends, pass or fail.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import signal
@@ -27,12 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography.fernet import Fernet
 from httpx import ASGITransport, AsyncClient
@@ -59,8 +60,6 @@ SECRET = "e2e-resilience-" + "e" * 40
 INSTRUMENT = "cognitive_session"
 # Every queue the deployment's workers consume that an outbox topic routes to.
 QUEUES = "redcap,maintenance"
-
-T = TypeVar("T")
 
 
 # ----- processes ---------------------------------------------------------------------------------
@@ -259,24 +258,20 @@ class Stack:
         return "\n".join(parts)
 
     async def wait_for(
-        self,
-        check: Callable[[], Awaitable[T] | T],
-        *,
-        timeout: float,
-        what: str,
-        every: float = 0.1,
-    ) -> T:
-        """Poll until check() is truthy and return it; past the deadline, fail with the logs."""
+        self, check: Callable[[], object], *, timeout: float, what: str, every: float = 0.1
+    ) -> None:
+        """Poll check() (a function or a coroutine function) until it answers something true;
+        past the deadline, fail with the last answer and every process's log."""
         deadline = time.monotonic() + timeout
-        last: Any = None
         while True:
-            result = check()
-            last = await result if asyncio.iscoroutine(result) else result
-            if last:
-                return last  # type: ignore[no-any-return]
+            answer = check()
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer:
+                return
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out after {timeout:g} s waiting for {what} (last: {last!r})\n"
+                    f"timed out after {timeout:g} s waiting for {what} (last: {answer!r})\n"
                     + self.diagnostics()
                 )
             await asyncio.sleep(every)
