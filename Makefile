@@ -40,8 +40,12 @@ lint: $(STAMP)
 	ruff check .
 	mypy server workers
 
-# Benchmarks (not tests): print figures and a summary line; need wrk (apt-get install wrk).
-.PHONY: bench-ingest
+# Benchmarks (not tests): print figures and a summary line; bench-ingest needs wrk
+# (apt-get install wrk), bench-sync redis-server; both PostgreSQL (TEST_DATABASE_URL).
+.PHONY: bench-ingest bench-sync
 bench-ingest: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || sudo apt-get install -y wrk; }
 	python -m tests.bench.ingest $(BENCH_ARGS)
+
+bench-sync: $(STAMP)
+	python -m tests.bench.sync $(BENCH_ARGS)

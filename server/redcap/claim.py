@@ -10,6 +10,7 @@ now. A claim is someone else's until it is REDCAP_SYNC_LEASE_SECONDS old.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -63,6 +64,8 @@ class Claim:
     own_error: str | None = None
     # The batch took all the room it had: more of the connection's submissions may be waiting.
     full: bool = False
+    # When (time.monotonic()): its lease runs from about then.
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 @asynccontextmanager
@@ -252,8 +255,8 @@ _PG_CLAIM = text(
 async def _prepare(
     session: AsyncSession, plan: Plan, states: list[_State], now: datetime
 ) -> list[Item]:
-    """Fix each state's record, event, instrument and instance; build its row. Claims them:
-    one bulk UPDATE by primary key (the loaded states are not changed)."""
+    """Fix each state's record, event, instrument and instance; build its row. Claims them
+    (those with nothing to send are skipped) in one bulk UPDATE; `states` are not changed."""
     document = plan.document
     event: str | None = document.get("event") or None
     instrument: str | None = document.get("repeating_instrument") or None
@@ -378,10 +381,11 @@ async def claim_batch(
         await _ensure_queued_states(session, plan, room, now)
         states += await _claimable_others(session, plan, submission_id, now, room)
     items = await _prepare(session, plan, states, now)
+    sent = any(item.submission_id == submission_id for item in items)
     return Claim(
         items=items,
-        own_status=own.status,
-        own_error=own.error,
+        own_status=SyncStatus.pending if sent else SyncStatus.skipped,
+        own_error=None if sent else NOTHING_TO_SEND,
         full=len(states) >= plan.batch_size,
     )
 

@@ -24,7 +24,15 @@
 - REDCap's rejections: its message says which rows (record, field, value) it refused; those
   submissions are failed with REDCap's message and the field, and the others are imported
   again in a new call. One bad value never holds back the rest.
-- The outcome (synced / failed) is written through `db`, for the caller to commit.
+- The outcome (synced / failed) is written through `db`, for the caller to commit, and with
+  it the sync outbox rows of the other submissions the batch settled are completed (their Jobs
+  succeeded): their tasks stop at their first step, and the relay does not publish those it
+  has not reached yet. A backlog of N submissions is then a few batches, not N tasks.
+- Backlog (backlog_seconds; the worker's task passes BACKLOG_SECONDS): a batch that came back
+  full is followed by the connection's next ones (claim_next), each claimed while the one
+  before is with REDCap and its outcome committed on its own (so is this batch's, then),
+  until one is not full or the time is up. A transient failure ends the backlog (that batch
+  waits, unclaimed, with the error) without failing this submission's sync, which is done.
 
 Routing and the claim run in a session of their own on `db.bind` (`own_transaction`), and
 `db` is not touched before they commit: the claim commits whatever the caller then does with
@@ -132,14 +140,21 @@ async def _complete_events(
     recorded; this way a backlog of N submissions is not N tasks of bookkeeping after the few
     that sent it: a task finds its row completed and stops at once (workers.events), and the
     relay does not publish a row completed before its turn (it then has no Job)."""
+    # A row locked right now (the relay publishing it, a task starting on it) is left to that
+    # task, which finds its submission settled: this write never waits behind the relay.
+    free = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
+            OutboxEvent.subject_id.in_(submission_ids),
+            OutboxEvent.completed_at.is_(None),
+        )
+        .with_for_update(skip_locked=True)
+    )
     completed = list(
         await session.scalars(
             update(OutboxEvent)
-            .where(
-                OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-                OutboxEvent.subject_id.in_(submission_ids),
-                OutboxEvent.completed_at.is_(None),
-            )
+            .where(OutboxEvent.id.in_(free.scalar_subquery()))
             .values(completed_at=now, last_error=None)
             .returning(OutboxEvent.id)
             .execution_options(synchronize_session=False)
@@ -217,10 +232,11 @@ async def _send(
     plan: Plan,
     items: list[Item],
     results: _Results,
+    claimed_at: float,
 ) -> list[Item]:
-    """Import until everything is synced or failed; what is left after MAX_ROUNDS."""
+    """Import until everything is synced or failed; what is left after MAX_ROUNDS.
+    `claimed_at`: when the items were claimed (time.monotonic())."""
     record_id_field = plan.document["record_id_field"]
-    claimed_at = time.monotonic()
     remaining = items
     for _round in range(MAX_ROUNDS):
         if not remaining:
@@ -466,7 +482,9 @@ async def _send_backlog(
                 upcoming = _claim_ahead(db, plan)
             results = _Results()
             try:
-                deferred = await _send(db, client, settings, plan, claim.items, results)
+                deferred = await _send(
+                    db, client, settings, plan, claim.items, results, claim.claimed_at
+                )
             except TransientRedcapError as exc:
                 await _write_transient(db, plan, claim.items, results, exc, backlog=True)
                 await _let_go(db, upcoming, exc.message)
@@ -541,7 +559,7 @@ async def sync_submission(
     ahead = _claim_ahead(db, plan) if backlog else None
     results = _Results()
     try:
-        deferred = await _send(db, client, settings, plan, claim.items, results)
+        deferred = await _send(db, client, settings, plan, claim.items, results, claim.claimed_at)
     except TransientRedcapError as exc:
         # The caller rolls its transaction back on this error: the attempt commits on its own.
         await _write_transient(db, plan, claim.items, results, exc, own=submission_id)
