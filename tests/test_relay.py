@@ -34,7 +34,7 @@ from server.outbox.topics import ROUTES
 from tests import services
 from tests.conftest import create_database, drop_database, make_settings
 from tests.test_jobs import add_event, create_submission
-from workers.publisher import CeleryPublisher
+from workers.publisher import PIPELINE_SIZE, CeleryPublisher
 
 LEASE = timedelta(minutes=5)
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,29 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     await db.refresh(redcap)
     assert redcap.publish_attempts == 2 and redcap.lease_until == later + 2 * LEASE
     assert await db.scalar(select(Job.id).where(Job.outbox_event_id == redcap.id)) is not None
+
+
+async def test_a_backlog_goes_out_in_pipelines_every_row_once_in_order(
+    db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
+) -> None:
+    # Two pipelines' worth (an LPUSH a row): the batch flushes part-way and again at the end.
+    submission = await create_submission(db)
+    payload = {"submission_id": str(submission.id)}
+    topics = (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
+    await outbox.add(
+        db, [outbox.Event(t, payload, submission.id) for _ in range(PIPELINE_SIZE) for t in topics]
+    )
+    events = list(
+        await db.scalars(select(OutboxEvent).order_by(OutboxEvent.created_at, OutboxEvent.id))
+    )
+    assert len(events) == 2 * PIPELINE_SIZE
+    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=len(events))
+    assert (result.published, result.jobs_created, result.error) == (len(events), len(events), None)
+    for queue, topic in (("maintenance", outbox.ARCHIVE_SUBMISSION),
+                         ("redcap", outbox.REDCAP_SYNC_SUBMISSION)):  # fmt: skip
+        assert queued(redis_client, queue) == [
+            (ROUTES[topic].task_name, [str(e.id)]) for e in events if e.topic == topic
+        ]
 
 
 async def test_publishing_survives_a_flushed_redis(

@@ -100,8 +100,10 @@ async def ensure_jobs(db: AsyncSession, events: Sequence[OutboxEvent]) -> int:
             }
         )
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # Parameters, not .values(): the statement compiles once and stays in SQLAlchemy's cache
+    # (a VALUES list of 100 rows was compiled anew for every relay batch).
     await db.execute(
-        insert(Job).values(values).on_conflict_do_nothing(index_elements=["outbox_event_id"])
+        insert(Job).on_conflict_do_nothing(index_elements=["outbox_event_id"]), values
     )
     return len(values)
 

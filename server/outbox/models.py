@@ -24,6 +24,22 @@ class OutboxEvent(IdMixin, Base):
             postgresql_where=text("completed_at IS NULL"),
             sqlite_where=text("completed_at IS NULL"),
         ),
+        # The relay's two questions, each its own index: rows waiting behind a lease (a
+        # backlog REDCap is slow on, archive rows no worker has taken yet) are not read again
+        # by every poll for new rows, nor new rows by the look for lapsed leases.
+        Index(
+            "ix_outbox_events_unpublished",
+            "created_at",
+            "id",
+            postgresql_where=text("completed_at IS NULL AND published_at IS NULL"),
+            sqlite_where=text("completed_at IS NULL AND published_at IS NULL"),
+        ),
+        Index(
+            "ix_outbox_events_leased",
+            "lease_until",
+            postgresql_where=text("completed_at IS NULL AND published_at IS NOT NULL"),
+            sqlite_where=text("completed_at IS NULL AND published_at IS NOT NULL"),
+        ),
     )
 
     topic: Mapped[str] = mapped_column(String(64))

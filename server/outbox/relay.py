@@ -17,13 +17,14 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
@@ -37,6 +38,14 @@ log = structlog.get_logger(__name__)
 
 # publish(topic, event_id): send the topic's task with the event id as its only argument.
 Publish = Callable[[str, uuid.UUID], Awaitable[None]]
+
+
+class BatchPublisher(Protocol):
+    """A publisher that can also send a whole batch at once (workers.publisher)."""
+
+    async def __call__(self, topic: str, event_id: uuid.UUID) -> None: ...
+
+    async def publish_many(self, messages: Sequence[tuple[str, uuid.UUID]]) -> None: ...
 
 MAX_BACKOFF_S = 30.0
 BACKLOG_LOG_EVERY_S = 60.0
@@ -65,32 +74,71 @@ def lease_for(lease: timedelta, publish_attempts: int) -> timedelta:
     return lease * factor
 
 
+async def _publish(
+    publish: Publish | BatchPublisher, events: list[OutboxEvent]
+) -> tuple[list[OutboxEvent], str | None]:
+    """(the events that went, why the rest did not). With publish_many it is all or none: a
+    batch that failed may have sent some, and sending those again is harmless."""
+    many = getattr(publish, "publish_many", None)
+    if many is not None:
+        try:
+            await many([(e.topic, e.id) for e in events])
+        except Exception as exc:
+            return [], jobs_service.safe_error(exc)
+        return events, None
+    sent: list[OutboxEvent] = []
+    for event in events:
+        try:
+            await publish(event.topic, event.id)
+        except Exception as exc:
+            return sent, jobs_service.safe_error(exc)
+        sent.append(event)
+    return sent, None
+
+
+async def _due(db: AsyncSession, now: datetime, batch: int) -> list[OutboxEvent]:
+    """Up to `batch` due rows: lapsed leases first (the longest lapsed first), then rows never
+    published, oldest first. Each half reads only its own partial index."""
+    lapsed = (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.completed_at.is_(None),
+            OutboxEvent.published_at.is_not(None),
+            OutboxEvent.lease_until < now,
+        )
+        .order_by(OutboxEvent.lease_until)
+    )
+    fresh = select(OutboxEvent).where(
+        OutboxEvent.completed_at.is_(None), OutboxEvent.published_at.is_(None)
+    )
+    fresh = fresh.order_by(OutboxEvent.created_at, OutboxEvent.id)
+    locking = db.get_bind().dialect.name == "postgresql"
+    events: list[OutboxEvent] = []
+    for query in (lapsed, fresh):
+        query = query.limit(batch - len(events))
+        if locking:
+            query = query.with_for_update(skip_locked=True)
+        events += await db.scalars(query)
+        if len(events) >= batch:
+            break
+    return events
+
+
 async def relay_once(
     db: AsyncSession,
-    publish: Publish,
+    publish: Publish | BatchPublisher,
     *,
     now: datetime,
     lease: timedelta,
     batch: int,
 ) -> RelayResult:
-    """Publish up to `batch` due rows, oldest first. The caller commits.
+    """Publish up to `batch` due rows (see _due). The caller commits.
 
-    Stops at the first failed publish and leaves that row and the rest as they are.
+    A failed publish leaves the rows it did not send as they are, for the next cycle.
     """
     result = RelayResult()
-    query = (
-        select(OutboxEvent)
-        .where(
-            OutboxEvent.completed_at.is_(None),
-            or_(OutboxEvent.published_at.is_(None), OutboxEvent.lease_until < now),
-        )
-        .order_by(OutboxEvent.created_at, OutboxEvent.id)
-        .limit(batch)
-    )
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    events = list(await db.scalars(query))
-    published: list[OutboxEvent] = []
+    events = await _due(db, now, batch)
+    routed: list[OutboxEvent] = []
     for event in events:
         if event.topic not in topics.ROUTES:
             # Not a broker problem, and it would block every row behind it: the dead letter
@@ -105,17 +153,14 @@ async def relay_once(
             )
             result.dead_lettered += 1
             continue
-        try:
-            await publish(event.topic, event.id)
-        except Exception as exc:
-            result.error = jobs_service.safe_error(exc)
-            break
+        routed.append(event)
+    published, result.error = await _publish(publish, routed)
+    for event in published:
         if event.published_at is not None:
             result.republished += 1
         event.published_at = now
         event.publish_attempts += 1
         event.lease_until = now + lease_for(lease, event.publish_attempts)
-        published.append(event)
         result.published += 1
     await db.flush()
     result.jobs_created = await jobs_service.ensure_jobs(db, published)
@@ -168,7 +213,7 @@ async def run_relay(
     settings: Settings,
     stop_event: asyncio.Event,
     *,
-    publish: Publish | None = None,
+    publish: Publish | BatchPublisher | None = None,
     on_cycle: Callable[[RelayResult], None] | None = None,
 ) -> None:
     """Relay until stop_event is set: every RELAY_INTERVAL_SECONDS, at once while a full batch
