@@ -214,6 +214,23 @@ def _record_interrupted(
     )
 
 
+INTERRUPTED = "Stopped before it finished (its worker shut down or lost the broker); sent again."
+
+
+def _hand_back(event_id: uuid.UUID, task_name: str, celery_task_id: str | None) -> runtime.Abandon:
+    """If the process leaves mid-run, the relay need not wait out the lease: a message lost
+    with the broker (or one the broker keeps unacknowledged for its visibility timeout) is
+    published again as soon as the broker takes it."""
+
+    async def hand_back(db: AsyncSession) -> None:
+        if await jobs.interrupted(
+            db, event_id=event_id, celery_task_id=celery_task_id, error=INTERRUPTED, now=utcnow()
+        ):
+            log.warning("task_interrupted", task=task_name, event_id=str(event_id))
+
+    return hand_back
+
+
 def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
     """The body of every event task: the protocol on this worker process's loop and engine."""
     try:
@@ -225,6 +242,8 @@ def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> s
     request = task.request
     retries = int(request.retries or 0)
     sessionmaker = runtime.sessionmaker()
+    runtime.forget_abandon()
+    runtime.on_abandon(_hand_back(event_uuid, task.name, request.id))
     try:
         result = runtime.run(
             lambda: process_event(
@@ -247,6 +266,8 @@ def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> s
         if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
             raise TransientError(jobs.safe_error(exc)) from exc
         raise
+    finally:
+        runtime.forget_abandon()
     if result.outcome is Outcome.retry:
         raise TransientError(result.detail or "", retry_after=result.retry_after)
     return result.outcome.value

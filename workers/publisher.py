@@ -57,6 +57,23 @@ class CeleryPublisher:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self.send_many, messages)
 
+    async def broker_epoch(self) -> str | None:
+        """Which broker server this is: Redis's run_id, new with every start of a server (and
+        with it, unless it persists, an empty broker); None where the broker cannot tell."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._epoch)
+
+    def _epoch(self) -> str | None:
+        try:
+            channel = self._connect().default_channel
+            if not hasattr(channel, "conn_or_acquire"):
+                return None
+            with channel.conn_or_acquire() as client:
+                return str(client.info("server")["run_id"])
+        except BaseException:
+            self._drop_connection()
+            raise
+
     def send(self, topic: str, event_id: uuid.UUID) -> None:
         self.send_many([(topic, event_id)])
 

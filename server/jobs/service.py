@@ -232,6 +232,27 @@ async def retrying(
     return True
 
 
+async def interrupted(
+    db: AsyncSession, *, event_id: uuid.UUID, celery_task_id: str | None, error: str, now: datetime
+) -> bool:
+    """The run `celery_task_id` was stopped before it could report (its worker lost the
+    broker, say, and the message with it): the relay may publish the event again at once.
+    False when it completed after all, or another run has taken it since."""
+    event = await _lock_event(db, event_id)
+    if event is None or event.completed_at is not None:
+        return False
+    job = await _job_of(db, event)
+    if job.status != JobStatus.running or job.celery_task_id != celery_task_id:
+        return False
+    job.status = JobStatus.retrying
+    job.error = error
+    event.last_error = error
+    # The one place a lease is cut short: the run it was held for is over.
+    event.lease_until = now
+    await db.flush()
+    return True
+
+
 async def _dead_letter(
     db: AsyncSession, *, event: OutboxEvent, job: Job, task_name: str, error: str, now: datetime
 ) -> DeadLetter:

@@ -9,6 +9,10 @@ the event has its Job. A task completes the row when it is done (workers.events)
 down: nothing changes, the rows wait, the relay backs off and tries again on its own.
 
 Several relays may run: on PostgreSQL each batch is taken with FOR UPDATE SKIP LOCKED.
+
+A broker that comes back as a new server (Redis's run_id changed: restarted, and empty unless
+it persists) has lost the messages it held; the relay sees the change on its next cycle and
+sends the rows still waiting for a worker again at once (resend_waiting), not a lease later.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.models import utcnow
 from server.jobs import service as jobs_service
+from server.jobs.models import Job, JobStatus
 from server.outbox import topics
 from server.outbox.models import OutboxEvent
 
@@ -167,6 +172,48 @@ async def relay_once(
     return result
 
 
+async def resend_waiting(db: AsyncSession, *, now: datetime) -> int:
+    """The broker came back as a new server: the messages of rows published and not yet
+    taken up (Job queued, or retrying: Celery holds a retry's message until its countdown)
+    may be gone with the old one. Their leases end now, so the next cycle sends them again.
+    A running task is left to finish, or to hand its row back if it is stopped (workers.events).
+    """
+    waiting = select(Job.outbox_event_id).where(
+        Job.status.in_([JobStatus.queued, JobStatus.retrying]), Job.outbox_event_id.is_not(None)
+    )
+    result = await db.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.completed_at.is_(None),
+            OutboxEvent.published_at.is_not(None),
+            OutboxEvent.lease_until > now,
+            OutboxEvent.id.in_(waiting),
+        )
+        .values(lease_until=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _watch_broker(
+    epoch_of: Callable[[], Awaitable[str | None]],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    last: str | None,
+) -> str | None:
+    """The broker's epoch now; on a change, resend_waiting first. Keeps `last` on any error
+    (the broker or the database is down): the change is seen when both answer."""
+    try:
+        epoch = await epoch_of()
+        if last is not None and epoch is not None and epoch != last:
+            async with sessionmaker() as db:
+                resent = await resend_waiting(db, now=utcnow())
+                await db.commit()
+            log.warning("broker_restarted", resent=resent)
+        return epoch if epoch is not None else last
+    except Exception:
+        return last
+
+
 @dataclass(frozen=True)
 class Backlog:
     pending: int  # not completed
@@ -236,9 +283,13 @@ async def run_relay(
     delay = interval
     failing_since: float | None = None
     last_backlog_log = -math.inf
+    epoch_of = getattr(publish, "broker_epoch", None)
+    epoch: str | None = None
     log.info("relay_started", interval_s=interval, lease_s=lease.total_seconds(), batch=batch)
     try:
         while not stop_event.is_set():
+            if epoch_of is not None:
+                epoch = await _watch_broker(epoch_of, sessionmaker, epoch)
             try:
                 async with sessionmaker() as db:
                     result = await relay_once(db, publish, now=utcnow(), lease=lease, batch=batch)

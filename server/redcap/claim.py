@@ -32,6 +32,11 @@ from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
 from server.submissions.models import Submission
 
 NOTHING_TO_SEND = "Nothing to send: none of the mapped values is in this submission."
+INTERRUPTED = "The worker stopped before REDCap answered; it is sent again."
+
+# The claims this process has made (a prefork child runs one task at a time): what it lets go
+# of if it is stopped mid-call (release_held), so the next run need not wait out the lease.
+_held: list[tuple[list[uuid.UUID], datetime]] = []
 
 
 @dataclass
@@ -353,6 +358,39 @@ async def _take_turn(session: AsyncSession, plan: Plan) -> None:
         )
 
 
+def forget_held() -> None:
+    """A new task: the claims of the one before are settled, one way or another."""
+    _held.clear()
+
+
+async def release_held(session: AsyncSession) -> int:
+    """Let go of this process's claims still outstanding: those states are claimable at once,
+    with INTERRUPTED as their error. A state settled since (synced, failed, claimed anew) is
+    left alone: only the exact claim (its submissions, its last_attempt_at) is let go."""
+    held, _held[:] = list(_held), []
+    released = 0
+    for submission_ids, claimed_at in held:
+        result = await session.execute(
+            update(RedcapSyncState)
+            .where(
+                RedcapSyncState.submission_id.in_(submission_ids),
+                RedcapSyncState.status == SyncStatus.pending,
+                RedcapSyncState.error.is_(None),
+                RedcapSyncState.last_attempt_at == claimed_at,
+            )
+            .values(error=INTERRUPTED)
+            .execution_options(synchronize_session=False)
+        )
+        released += int(getattr(result, "rowcount", 0) or 0)
+    return released
+
+
+def _held_as(items: list[Item], now: datetime) -> list[Item]:
+    if items:
+        _held.append(([item.submission_id for item in items], now))
+    return items
+
+
 async def claim_batch(
     session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
 ) -> Claim:
@@ -380,7 +418,7 @@ async def claim_batch(
     if room > 0:
         await _ensure_queued_states(session, plan, room, now)
         states += await _claimable_others(session, plan, submission_id, now, room)
-    items = await _prepare(session, plan, states, now)
+    items = _held_as(await _prepare(session, plan, states, now), now)
     sent = any(item.submission_id == submission_id for item in items)
     return Claim(
         items=items,
@@ -396,5 +434,5 @@ async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
     await _take_turn(session, plan)
     await _ensure_queued_states(session, plan, plan.batch_size, now)
     states = await _claimable_others(session, plan, None, now, plan.batch_size)
-    items = await _prepare(session, plan, states, now)
+    items = _held_as(await _prepare(session, plan, states, now), now)
     return Claim(items=items, full=len(states) >= plan.batch_size)

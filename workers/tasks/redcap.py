@@ -9,14 +9,20 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
+from workers import runtime
 from workers.events import event_task, run_event
 
 # Imported when a task runs, so the worker starts whether or not the REDCap domain is there.
 _SYNC_MODULE = "server.redcap.sync"
+_CLAIM_MODULE = "server.redcap.claim"
 
 
 async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
     sync = importlib.import_module(_SYNC_MODULE)
+    claim = importlib.import_module(_CLAIM_MODULE)
+    # Stopped mid-call (the worker lost the broker), it lets go of its claims on the way out.
+    claim.forget_held()
+    runtime.on_abandon(claim.release_held)
     submission_id = uuid.UUID(payload["submission_id"])
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
     # Its writes (the submission's sync state) commit with the job's completion; after a full
