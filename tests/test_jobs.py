@@ -305,6 +305,58 @@ async def test_attempts_that_never_reported_back_use_up_the_budget(
     assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is not None
 
 
+async def test_a_stopped_run_hands_its_event_back_but_not_another_runs(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    async def start(celery_task_id: str) -> None:
+        async with sessions() as s, s.begin():
+            started = await jobs_service.start(
+                s,
+                event_id=event.id,
+                task_name=TASK,
+                celery_task_id=celery_task_id,
+                now=utcnow(),
+                hold_until=utcnow() + timedelta(minutes=11),
+                max_attempts=settings.TASK_MAX_RETRIES + 1,
+            )
+            assert isinstance(started, jobs_service.Started)
+
+    async def hand_back(celery_task_id: str) -> bool:
+        async with sessions() as s, s.begin():
+            return await jobs_service.interrupted(
+                s, event_id=event.id, celery_task_id=celery_task_id, error="stopped", now=utcnow()
+            )
+
+    await start("first-run")
+    await start("second-run")  # a copy published again took it over
+    assert not await hand_back("first-run")  # the older run may not cut the newer one's lease
+    row = await db.get(OutboxEvent, event.id, populate_existing=True)
+    assert row is not None and row.lease_until is not None and row.lease_until > utcnow()
+
+    assert await hand_back("second-run")
+    job = await job_of(db, event.id)
+    assert (job.status, job.error) == (JobStatus.retrying, "stopped")
+    # Due for the relay at once, not 11 minutes later.
+    recorder = _Recorder()
+    async with sessions() as s:
+        due = await relay.relay_once(
+            s, recorder, now=utcnow(), lease=timedelta(minutes=5), batch=10
+        )
+        await s.commit()
+    assert due.republished == 1 and recorder.sent == [event.id]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[uuid.UUID] = []
+
+    async def __call__(self, topic: str, event_id: uuid.UUID) -> None:
+        self.sent.append(event_id)
+
+
 def test_transient_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_transient(TransientError("later"))
     assert is_transient(ConnectionRefusedError())
