@@ -10,7 +10,7 @@ import sys
 import types
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -273,6 +273,28 @@ async def test_a_transient_error_retries_until_the_retries_run_out(
     assert dead is not None and dead.attempts == 2
 
 
+async def start_run(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+    *,
+    celery_task_id: str | None,
+    hold_until: datetime,
+) -> None:
+    """A task's first step (Job running), committed, as a worker would take it."""
+    async with sessions() as s, s.begin():
+        started = await jobs_service.start(
+            s,
+            event_id=event.id,
+            task_name=TASK,
+            celery_task_id=celery_task_id,
+            now=utcnow(),
+            hold_until=hold_until,
+            max_attempts=settings.TASK_MAX_RETRIES + 1,
+        )
+        assert isinstance(started, jobs_service.Started)
+
+
 async def test_attempts_that_never_reported_back_use_up_the_budget(
     db: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
@@ -281,17 +303,7 @@ async def test_attempts_that_never_reported_back_use_up_the_budget(
 ) -> None:
     # A message whose every run killed its worker: started, never finished.
     for _ in range(settings.TASK_MAX_RETRIES + 1):
-        async with sessions() as s, s.begin():
-            started = await jobs_service.start(
-                s,
-                event_id=event.id,
-                task_name=TASK,
-                celery_task_id=None,
-                now=utcnow(),
-                hold_until=utcnow(),
-                max_attempts=settings.TASK_MAX_RETRIES + 1,
-            )
-            assert isinstance(started, jobs_service.Started)
+        await start_run(sessions, settings, event, celery_task_id=None, hold_until=utcnow())
     handler = handler_returning(None)
     result = await process_event(
         sessions, settings, event_id=event.id, task_name=TASK, handler=handler
@@ -312,17 +324,10 @@ async def test_a_stopped_run_hands_its_event_back_but_not_another_runs(
     event: OutboxEvent,
 ) -> None:
     async def start(celery_task_id: str) -> None:
-        async with sessions() as s, s.begin():
-            started = await jobs_service.start(
-                s,
-                event_id=event.id,
-                task_name=TASK,
-                celery_task_id=celery_task_id,
-                now=utcnow(),
-                hold_until=utcnow() + timedelta(minutes=11),
-                max_attempts=settings.TASK_MAX_RETRIES + 1,
-            )
-            assert isinstance(started, jobs_service.Started)
+        hold_until = utcnow() + timedelta(minutes=11)
+        await start_run(
+            sessions, settings, event, celery_task_id=celery_task_id, hold_until=hold_until
+        )
 
     async def hand_back(celery_task_id: str) -> bool:
         async with sessions() as s, s.begin():

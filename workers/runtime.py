@@ -15,13 +15,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.core.config import Settings, get_settings
 from server.core.db import create_engine, create_sessionmaker
@@ -86,7 +80,7 @@ def forget_abandon() -> None:
 
 async def _put_right(settings: Settings, hooks: list[Abandon]) -> None:
     # Not the process's pool: its connections may be mid-query in the interrupted coroutine.
-    engine = create_async_engine(settings.DATABASE_URL, poolclass=NullPool)
+    engine = create_engine(settings, pooled=False)
     try:
         for hook in hooks:
             try:

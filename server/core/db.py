@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import NullPool
 
 from server.core.config import Settings
 
@@ -26,7 +27,8 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """pooled=False: a new connection for every session, closed after it (NullPool)."""
     kwargs: dict[str, Any] = {
         "pool_pre_ping": False,
         "json_serializer": _json_dumps,
@@ -35,7 +37,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         kwargs.update(connect_args={"timeout": 30})
         kwargs.pop("pool_pre_ping")
-    else:
+    if not pooled:
+        kwargs["poolclass"] = NullPool
+    elif not settings.is_sqlite:
         kwargs.update(
             pool_size=settings.DATABASE_POOL_SIZE, max_overflow=settings.DATABASE_POOL_SIZE
         )

@@ -113,10 +113,11 @@ async def _due(db: AsyncSession, now: datetime, batch: int) -> list[OutboxEvent]
         )
         .order_by(OutboxEvent.lease_until)
     )
-    fresh = select(OutboxEvent).where(
-        OutboxEvent.completed_at.is_(None), OutboxEvent.published_at.is_(None)
+    fresh = (
+        select(OutboxEvent)
+        .where(OutboxEvent.completed_at.is_(None), OutboxEvent.published_at.is_(None))
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
     )
-    fresh = fresh.order_by(OutboxEvent.created_at, OutboxEvent.id)
     locking = db.get_bind().dialect.name == "postgresql"
     events: list[OutboxEvent] = []
     for query in (lapsed, fresh):

@@ -6,7 +6,7 @@ import collections
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,14 @@ BUCKETS = [
     ("response + logging", "log"),
     ("read body", "read_body"),
 ]
+
+
+def raw_samples(raw: Path) -> Iterator[tuple[str, int]]:
+    """(stack, samples) of each line of a py-spy `--format raw` file."""
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack, int(count)
 
 
 def profile_under_load(pid: int, load: Callable[[], Any], workdir: Path) -> str:
@@ -56,11 +64,7 @@ def profile_under_load(pid: int, load: Callable[[], Any], workdir: Path) -> str:
         return "  (py-spy produced no profile: is ptrace allowed here?)"
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        samples = int(count)
+    for stack, samples in raw_samples(raw):
         total += samples
         for label, needle in BUCKETS:
             if needle in stack:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.bench.profile import raw_samples
+
 OURS = re.compile(r"^(\w+) \(((?:server|workers|tests/redcap_standin)/[\w/]+\.py)(?::\d+)?\)$")
 # Library frames worth naming on their own (function, file fragment).
 LIBRARIES = [
@@ -70,11 +72,7 @@ def summarize(name: str, raw: Path, top: int) -> str:
         return f"  {name}: py-spy produced no profile (is ptrace allowed here?)"
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        samples = int(count)
+    for stack, samples in raw_samples(raw):
         total += samples
         seen: set[str] = set()
         for frame in stack.split(";"):
