@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import case, func, select, update
@@ -80,8 +80,8 @@ def lease_for(lease: timedelta, publish_attempts: int) -> timedelta:
 
 
 async def _publish(
-    publish: Publish | BatchPublisher, events: list[OutboxEvent]
-) -> tuple[list[OutboxEvent], str | None]:
+    publish: Publish | BatchPublisher, events: list[Due]
+) -> tuple[list[Due], str | None]:
     """(the events that went, why the rest did not). With publish_many it is all or none: a
     batch that failed may have sent some, and sending those again is harmless."""
     many = getattr(publish, "publish_many", None)
@@ -91,7 +91,7 @@ async def _publish(
         except Exception as exc:
             return [], jobs_service.safe_error(exc)
         return events, None
-    sent: list[OutboxEvent] = []
+    sent: list[Due] = []
     for event in events:
         try:
             await publish(event.topic, event.id)
@@ -101,11 +101,35 @@ async def _publish(
     return sent, None
 
 
-async def _due(db: AsyncSession, now: datetime, batch: int) -> list[OutboxEvent]:
+@dataclass(slots=True)
+class Due:
+    """A due row as the relay needs it: plain values, no ORM object to track and flush."""
+
+    id: uuid.UUID
+    topic: str
+    payload: dict[str, Any]
+    subject_id: uuid.UUID | None
+    created_at: datetime
+    published_at: datetime | None
+    publish_attempts: int
+
+
+_DUE_COLUMNS = (
+    OutboxEvent.id,
+    OutboxEvent.topic,
+    OutboxEvent.payload,
+    OutboxEvent.subject_id,
+    OutboxEvent.created_at,
+    OutboxEvent.published_at,
+    OutboxEvent.publish_attempts,
+)
+
+
+async def _due(db: AsyncSession, now: datetime, batch: int) -> list[Due]:
     """Up to `batch` due rows: lapsed leases first (the longest lapsed first), then rows never
     published, oldest first. Each half reads only its own partial index."""
     lapsed = (
-        select(OutboxEvent)
+        select(*_DUE_COLUMNS)
         .where(
             OutboxEvent.completed_at.is_(None),
             OutboxEvent.published_at.is_not(None),
@@ -114,20 +138,39 @@ async def _due(db: AsyncSession, now: datetime, batch: int) -> list[OutboxEvent]
         .order_by(OutboxEvent.lease_until)
     )
     fresh = (
-        select(OutboxEvent)
+        select(*_DUE_COLUMNS)
         .where(OutboxEvent.completed_at.is_(None), OutboxEvent.published_at.is_(None))
         .order_by(OutboxEvent.created_at, OutboxEvent.id)
     )
     locking = db.get_bind().dialect.name == "postgresql"
-    events: list[OutboxEvent] = []
+    events: list[Due] = []
     for query in (lapsed, fresh):
         query = query.limit(batch - len(events))
         if locking:
             query = query.with_for_update(skip_locked=True)
-        events += await db.scalars(query)
+        events += [Due(*row) for row in await db.execute(query)]
         if len(events) >= batch:
             break
     return events
+
+
+async def _mark_published(
+    db: AsyncSession, events: list[Due], now: datetime, lease: timedelta
+) -> None:
+    """One UPDATE for the batch: published now, one more attempt, the lease for that attempt
+    (lease_for, as a CASE on the attempts so far)."""
+    attempts = OutboxEvent.publish_attempts
+    steps = range(MAX_LEASE_FACTOR.bit_length() - 1)  # attempts 0, 1, 2 -> x1, x2, x4
+    lease_until = case(
+        *((attempts == n, now + lease_for(lease, n + 1)) for n in steps),
+        else_=now + lease * MAX_LEASE_FACTOR,
+    )
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_([e.id for e in events]))
+        .values(published_at=now, publish_attempts=attempts + 1, lease_until=lease_until)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def relay_once(
@@ -144,7 +187,7 @@ async def relay_once(
     """
     result = RelayResult()
     events = await _due(db, now, batch)
-    routed: list[OutboxEvent] = []
+    routed: list[Due] = []
     for event in events:
         if event.topic not in topics.ROUTES:
             # Not a broker problem, and it would block every row behind it: the dead letter
@@ -161,14 +204,10 @@ async def relay_once(
             continue
         routed.append(event)
     published, result.error = await _publish(publish, routed)
-    for event in published:
-        if event.published_at is not None:
-            result.republished += 1
-        event.published_at = now
-        event.publish_attempts += 1
-        event.lease_until = now + lease_for(lease, event.publish_attempts)
-        result.published += 1
-    await db.flush()
+    if published:
+        await _mark_published(db, published, now, lease)
+    result.published = len(published)
+    result.republished = sum(1 for e in published if e.published_at is not None)
     result.jobs_created = await jobs_service.ensure_jobs(db, published)
     return result
 
