@@ -216,6 +216,26 @@ async def _claimable_others(
     return list((await session.execute(query)).all())
 
 
+# Record by record (LATERAL; the aggregate keeps the planner from flattening it into one scan),
+# each an index range scan of ix_redcap_sync_states_numbering. As one query with
+# `record_id IN (...)` PostgreSQL read every state of the connection and matched each against
+# the batch's record ids: the cost grew with the connection's history, claim after claim.
+_PG_MAX_INSTANCES = text(
+    """
+    SELECT r.record_id, m.event, m.top
+    FROM unnest(CAST(:record_ids AS varchar[])) AS r(record_id)
+    CROSS JOIN LATERAL (
+        SELECT s.event, max(s.instance) AS top
+        FROM redcap_sync_states AS s
+        WHERE s.connection_id = :connection_id AND s.instrument = :instrument
+          AND s.record_id = r.record_id AND s.instance IS NOT NULL
+          AND s.submission_id <> ALL(CAST(:leaving_out AS uuid[]))
+        GROUP BY s.event
+    ) AS m
+    """
+)
+
+
 async def max_instances(
     session: AsyncSession,
     connection_id: uuid.UUID,
@@ -226,6 +246,17 @@ async def max_instances(
 ) -> dict[tuple[str, str], int]:
     """(record id, event or "") -> the highest instance this connection's states hold (but the
     states of `leaving_out`, whose stored instance is about to be replaced)."""
+    if session.get_bind().dialect.name == "postgresql":
+        rows = await session.execute(
+            _PG_MAX_INSTANCES,
+            {
+                "record_ids": sorted(record_ids),
+                "connection_id": connection_id,
+                "instrument": instrument,
+                "leaving_out": list(leaving_out),
+            },
+        )
+        return {(str(r), e or ""): int(n or 0) for r, e, n in rows}
     query = (
         select(RedcapSyncState.record_id, RedcapSyncState.event, func.max(RedcapSyncState.instance))
         .where(
