@@ -34,7 +34,7 @@ from server.outbox.topics import ROUTES
 from tests import services
 from tests.conftest import create_database, drop_database, make_settings
 from tests.test_jobs import add_event, create_submission
-from workers.publisher import PIPELINE_SIZE, CeleryPublisher
+from workers.publisher import EVENTS_PER_MESSAGE, CeleryPublisher
 
 LEASE = timedelta(minutes=5)
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,14 @@ def queued(redis: Redis, queue: str) -> list[tuple[str, list[Any]]]:
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         messages.append((message["headers"]["task"], args))
     return messages
+
+
+def queued_ids(redis: Redis, queue: str) -> list[str]:
+    """The event ids in a Celery queue, message after message (a message carries a list)."""
+    ids: list[str] = []
+    for _task, [event_ids] in queued(redis, queue):
+        ids += [event_ids] if isinstance(event_ids, str) else event_ids
+    return ids
 
 
 @pytest.fixture
@@ -68,10 +76,10 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     first = await relay.relay_once(db, publisher, now=now, lease=LEASE, batch=10)
     assert (first.published, first.republished, first.jobs_created, first.error) == (2, 0, 2, None)
     assert queued(redis_client, "maintenance") == [
-        (ROUTES[outbox.ARCHIVE_SUBMISSION].task_name, [str(archive.id)])
+        (ROUTES[outbox.ARCHIVE_SUBMISSION].task_name, [[str(archive.id)]])
     ]
     assert queued(redis_client, "redcap") == [
-        (ROUTES[outbox.REDCAP_SYNC_SUBMISSION].task_name, [str(redcap.id)])
+        (ROUTES[outbox.REDCAP_SYNC_SUBMISSION].task_name, [[str(redcap.id)]])
     ]
     for event in (archive, redcap):
         await db.refresh(event)
@@ -95,34 +103,37 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     later = now + LEASE + timedelta(seconds=1)
     third = await relay.relay_once(db, publisher, now=later, lease=LEASE, batch=10)
     assert (third.published, third.republished, third.jobs_created) == (1, 1, 0)
-    assert [args for _, args in queued(redis_client, "redcap")] == [[str(redcap.id)]] * 2
+    assert [args for _, args in queued(redis_client, "redcap")] == [[[str(redcap.id)]]] * 2
     assert redis_client.llen("maintenance") == 1
     await db.refresh(redcap)
     assert redcap.publish_attempts == 2 and redcap.lease_until == later + 2 * LEASE
     assert await db.scalar(select(Job.id).where(Job.outbox_event_id == redcap.id)) is not None
 
 
-async def test_a_backlog_goes_out_in_pipelines_every_row_once_in_order(
+async def test_a_backlog_goes_out_as_few_messages_every_row_once_in_order(
     db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
 ) -> None:
-    # Two pipelines' worth (an LPUSH a row): the batch flushes part-way and again at the end.
+    # Rows of two topics interleaved: each topic's go together, EVENTS_PER_MESSAGE a message.
     submission = await create_submission(db)
     payload = {"submission_id": str(submission.id)}
     topics = (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
+    per_topic = 2 * EVENTS_PER_MESSAGE + 3
     await outbox.add(
-        db, [outbox.Event(t, payload, submission.id) for _ in range(PIPELINE_SIZE) for t in topics]
+        db, [outbox.Event(t, payload, submission.id) for _ in range(per_topic) for t in topics]
     )
     events = list(
         await db.scalars(select(OutboxEvent).order_by(OutboxEvent.created_at, OutboxEvent.id))
     )
-    assert len(events) == 2 * PIPELINE_SIZE
+    assert len(events) == 2 * per_topic
     result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=len(events))
     assert (result.published, result.jobs_created, result.error) == (len(events), len(events), None)
     for queue, topic in (("maintenance", outbox.ARCHIVE_SUBMISSION),
                          ("redcap", outbox.REDCAP_SYNC_SUBMISSION)):  # fmt: skip
-        assert queued(redis_client, queue) == [
-            (ROUTES[topic].task_name, [str(e.id)]) for e in events if e.topic == topic
-        ]
+        messages = queued(redis_client, queue)
+        assert {name for name, _ in messages} == {ROUTES[topic].task_name}
+        assert [len(ids) for _, [ids] in messages] == [EVENTS_PER_MESSAGE, EVENTS_PER_MESSAGE, 3]
+        sent = [event_id for _, [ids] in messages for event_id in ids]
+        assert sent == [str(e.id) for e in events if e.topic == topic]
 
 
 async def test_publishing_survives_a_flushed_redis(
@@ -152,7 +163,7 @@ async def test_a_topic_no_task_handles_is_a_dead_letter_and_blocks_nothing(
 
     result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
     assert (result.published, result.dead_lettered, result.error) == (1, 1, None)
-    assert [args for _, args in queued(redis_client, "maintenance")] == [[str(archive.id)]]
+    assert [args for _, args in queued(redis_client, "maintenance")] == [[[str(archive.id)]]]
     await db.refresh(stray)
     assert stray.completed_at is not None and stray.published_at is None
     dead = await db.scalar(select(DeadLetter).where(DeadLetter.task_name == relay.UNROUTED_TASK))
@@ -179,6 +190,41 @@ async def test_a_broker_that_is_down_leaves_the_rows_waiting(db: AsyncSession) -
         await db.refresh(event)
         assert (event.published_at, event.lease_until, event.publish_attempts) == (None, None, 0)
     assert await db.scalar(select(Job.id).where(Job.subject_id == submission.id)) is None
+
+
+async def test_the_embedded_default_relays_on_sqlite(tmp_path: Path) -> None:
+    # make run's SQLite file: the relay's portable path (PostgreSQL has a one-statement one).
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'metricis.db'}")
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings)
+    sent: list[tuple[str, uuid.UUID]] = []
+
+    async def publish(topic: str, event_id: uuid.UUID) -> None:
+        sent.append((topic, event_id))
+
+    try:
+        async with create_sessionmaker(engine)() as db:
+            submission = await create_submission(db)
+            events = {t: await add_event(db, submission, t) for t in ROUTES}
+            await db.commit()
+            now = utcnow()
+            first = await relay.relay_once(db, publish, now=now, lease=LEASE, batch=10)
+            await db.commit()
+            assert (first.published, first.jobs_created, first.error) == (2, 2, None)
+            assert sorted(sent) == sorted((t, e.id) for t, e in events.items())
+            jobs = list(await db.scalars(select(Job).where(Job.subject_id == submission.id)))
+            assert {(j.kind, j.status, j.study_id) for j in jobs} == {
+                (t, JobStatus.queued, submission.study_id) for t in ROUTES
+            }
+            later = now + LEASE + timedelta(seconds=1)
+            again = await relay.relay_once(db, publish, now=later, lease=LEASE, batch=10)
+            await db.commit()
+            assert (again.published, again.republished, again.jobs_created) == (2, 2, 0)
+            for event in events.values():
+                await db.refresh(event)
+                assert (event.publish_attempts, event.lease_until) == (2, later + 2 * LEASE)
+    finally:
+        await engine.dispose()
 
 
 # --- a committed database, as the relay process sees it ---------------------------------
@@ -255,7 +301,7 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
         loop_task = asyncio.create_task(relay.run_relay(settings, stop, on_cycle=results.append))
         try:
             lost = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 2)
-            await eventually(lambda: redis.llen("maintenance") == 2)
+            await eventually(lambda: len(queued_ids(redis, "maintenance")) == 2)
 
             redis_proc.kill()
             redis_proc.wait()
@@ -274,8 +320,8 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
                 redis = Redis(port=port)
                 # The 3 that waited, and the 2 whose messages died with the old server: sent
                 # again at once (it is a new server), not when their lease runs out.
-                await eventually(lambda: redis.llen("maintenance") == 5, timeout=15)
-                assert sorted(args[0] for _, args in queued(redis, "maintenance")) == sorted(
+                await eventually(lambda: len(queued_ids(redis, "maintenance")) == 5, timeout=15)
+                assert sorted(queued_ids(redis, "maintenance")) == sorted(
                     str(i) for i in waiting + lost
                 )
 
@@ -317,8 +363,8 @@ async def test_the_relay_command_runs_until_told_to_stop(relay_db: str) -> None:
         try:
             ids = await add_committed(settings, outbox.REDCAP_SYNC_SUBMISSION, 2)
             redis = Redis(port=port)
-            await eventually(lambda: redis.llen("redcap") == 2)
-            assert sorted(a[0] for _, a in queued(redis, "redcap")) == sorted(map(str, ids))
+            await eventually(lambda: len(queued_ids(redis, "redcap")) == 2)
+            assert sorted(queued_ids(redis, "redcap")) == sorted(map(str, ids))
         finally:
             proc.send_signal(signal.SIGTERM)
             output, _ = proc.communicate(timeout=10)

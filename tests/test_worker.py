@@ -280,3 +280,52 @@ async def test_a_permanent_failure_is_a_dead_letter_and_a_rerun_sends_it_again(
             job = await wait_for_job(stack, submission_id, log, status=JobStatus.succeeded)
     assert job.attempts == 1  # a fresh budget after the rerun
     assert (Path(stack.settings.ARCHIVE_DIR) / str(job.result_location)).is_file()
+
+
+async def test_a_message_of_several_events_retries_the_rest_and_skips_what_is_done(
+    stack: Stack,
+) -> None:
+    # Three submissions relayed in one cycle: one message carries the three archive events.
+    blocked = Path(stack.settings.ARCHIVE_DIR)
+    blocked.write_text("not a directory")
+    submissions = [await submit(stack) for _ in range(3)]
+    redis = Redis.from_url(stack.settings.REDIS_URL)
+    with worker(stack, "worker.log", TASK_RETRY_BACKOFF_MAX="1", TASK_MAX_RETRIES="20") as log:
+        async with relaying(stack.settings):
+            first = await wait_for_job(
+                stack, submissions[0], log, status=JobStatus.retrying, attempts=2
+            )
+            assert first.error is not None
+            # The first failed twice; the message stopped there each time, the others waiting
+            # behind it, not attempted: their jobs say why.
+            for later in submissions[1:]:
+                job = await archive_job(stack, later)
+                assert job is not None and (job.status, job.attempts) == (JobStatus.retrying, 0)
+                assert job.error == first.error
+            blocked.unlink()
+            # The retry carried all three: none waits for its lease (minutes) to run out.
+            jobs = [
+                await wait_for_job(stack, s, log, status=JobStatus.succeeded) for s in submissions
+            ]
+        assert [j.attempts for j in jobs[1:]] == [1, 1]
+        assert jobs[0].attempts >= 3
+
+        # The whole message again (copies after a lease, say): one look, nothing run twice.
+        event_ids = [j.outbox_event_id for j in jobs if j.outbox_event_id is not None]
+        assert len(event_ids) == 3
+        publisher = CeleryPublisher.from_settings(stack.settings)
+        try:
+            await publisher.publish_many([(ARCHIVE, event_id) for event_id in event_ids])
+        finally:
+            publisher.close()
+        deadline = time.monotonic() + 10
+        while b"skipped=3" not in log.read_bytes():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+    for submission_id, job in zip(submissions, jobs, strict=True):
+        again = await archive_job(stack, submission_id)
+        assert again is not None and (again.attempts, again.finished_at) == (
+            job.attempts,
+            job.finished_at,
+        )
+    assert not redis.llen("maintenance")

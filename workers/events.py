@@ -1,7 +1,8 @@
-"""The task protocol for outbox events: every event task is `run_event` plus one service call.
+"""The task protocol for outbox events: every event task is `run_events` plus one service call.
 
-A task receives the outbox event id (the relay publishes it, and publishes it again when the
-lease runs out, so the same id may arrive more than once):
+A task receives outbox event ids, a list of one topic's events (the relay publishes them, and
+publishes them again when a lease runs out, so the same id may arrive more than once). Events
+already completed when their turn comes are skipped; each of the others, in order:
 
 1. One transaction: lock the event row; if it is gone or completed, return at once. Otherwise
    mark its Job running (started_at, attempts + 1, celery_task_id) and extend the lease over
@@ -11,15 +12,19 @@ lease runs out, so the same id may arrive more than once):
 3. On a transient error: Job retrying with the error, the lease extended over the retry's
    countdown, and Celery's autoretry schedules the retry (exponential backoff, full jitter).
    On any other error, or the last retry: a DeadLetter, Job failed, event completed.
+   A transient error stops the message: its retry carries the event that failed and those
+   after it.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -54,9 +59,26 @@ class Result:
     retry_after: float | None = None
 
 
+EventIds = str | list[str]
+
+
+class RetryRest(TransientError):
+    """A transient failure part-way through a message: the retry carries the events not done
+    (the one that failed first), not the whole message again."""
+
+    def __init__(self, result: Result, rest: list[uuid.UUID]) -> None:
+        super().__init__(result.detail or "", retry_after=result.retry_after)
+        self.rest = [str(event_id) for event_id in rest]
+
+
 def _hold_until(settings: Settings, now: datetime, waiting_s: float = 0.0) -> datetime:
     # Long enough for the run (the hard time limit) plus one lease, after any wait first.
     return now + timedelta(seconds=waiting_s + TASK_TIME_LIMIT_S + settings.OUTBOX_LEASE_SECONDS)
+
+
+def _wait_bound(settings: Settings, hint: float | None, retries: int) -> float:
+    """The longest countdown Celery's backoff (with jitter) can pick for this retry."""
+    return max(min(2.0**retries, settings.TASK_RETRY_BACKOFF_MAX), hint or 0.0)
 
 
 async def record_failure(
@@ -74,7 +96,7 @@ async def record_failure(
     if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
         hint = retry_after(exc)
         # Celery picks the countdown (with jitter) after this; hold the event past its bound.
-        waiting = max(min(2.0**retries, settings.TASK_RETRY_BACKOFF_MAX), hint or 0.0)
+        waiting = _wait_bound(settings, hint, retries)
         async with sessionmaker() as db, db.begin():
             pending = await jobs.retrying(
                 db,
@@ -172,13 +194,16 @@ class EventTask(Task):  # type: ignore[misc]
                 countdown = max(countdown, min(hint, settings.TASK_RETRY_BACKOFF_MAX))
         if max_retries is None:
             max_retries = settings.TASK_MAX_RETRIES
+        if isinstance(exc, RetryRest):
+            args = ([*exc.rest],)
         return super().retry(
             args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
         )
 
 
-def event_task() -> Callable[[Callable[[str], str]], TypedTask[[str], str]]:
-    """A task taking one outbox event id; transient errors (only) retry with backoff.
+def event_task() -> Callable[[Callable[[EventIds], str]], TypedTask[[EventIds], str]]:
+    """A task taking outbox event ids (a list, or one id as messages had it before); transient
+    errors (only) retry with backoff.
 
     Its queue is its topic's (server.outbox.topics.ROUTES, in the app's task_routes).
     """
@@ -231,25 +256,43 @@ def _hand_back(event_id: uuid.UUID, task_name: str, celery_task_id: str | None) 
     return hand_back
 
 
-def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
-    """The body of every event task: the protocol on this worker process's loop and engine."""
-    try:
-        event_uuid = uuid.UUID(event_id)
-    except ValueError:
-        log.error("task_bad_event_id", task=task.name)
-        return Outcome.skipped.value
-    settings = get_settings()
+def _parse(task_name: str, event_ids: EventIds) -> list[uuid.UUID]:
+    parsed: list[uuid.UUID] = []
+    for raw in [event_ids] if isinstance(event_ids, str) else event_ids:
+        try:
+            parsed.append(uuid.UUID(str(raw)))
+        except ValueError:
+            log.error("task_bad_event_id", task=task_name)
+    return parsed
+
+
+async def _pending(
+    sessionmaker: async_sessionmaker[AsyncSession], event_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Those of the events not completed (nor gone), in the given order: one look for a whole
+    message, most of which a REDCap batch sent for another row may have settled."""
+    async with sessionmaker() as db:
+        open_ = set(await jobs.not_completed(db, event_ids))
+    return [event_id for event_id in event_ids if event_id in open_]
+
+
+def _run_one(
+    task: TypedTask[[EventIds], str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event_id: uuid.UUID,
+    handler: Handler,
+    retries: int,
+) -> Result:
     request = task.request
-    retries = int(request.retries or 0)
-    sessionmaker = runtime.sessionmaker()
     runtime.forget_abandon()
-    runtime.on_abandon(_hand_back(event_uuid, task.name, request.id))
+    runtime.on_abandon(_hand_back(event_id, task.name, request.id))
     try:
-        result = runtime.run(
+        return runtime.run(
             lambda: process_event(
                 sessionmaker,
                 settings,
-                event_id=event_uuid,
+                event_id=event_id,
                 task_name=task.name,
                 handler=handler,
                 celery_task_id=request.id,
@@ -259,15 +302,57 @@ def run_event(task: TypedTask[[str], str], event_id: str, handler: Handler) -> s
     except SoftTimeLimitExceeded as exc:
         # The time limit fired outside the handler's own frames (inside the loop): the run was
         # cancelled; record it like a failure inside it.
-        result = _record_interrupted(sessionmaker, settings, event_uuid, task.name, exc, retries)
+        return _record_interrupted(sessionmaker, settings, event_id, task.name, exc, retries)
+    finally:
+        runtime.forget_abandon()
+
+
+def run_events(task: TypedTask[[EventIds], str], event_ids: EventIds, handler: Handler) -> str:
+    """The body of every event task: the protocol, event after event of the message, on this
+    worker process's loop and engine. Events completed before their turn are skipped (one
+    look after each event that did work). A transient failure stops the message: the retry
+    carries that event and the ones after it, and holds their leases over its wait."""
+    settings = get_settings()
+    retries = int(task.request.retries or 0)
+    sessionmaker = runtime.sessionmaker()
+    outcomes: Counter[str] = Counter()
+    try:
+        parsed = _parse(task.name, event_ids)
+        remaining = parsed
+        if len(parsed) > 1:
+            remaining = runtime.run(partial(_pending, sessionmaker, parsed))
+        outcomes[Outcome.skipped] += len(parsed) - len(remaining)
+        while remaining:
+            event_id, remaining = remaining[0], remaining[1:]
+            result = _run_one(task, sessionmaker, settings, event_id, handler, retries)
+            outcomes[result.outcome] += 1
+            if result.outcome is Outcome.retry:
+                if remaining:
+                    waiting = _wait_bound(settings, result.retry_after, retries)
+                    until = _hold_until(settings, utcnow(), waiting)
+                    runtime.run(partial(_hold, sessionmaker, remaining, until, result.detail or ""))
+                raise RetryRest(result, [event_id, *remaining])
+            if result.outcome is not Outcome.skipped and remaining:
+                remaining = runtime.run(partial(_pending, sessionmaker, remaining))
+    except RetryRest:
+        raise
     except Exception as exc:
         # The bookkeeping itself failed (the database is down, say). Retry while that is
-        # transient; past that, the event's lease runs out and the relay publishes it again.
+        # transient; past that, the events' leases run out and the relay publishes them again.
         if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
             raise TransientError(jobs.safe_error(exc)) from exc
         raise
-    finally:
-        runtime.forget_abandon()
-    if result.outcome is Outcome.retry:
-        raise TransientError(result.detail or "", retry_after=result.retry_after)
-    return result.outcome.value
+    if isinstance(event_ids, str):
+        # One event (a message from before messages carried lists): its outcome, as before.
+        return next(iter(outcomes), Outcome.skipped.value)
+    return " ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+
+
+async def _hold(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    event_ids: list[uuid.UUID],
+    until: datetime,
+    error: str,
+) -> None:
+    async with sessionmaker() as db, db.begin():
+        await jobs.hold(db, event_ids, until, error)

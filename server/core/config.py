@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # A published outbox row whose task has not reported done by then is published again.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
-    RELAY_BATCH_SIZE: int = Field(default=100, ge=1)
+    RELAY_BATCH_SIZE: int = Field(default=500, ge=1)
     # Transient errors: retried with exponential backoff and jitter, then dead-lettered.
     TASK_MAX_RETRIES: int = Field(default=8, ge=0)
     TASK_RETRY_BACKOFF_MAX: int = Field(default=600, ge=1)

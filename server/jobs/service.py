@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -202,6 +202,47 @@ async def start(
     await db.flush()
     return Started(
         job_id=job.id, topic=event.topic, payload=dict(event.payload), attempts=job.attempts
+    )
+
+
+async def not_completed(db: AsyncSession, event_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of these events exist and are not completed (no lock: a hint for what to run)."""
+    if not event_ids:
+        return []
+    rows = await db.scalars(
+        select(OutboxEvent.id).where(
+            OutboxEvent.id.in_(event_ids), OutboxEvent.completed_at.is_(None)
+        )
+    )
+    return list(rows)
+
+
+async def hold(
+    db: AsyncSession, event_ids: Sequence[uuid.UUID], until: datetime, error: str
+) -> None:
+    """These events wait in a message the worker holds for a retry, behind another event's
+    transient `error` (REDCap down, say): their Jobs show it (retrying, not yet attempted) and
+    their leases reach `until` (never shortened), so the relay sends no copies meanwhile."""
+    if not event_ids:
+        return
+    await db.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.id.in_(event_ids),
+            OutboxEvent.completed_at.is_(None),
+            or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < until),
+        )
+        .values(lease_until=until, last_error=error)
+        .execution_options(synchronize_session=False)
+    )
+    await db.execute(
+        update(Job)
+        .where(
+            Job.outbox_event_id.in_(event_ids),
+            Job.status.in_([JobStatus.queued, JobStatus.retrying]),
+        )
+        .values(status=JobStatus.retrying, error=error)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.archive import service as archive_service
 from server.archive.storage import storage_from_settings
 from server.core.config import Settings
-from workers.events import event_task, run_event
+from workers.events import EventIds, event_task, run_events
 
 
 async def _archive(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
@@ -20,6 +20,6 @@ async def _archive(db: AsyncSession, settings: Settings, payload: dict[str, Any]
 
 
 @event_task()
-def archive_submission(event_id: str) -> str:
+def archive_submission(event_ids: EventIds) -> str:
     """Write the submission's archive object; the Job's result_location is its key."""
-    return run_event(archive_submission, event_id, _archive)
+    return run_events(archive_submission, event_ids, _archive)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from workers import runtime
-from workers.events import event_task, run_event
+from workers.events import EventIds, event_task, run_events
 
 # Imported when a task runs, so the worker starts whether or not the REDCap domain is there.
 _SYNC_MODULE = "server.redcap.sync"
@@ -32,6 +32,6 @@ async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -
 
 
 @event_task()
-def sync_submission(event_id: str) -> str:
+def sync_submission(event_ids: EventIds) -> str:
     """Send one submission's results to its study's REDCap project."""
-    return run_event(sync_submission, event_id, _sync)
+    return run_events(sync_submission, event_ids, _sync)
