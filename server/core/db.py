@@ -5,18 +5,20 @@ Only the request's session dependency commits; services flush.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, any_, bindparam, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import NullPool
 
 from server.core.config import Settings
@@ -118,3 +120,17 @@ async def driver_connection(db: AsyncSession) -> Any:
     connection = await db.connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
+
+
+def one_of(
+    db: AsyncSession, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[Any]
+) -> Any:
+    """`column IN values`, as one array parameter on PostgreSQL (`= ANY($1)`).
+
+    An IN list of n values is a statement of n parameters: a new text for every batch size,
+    which asyncpg prepares and PostgreSQL plans anew each time (a 500-id UPDATE of sync states
+    spent more on that than on the rows). An array is one statement, prepared once.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))

@@ -23,11 +23,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import one_of
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.redcap import records
-from server.redcap.errors import TransientRedcapError
 from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
 from server.submissions.models import Submission
 
@@ -71,6 +71,9 @@ class Claim:
     full: bool = False
     # When (time.monotonic()): its lease runs from about then.
     claimed_at: float = field(default_factory=time.monotonic)
+    # This submission is in a batch another worker is sending: seconds until that claim
+    # lapses (nothing was claimed here).
+    held_elsewhere_s: float | None = None
 
 
 @asynccontextmanager
@@ -331,7 +334,9 @@ async def _prepare(
             plan.connection_id,
             instrument,
             {f.participant_code for _, f in unnumbered},
-            leaving_out=[s.submission_id for s, _ in unnumbered],
+            # Only a state that holds an instance counts towards the highest: new states hold
+            # none (checking every state against a whole batch's ids cost 20 ms a claim).
+            leaving_out=[s.submission_id for s, _ in unnumbered if s.instance is not None],
         )
         numbered: dict[uuid.UUID, int] = {}
         for state, submission in unnumbered:
@@ -404,7 +409,7 @@ async def release_held(session: AsyncSession) -> int:
         result = await session.execute(
             update(RedcapSyncState)
             .where(
-                RedcapSyncState.submission_id.in_(submission_ids),
+                one_of(session, RedcapSyncState.submission_id, submission_ids),
                 RedcapSyncState.status == SyncStatus.pending,
                 RedcapSyncState.error.is_(None),
                 RedcapSyncState.last_attempt_at == claimed_at,
@@ -440,10 +445,7 @@ async def claim_batch(
     if is_claimed(own, now, plan.lease):
         assert own.last_attempt_at is not None
         left = (own.last_attempt_at + plan.lease - now).total_seconds()
-        raise TransientRedcapError(
-            "This submission is in a batch another worker is sending to REDCap.",
-            retry_after=max(1.0, min(left, 60.0)),
-        )
+        return Claim(held_elsewhere_s=max(1.0, min(left, 60.0)))
     states: list[_State] = [own]
     room = plan.batch_size - 1
     if room > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery
+from server.core.db import one_of
 from server.participants.models import Participant
 from server.redcap.mapping import (
     DATE_VALIDATIONS,
@@ -69,12 +71,12 @@ async def load_facts(
         .join(Participant, Participant.id == Submission.participant_id)
         .join(AssessmentSession, AssessmentSession.id == Submission.session_id)
         .join(Battery, Battery.id == AssessmentSession.battery_id)
-        .where(Submission.id.in_(submission_ids))
+        .where(one_of(db, Submission.id, submission_ids))
     )
     metrics: dict[uuid.UUID, dict[tuple[str, str], Any]] = {i: {} for i in submission_ids}
     tasks = await db.execute(
         select(SubmissionTask.submission_id, SubmissionTask.module_key, SubmissionTask.summary)
-        .where(SubmissionTask.submission_id.in_(submission_ids))
+        .where(one_of(db, SubmissionTask.submission_id, submission_ids))
         .order_by(SubmissionTask.submission_id, SubmissionTask.position)
     )
     for submission_id, module_key, summary in tasks:
@@ -102,11 +104,17 @@ async def load_facts(
     return facts
 
 
-def _local(moment: datetime, timezone: str) -> datetime:
+@functools.lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
     try:
-        return moment.astimezone(ZoneInfo(timezone))
+        return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return moment
+        return None
+
+
+def _local(moment: datetime, timezone: str) -> datetime:
+    zone = _zone(timezone)
+    return moment.astimezone(zone) if zone is not None else moment
 
 
 def format_number(value: Any, validation: str) -> str | None:
@@ -124,8 +132,10 @@ def format_number(value: Any, validation: str) -> str | None:
             return f"{value:.{int(validation[7])}f}"
         if value.is_integer() and validation == "integer":
             return str(int(value))
-        # Positional, never 1e-05: REDCap's number checks differ on exponents.
-        return format(Decimal(repr(value)), "f")
+        # Positional, never 1e-05: REDCap's number checks differ on exponents. The shortest
+        # repr is positional already unless it has an exponent (Decimal costs 3 us a value).
+        text = repr(value)
+        return text if "e" not in text else format(Decimal(text), "f")
     text = str(value).strip()
     return text or None
 

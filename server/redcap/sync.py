@@ -16,8 +16,10 @@
   order) and are marked claimed (pending, no error, last_attempt_at now). A crash after
   REDCap took the rows re-sends the same instances: an update in REDCap, never a second
   record or instance. A claim older
-  than REDCAP_SYNC_LEASE_SECONDS is taken over; a younger one, held by another worker, makes
-  this call raise TransientRedcapError (the task retries later and finds the work done).
+  than REDCAP_SYNC_LEASE_SECONDS is taken over. A younger one, held by another worker, makes
+  this call raise TransientRedcapError (the task retries later and finds the work done); with
+  backlog_seconds, it first sends the connection's next batches alongside that worker (see
+  Backlog), and returns the outcome if that worker's batch settled this submission meanwhile.
 - Throttle: every call waits for a slot of its REDCap server's budget (server.redcap.throttle).
 - Transient failures (unreachable, timeout, HTTP 5xx): the attempt and error are written on
   the states, which stay pending, committed at once; then TransientRedcapError.
@@ -60,6 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
 from server.core.crypto import SecretUnreadable
+from server.core.db import one_of
 from server.core.errors import Conflict, NotFound
 from server.core.models import utcnow
 from server.jobs.models import Job, JobStatus
@@ -146,7 +149,7 @@ async def _complete_events(
         select(OutboxEvent.id)
         .where(
             OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-            OutboxEvent.subject_id.in_(submission_ids),
+            one_of(session, OutboxEvent.subject_id, submission_ids),
             OutboxEvent.completed_at.is_(None),
         )
         .with_for_update(skip_locked=True)
@@ -164,7 +167,7 @@ async def _complete_events(
         await session.execute(
             update(Job)
             .where(
-                Job.outbox_event_id.in_(completed),
+                one_of(session, Job.outbox_event_id, completed),
                 Job.status.in_([JobStatus.queued, JobStatus.running, JobStatus.retrying]),
             )
             .values(status=JobStatus.succeeded, finished_at=now, progress=100, error=None)
@@ -186,7 +189,7 @@ async def _write_results(
     states = update(RedcapSyncState).execution_options(synchronize_session=False)
     if results.synced:
         await session.execute(
-            states.where(RedcapSyncState.submission_id.in_(results.synced)).values(
+            states.where(one_of(session, RedcapSyncState.submission_id, results.synced)).values(
                 status=SyncStatus.synced, synced_at=now, error=None, error_field=None
             )
         )
@@ -201,7 +204,7 @@ async def _write_results(
     if still_pending:
         # Still pending, and no longer claimed (the error says why it waits).
         await session.execute(
-            states.where(RedcapSyncState.submission_id.in_(list(still_pending))).values(
+            states.where(one_of(session, RedcapSyncState.submission_id, still_pending)).values(
                 status=SyncStatus.pending, error=pending_error or DEFERRED, error_field=None
             )
         )
@@ -216,7 +219,7 @@ async def _renew(db: AsyncSession, submission_ids: list[uuid.UUID]) -> None:
         await session.execute(
             update(RedcapSyncState)
             .where(
-                RedcapSyncState.submission_id.in_(submission_ids),
+                one_of(session, RedcapSyncState.submission_id, submission_ids),
                 RedcapSyncState.status == SyncStatus.pending,
                 RedcapSyncState.error.is_(None),
             )
@@ -542,6 +545,12 @@ async def sync_submission(
         return start.outcome
     plan, client, claim = start.plan, start.client, start.claim
     assert plan is not None and client is not None and claim is not None
+    # The backlog's claims run beside the import calls, each on a connection of its own: with
+    # `db` bound to one connection (the test harness), there is no backlog.
+    backlog = backlog_seconds > 0 and isinstance(db.bind, AsyncEngine)
+    deadline = time.monotonic() + backlog_seconds
+    if claim.held_elsewhere_s is not None:
+        return await _alongside(db, client, settings, plan, submission_id, claim, backlog, deadline)
     batch = {i.submission_id for i in claim.items}
     _expire(db, batch | {submission_id})
     if not claim.items:
@@ -552,11 +561,7 @@ async def sync_submission(
             error=claim.own_error,
         )
 
-    # The backlog's claims run beside the import calls, each on a connection of its own: with
-    # `db` bound to one connection (the test harness), there is no backlog.
-    backlog = claim.full and backlog_seconds > 0 and isinstance(db.bind, AsyncEngine)
-    deadline = time.monotonic() + backlog_seconds
-    ahead = _claim_ahead(db, plan) if backlog else None
+    ahead = _claim_ahead(db, plan) if backlog and claim.full else None
     results = _Results()
     try:
         deferred = await _send(db, client, settings, plan, claim.items, results, claim.claimed_at)
@@ -610,6 +615,43 @@ async def sync_submission(
         error=error,
         backlog_batches=more.batches,
         backlog_synced=len(more.synced),
+    )
+
+
+async def _alongside(
+    db: AsyncSession,
+    client: RedcapClient,
+    settings: Settings,
+    plan: Plan,
+    submission_id: uuid.UUID,
+    claim: Claim,
+    backlog: bool,
+    deadline: float,
+) -> SyncOutcome:
+    """This submission is in another worker's batch. With a backlog to drain, send its next
+    batches alongside (a second chain of imports: REDCap's answer time overlaps, and a backlog
+    drains at the pace of two); then this submission's outcome if that batch has settled it,
+    else TransientRedcapError (the task retries, and finds it done)."""
+    more = _Results()
+    if backlog:
+        more = await _send_backlog(db, client, settings, plan, deadline, _claim_ahead(db, plan))
+        async with own_transaction(db) as session:
+            status = await session.scalar(
+                select(RedcapSyncState.status).where(RedcapSyncState.submission_id == submission_id)
+            )
+        if status in (SyncStatus.synced, SyncStatus.failed):
+            _expire(db, {submission_id})
+            return SyncOutcome(
+                submission_id,
+                str(status),
+                connection_id=plan.connection_id,
+                calls=more.calls,
+                backlog_batches=more.batches,
+                backlog_synced=len(more.synced),
+            )
+    raise TransientRedcapError(
+        "This submission is in a batch another worker is sending to REDCap.",
+        retry_after=claim.held_elsewhere_s,
     )
 
 
