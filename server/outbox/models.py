@@ -18,9 +18,13 @@ class OutboxEvent(IdMixin, Base):
 
     __tablename__ = "outbox_events"
     __table_args__ = (
+        # Pending rows of one topic, oldest first: the REDCap claim's look for submissions
+        # waiting for their first sync (server.redcap.claim), and the backlog view's scan.
         Index(
-            "ix_outbox_events_pending",
+            "ix_outbox_events_pending_by_topic",
+            "topic",
             "created_at",
+            "id",
             postgresql_where=text("completed_at IS NULL"),
             sqlite_where=text("completed_at IS NULL"),
         ),

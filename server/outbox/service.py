@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
@@ -24,11 +25,14 @@ class Event:
     subject_id: uuid.UUID | None = None
 
 
-async def add(db: AsyncSession, events: list[Event]) -> None:
-    """Queue events with the caller's transaction: they exist exactly when its data does."""
+async def add(db: AsyncSession, events: list[Event], *, created_at: datetime | None = None) -> None:
+    """Queue events with the caller's transaction: they exist exactly when its data does.
+
+    created_at: a submission's rows take its received_at, so pending rows of a topic in age
+    order are its submissions in the order received (the REDCap claim reads them so)."""
     if not events:
         return
-    now = utcnow()
+    now = created_at or utcnow()
     await db.execute(
         insert(OutboxEvent),
         [

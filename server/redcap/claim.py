@@ -18,7 +18,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, func, literal, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Uuid,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,43 +148,6 @@ def _routed_here(plan: Plan) -> Any:
     return Participant.site_id.not_in(own_sites)
 
 
-async def _ensure_queued_states(
-    session: AsyncSession, plan: Plan, limit: int, now: datetime
-) -> None:
-    """States for the oldest submissions of this connection that wait in the outbox for sync
-    and have none yet (a state is made when a claim first sees its submission): one
-    INSERT ... SELECT, nothing travels through Python."""
-    queued = exists().where(
-        OutboxEvent.subject_id == Submission.id,
-        OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-        OutboxEvent.completed_at.is_(None),
-    )
-    has_state = exists().where(RedcapSyncState.submission_id == Submission.id)
-    columns = RedcapSyncState.__table__.c
-    waiting = (
-        select(
-            Submission.id,
-            literal(plan.study_id, columns.study_id.type),
-            literal(plan.connection_id, columns.connection_id.type),
-            literal(SyncStatus.pending, columns.status.type),
-            literal(0, columns.attempts.type),
-            literal(now, columns.created_at.type),
-        )
-        .join(Participant, Participant.id == Submission.participant_id)
-        .where(Submission.study_id == plan.study_id, _routed_here(plan), queued, ~has_state)
-        .order_by(Submission.received_at, Submission.id)
-        .limit(limit)
-    )
-    await session.execute(
-        _insert(session)(RedcapSyncState)
-        .from_select(
-            ["submission_id", "study_id", "connection_id", "status", "attempts", "created_at"],
-            waiting,
-        )
-        .on_conflict_do_nothing(index_elements=["submission_id"])
-    )
-
-
 class _State(Protocol):
     """What a claim reads of a state: an ORM row (its own) or a plain row (the others)."""
 
@@ -184,18 +160,49 @@ class _State(Protocol):
     attempts: int
 
 
-async def _claimable_others(
-    session: AsyncSession, plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int
-) -> list[_State]:
+def _first_syncs(plan: Plan, limit: int) -> Any:
+    """Submissions of this connection waiting in the outbox for their first sync (no state
+    yet), oldest first: one range of ix_outbox_events_pending_by_topic, whose age is the
+    submission's received_at (the API writes them so). Not every submission of the study: a
+    study's history no longer weighs on every claim."""
+    no_state = ~exists().where(RedcapSyncState.submission_id == Submission.id)
+    return (
+        select(
+            Submission.id.label("submission_id"),
+            Submission.received_at.label("received_at"),
+            cast(null(), Uuid).label("connection_id"),
+            cast(null(), String).label("record_id"),
+            cast(null(), String).label("event"),
+            cast(null(), String).label("instrument"),
+            cast(null(), Integer).label("instance"),
+            literal(0, Integer).label("attempts"),
+        )
+        .select_from(OutboxEvent)
+        .join(Submission, Submission.id == OutboxEvent.subject_id)
+        .join(Participant, Participant.id == Submission.participant_id)
+        .where(
+            OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
+            OutboxEvent.completed_at.is_(None),
+            Submission.study_id == plan.study_id,
+            _routed_here(plan),
+            no_state,
+        )
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(limit)
+    )
+
+
+def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) -> Any:
+    """This connection's pending states that no live claim holds, oldest first, locked."""
     unclaimed = (
         RedcapSyncState.error.is_not(None)
         | RedcapSyncState.last_attempt_at.is_(None)
         | (RedcapSyncState.last_attempt_at <= now - plan.lease)
     )
-    # Plain rows, not ORM objects: the claim writes them with one bulk UPDATE (_prepare).
     query = (
         select(
             RedcapSyncState.submission_id,
+            Submission.received_at,
             RedcapSyncState.connection_id,
             RedcapSyncState.record_id,
             RedcapSyncState.event,
@@ -216,27 +223,58 @@ async def _claimable_others(
         query = query.where(RedcapSyncState.submission_id != own_id)
     if plan.postgresql:
         query = query.with_for_update(skip_locked=True, of=RedcapSyncState)
+    return query
+
+
+async def _claimable_others(
+    session: AsyncSession, plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int
+) -> list[_State]:
+    """The connection's next `limit` submissions to send, in the order received: waiting
+    states and first syncs together. Plain rows, not ORM objects: the claim writes them with
+    one statement (_prepare). A first sync has no state row to lock: claims of a connection
+    take turns (_take_turn), and the claim's write is an upsert."""
+    first = _first_syncs(plan, limit).cte("first_syncs")
+    waiting = _waiting(plan, own_id, now, limit).cte("waiting")
+    both = union_all(select(first), select(waiting)).subquery("candidates")
+    query = (
+        select(
+            both.c.submission_id,
+            both.c.connection_id,
+            both.c.record_id,
+            both.c.event,
+            both.c.instrument,
+            both.c.instance,
+            both.c.attempts,
+        )
+        .order_by(both.c.received_at, both.c.submission_id)
+        .limit(limit)
+    )
     return list((await session.execute(query)).all())
 
 
-# Record by record (LATERAL; the aggregate keeps the planner from flattening it into one scan),
-# each an index range scan of ix_redcap_sync_states_numbering. As one query with
-# `record_id IN (...)` PostgreSQL read every state of the connection and matched each against
-# the batch's record ids: the cost grew with the connection's history, claim after claim.
-_PG_MAX_INSTANCES = text(
-    """
-    SELECT r.record_id, m.event, m.top
+# Record by record (LATERAL), each the top of one range of ix_redcap_sync_states_numbering:
+# the highest instance is the last entry of (connection, instrument, record, event); ordered
+# by event too, or PostgreSQL does not see that `event IS NULL` keeps the index's order, and
+# reads and sorts every state of the record. As one
+# query with `record_id IN (...)` PostgreSQL read every state of the connection, and with a
+# max() per event every state of each record: the cost grew with the study's history.
+_PG_MAX_INSTANCE = """
+    SELECT r.record_id, m.top
     FROM unnest(CAST(:record_ids AS varchar[])) AS r(record_id)
     CROSS JOIN LATERAL (
-        SELECT s.event, max(s.instance) AS top
+        SELECT s.instance AS top
         FROM redcap_sync_states AS s
         WHERE s.connection_id = :connection_id AND s.instrument = :instrument
-          AND s.record_id = r.record_id AND s.instance IS NOT NULL
+          AND s.record_id = r.record_id AND {event} AND s.instance IS NOT NULL
           AND s.submission_id <> ALL(CAST(:leaving_out AS uuid[]))
-        GROUP BY s.event
+        ORDER BY s.event DESC, s.instance DESC
+        LIMIT 1
     ) AS m
-    """
-)
+"""
+_PG_MAX_INSTANCES = {
+    False: text(_PG_MAX_INSTANCE.format(event="s.event IS NULL")),
+    True: text(_PG_MAX_INSTANCE.format(event="s.event = CAST(:event AS varchar)")),
+}
 
 
 async def max_instances(
@@ -245,57 +283,95 @@ async def max_instances(
     instrument: str,
     record_ids: set[str],
     *,
+    event: str | None = None,
     leaving_out: Sequence[uuid.UUID] = (),
 ) -> dict[tuple[str, str], int]:
-    """(record id, event or "") -> the highest instance this connection's states hold (but the
-    states of `leaving_out`, whose stored instance is about to be replaced)."""
+    """(record id, event or "") -> the highest instance this connection's states hold in that
+    event (but the states of `leaving_out`, whose stored instance is about to be replaced)."""
     if session.get_bind().dialect.name == "postgresql":
-        rows = await session.execute(
-            _PG_MAX_INSTANCES,
-            {
-                "record_ids": sorted(record_ids),
-                "connection_id": connection_id,
-                "instrument": instrument,
-                "leaving_out": list(leaving_out),
-            },
-        )
-        return {(str(r), e or ""): int(n or 0) for r, e, n in rows}
+        params: dict[str, Any] = {
+            "record_ids": sorted(record_ids),
+            "connection_id": connection_id,
+            "instrument": instrument,
+            "leaving_out": list(leaving_out),
+        }
+        if event:
+            params["event"] = event
+        rows = await session.execute(_PG_MAX_INSTANCES[bool(event)], params)
+        return {(str(r), event or ""): int(n or 0) for r, n in rows}
     query = (
-        select(RedcapSyncState.record_id, RedcapSyncState.event, func.max(RedcapSyncState.instance))
+        select(RedcapSyncState.record_id, func.max(RedcapSyncState.instance))
         .where(
             RedcapSyncState.connection_id == connection_id,
             RedcapSyncState.instrument == instrument,
             RedcapSyncState.record_id.in_(record_ids),
+            RedcapSyncState.event == event if event else RedcapSyncState.event.is_(None),
             RedcapSyncState.instance.is_not(None),
         )
-        .group_by(RedcapSyncState.record_id, RedcapSyncState.event)
+        .group_by(RedcapSyncState.record_id)
     )
     if leaving_out:
         query = query.where(RedcapSyncState.submission_id.not_in(leaving_out))
     rows = await session.execute(query)
-    return {(str(r), e or ""): int(n or 0) for r, e, n in rows}
+    return {(str(r), event or ""): int(n or 0) for r, n in rows}
 
 
-# The claim's write on PostgreSQL: one statement for the whole batch (an UPDATE per row, even
-# in one executemany, costs ~0.3 ms each: a sixth of a 500-row claim).
+# The claim's write on PostgreSQL: one statement for the whole batch, an upsert (a first sync
+# has no state row yet: it is made here, written once rather than made and then claimed).
 _PG_CLAIM = text(
     """
-    UPDATE redcap_sync_states AS s
-    SET connection_id = :connection_id, record_id = v.record_id, event = :event,
-        instrument = :instrument, instance = v.instance, status = 'pending',
-        attempts = s.attempts + 1, last_attempt_at = :now, error = NULL, error_field = NULL
+    INSERT INTO redcap_sync_states AS s
+        (submission_id, study_id, connection_id, status, record_id, event, instrument,
+         instance, attempts, last_attempt_at, error, error_field, created_at)
+    SELECT v.id, CAST(:study_id AS uuid), CAST(:connection_id AS uuid), 'pending', v.record_id,
+           CAST(:event AS varchar), CAST(:instrument AS varchar), v.instance, 1,
+           CAST(:now AS timestamptz), NULL, NULL, CAST(:now AS timestamptz)
     FROM unnest(CAST(:ids AS uuid[]), CAST(:record_ids AS varchar[]),
                 CAST(:instances AS integer[])) AS v(id, record_id, instance)
-    WHERE s.submission_id = v.id
+    ON CONFLICT (submission_id) DO UPDATE
+    SET connection_id = EXCLUDED.connection_id, record_id = EXCLUDED.record_id,
+        event = EXCLUDED.event, instrument = EXCLUDED.instrument, instance = EXCLUDED.instance,
+        status = 'pending', attempts = s.attempts + 1, last_attempt_at = EXCLUDED.last_attempt_at,
+        error = NULL, error_field = NULL
     """
 )
+
+
+async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], keep: Sequence[str]) -> None:
+    """Insert these states, or on a state that exists set the `keep` columns (and one more
+    attempt): the portable form of _PG_CLAIM, and the skipped ones on both."""
+    statement = _insert(session)(RedcapSyncState)
+    changes: dict[str, Any] = {name: statement.excluded[name] for name in keep}
+    changes["attempts"] = RedcapSyncState.attempts + 1
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=["submission_id"], set_=changes), rows
+    )
+
+
+_CLAIMED_COLUMNS = (
+    "connection_id", "record_id", "event", "instrument", "instance", "status",
+    "last_attempt_at", "error", "error_field",
+)  # fmt: skip
+
+
+def _new_state(plan: Plan, submission_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    return {
+        "submission_id": submission_id,
+        "study_id": plan.study_id,
+        "connection_id": plan.connection_id,
+        "status": SyncStatus.pending,
+        "attempts": 1,
+        "error": None,
+        "error_field": None,
+        "created_at": now,
+    }
 
 
 async def _prepare(
     session: AsyncSession, plan: Plan, states: list[_State], now: datetime
 ) -> list[Item]:
     """Fix each state's record, event, instrument and instance; build its row. Claims them
-    (those with nothing to send are skipped) in one bulk UPDATE; `states` are not changed."""
+    (those with nothing to send are skipped) in one upsert; `states` are not changed."""
     document = plan.document
     event: str | None = document.get("event") or None
     instrument: str | None = document.get("repeating_instrument") or None
@@ -304,16 +380,17 @@ async def _prepare(
         (s for s in states if s.submission_id in facts),
         key=lambda s: (facts[s.submission_id].received_at, str(s.submission_id)),
     )
+    values_of = records.value_builder(document)
     nothing: list[dict[str, Any]] = []
     # (state, its submission, its values, its instance: kept, or None to number)
     kept: list[tuple[_State, records.SubmissionFacts, dict[str, str], int | None]] = []
     for state in ordered:
         submission = facts[state.submission_id]
-        values = records.field_values(document, submission)
+        values = values_of(submission)
         if not values:
             nothing.append(
                 {
-                    "submission_id": state.submission_id,
+                    **_new_state(plan, state.submission_id, now),
                     "status": SyncStatus.skipped,
                     "error": NOTHING_TO_SEND,
                 }
@@ -334,6 +411,7 @@ async def _prepare(
             plan.connection_id,
             instrument,
             {f.participant_code for _, f in unnumbered},
+            event=event,
             # Only a state that holds an instance counts towards the highest: new states hold
             # none (checking every state against a whole batch's ids cost 20 ms a claim).
             leaving_out=[s.submission_id for s, _ in unnumbered if s.instance is not None],
@@ -344,40 +422,35 @@ async def _prepare(
             highest[number_key] = highest.get(number_key, 0) + 1
             numbered[state.submission_id] = highest[number_key]
         kept = [(s, f, v, numbered.get(s.submission_id, n)) for s, f, v, n in kept]
-    claimed = [
-        {
-            "submission_id": state.submission_id,
-            "connection_id": plan.connection_id,
-            "record_id": submission.participant_code,
-            "event": event,
-            "instrument": instrument,
-            "instance": instance,
-            "status": SyncStatus.pending,
-            "attempts": state.attempts + 1,
-            "last_attempt_at": now,
-            "error": None,
-            "error_field": None,
-        }
-        for state, submission, _, instance in kept
-    ]
-    if claimed and plan.postgresql:
+    if kept and plan.postgresql:
         await session.execute(
             _PG_CLAIM,
             {
-                "ids": [c["submission_id"] for c in claimed],
-                "record_ids": [c["record_id"] for c in claimed],
-                "instances": [c["instance"] for c in claimed],
+                "ids": [state.submission_id for state, _, _, _ in kept],
+                "record_ids": [submission.participant_code for _, submission, _, _ in kept],
+                "instances": [instance for _, _, _, instance in kept],
+                "study_id": plan.study_id,
                 "connection_id": plan.connection_id,
                 "event": event,
                 "instrument": instrument,
                 "now": now,
             },
         )
-        claimed = []
-    for changes in (claimed, nothing):
-        if changes:
-            # ORM bulk UPDATE by primary key: one executemany.
-            await session.execute(update(RedcapSyncState), changes)
+    elif kept:
+        rows = [
+            {
+                **_new_state(plan, state.submission_id, now),
+                "record_id": submission.participant_code,
+                "event": event,
+                "instrument": instrument,
+                "instance": instance,
+                "last_attempt_at": now,
+            }
+            for state, submission, _, instance in kept
+        ]
+        await _upsert(session, rows, _CLAIMED_COLUMNS)
+    if nothing:
+        await _upsert(session, nothing, ("connection_id", "status", "error", "error_field"))
     return [
         Item(state.submission_id, records.build_row(document, submission, values, instance))
         for state, submission, values, instance in kept
@@ -449,7 +522,6 @@ async def claim_batch(
     states: list[_State] = [own]
     room = plan.batch_size - 1
     if room > 0:
-        await _ensure_queued_states(session, plan, room, now)
         states += await _claimable_others(session, plan, submission_id, now, room)
     items = _held_as(await _prepare(session, plan, states, now), now)
     sent = any(item.submission_id == submission_id for item in items)
@@ -465,7 +537,6 @@ async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
     """The connection's next batch, oldest first, with no submission of the caller's own: what
     a sync whose batch came back full sends next (server.redcap.sync, the backlog)."""
     await _take_turn(session, plan)
-    await _ensure_queued_states(session, plan, plan.batch_size, now)
     states = await _claimable_others(session, plan, None, now, plan.batch_size)
     items = _held_as(await _prepare(session, plan, states, now), now)
     return Claim(items=items, full=len(states) >= plan.batch_size)

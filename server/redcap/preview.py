@@ -45,7 +45,9 @@ async def preview(
         ):
             instance, assigned = state.instance, True
         else:
-            highest = await max_instances(db, connection.id, instrument, {facts.participant_code})
+            highest = await max_instances(
+                db, connection.id, instrument, {facts.participant_code}, event=event or None
+            )
             instance = highest.get((facts.participant_code, event or ""), 0) + 1
     route = await service.connection_for(db, study_id=facts.study_id, site_id=facts.site_id)
     return PreviewRead(

@@ -126,7 +126,7 @@ async def _insert_portable(db: AsyncSession, new: NewSubmission) -> bool:
             for position, (module_id, key, version, summary, trials) in enumerate(new.tasks)
         ],
     )
-    await outbox.add(db, new.events)
+    await outbox.add(db, new.events, created_at=new.received_at)
     return True
 
 

@@ -1,0 +1,33 @@
+"""outbox: pending rows indexed by topic, then age
+
+The REDCap claim reads the oldest pending sync rows that have no sync state yet (claim.py):
+with the topic first that is one range of this index, not every pending row of every topic.
+It replaces ix_outbox_events_pending (created_at), which the backlog view scans as well.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-02 10:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = '0008'
+down_revision: str | None = '0007'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+PENDING = 'completed_at IS NULL'
+
+
+def upgrade() -> None:
+    op.drop_index('ix_outbox_events_pending', table_name='outbox_events', postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
+    op.create_index('ix_outbox_events_pending_by_topic', 'outbox_events', ['topic', 'created_at', 'id'], unique=False, postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
+
+
+def downgrade() -> None:
+    op.drop_index('ix_outbox_events_pending_by_topic', table_name='outbox_events', postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
+    op.create_index('ix_outbox_events_pending', 'outbox_events', ['created_at'], unique=False, postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
