@@ -136,6 +136,48 @@ async def test_a_backlog_goes_out_as_few_messages_every_row_once_in_order(
         assert sent == [str(e.id) for e in events if e.topic == topic]
 
 
+async def test_a_full_queue_holds_its_topics_new_rows_in_the_outbox(
+    db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
+) -> None:
+    submission = await create_submission(db)
+    for _ in range(3):
+        await outbox.add(db, [outbox.Event(outbox.ARCHIVE_SUBMISSION, {}, submission.id)])
+    archive = list(
+        await db.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.topic == outbox.ARCHIVE_SUBMISSION)
+            .order_by(OutboxEvent.created_at)
+        )
+    )
+    redcap = await add_event(db, submission, outbox.REDCAP_SYNC_SUBMISSION)
+    await outbox.add(db, [outbox.Event("reports.nightly", {}, None)])
+    limit = 2
+    assert await relay.held_topics(publisher, limit) == frozenset()
+
+    # Two messages wait in the maintenance queue (no worker takes them): it is full.
+    for event in archive[:2]:
+        await publisher(event.topic, event.id)
+    held = await relay.held_topics(publisher, limit)
+    assert held == {outbox.ARCHIVE_SUBMISSION}
+    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held)
+    # The REDCap row goes; the archive rows wait unpublished; a topic no task handles is
+    # dead-lettered all the same.
+    assert (result.published, result.dead_lettered) == (1, 1)
+    assert queued_ids(redis_client, "redcap") == [str(redcap.id)]
+    assert redis_client.llen("maintenance") == 2
+    for event in archive:
+        await db.refresh(event)
+        assert (event.published_at, event.completed_at) == (None, None)
+
+    # The workers catch up: the queue takes rows again, the oldest first.
+    redis_client.delete("maintenance")
+    held = await relay.held_topics(publisher, limit)
+    assert held == frozenset()
+    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held)
+    assert result.published == 3
+    assert queued_ids(redis_client, "maintenance") == [str(e.id) for e in archive]
+
+
 async def test_publishing_survives_a_flushed_redis(
     db: AsyncSession, publisher: CeleryPublisher, redis_client: Redis
 ) -> None:

@@ -27,6 +27,7 @@ from contextlib import suppress
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from server.core.config import Settings
 from server.outbox import topics
@@ -77,6 +78,26 @@ class CeleryPublisher:
         if messages:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self.send_many, messages)
+
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages waiting in each queue (not those a worker has taken): the relay holds back
+        what a queue cannot take yet."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._depths, list(queues))
+
+    def _depths(self, queues: list[str]) -> dict[str, int]:
+        try:
+            channel = self._connect().default_channel
+            depths = {}
+            for queue in queues:
+                try:
+                    depths[queue] = int(channel.queue_declare(queue=queue, passive=True)[1])
+                except ChannelError:
+                    depths[queue] = 0  # Redis keeps no key for an empty list
+            return depths
+        except BaseException:
+            self._drop_connection()
+            raise
 
     async def broker_epoch(self) -> str | None:
         """Which broker server this is: Redis's run_id, new with every start of a server (and

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
     RELAY_BATCH_SIZE: int = Field(default=500, ge=1)
+    # A queue holding this many messages (50 events each) takes no new rows until it drains.
+    RELAY_MAX_QUEUED_MESSAGES: int = Field(default=20, ge=1)
     # Transient errors: retried with exponential backoff and jitter, then dead-lettered.
     TASK_MAX_RETRIES: int = Field(default=8, ge=0)
     TASK_RETRY_BACKOFF_MAX: int = Field(default=600, ge=1)

@@ -33,6 +33,7 @@ class OutboxEvent(IdMixin, Base):
         # by every poll for new rows, nor new rows by the look for lapsed leases.
         Index(
             "ix_outbox_events_unpublished",
+            "topic",
             "created_at",
             "id",
             postgresql_where=text("completed_at IS NULL AND published_at IS NULL"),

@@ -21,14 +21,15 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
@@ -126,9 +127,21 @@ _DUE_COLUMNS = (
 )
 
 
-async def _due(db: AsyncSession, now: datetime, batch: int) -> list[Due]:
+def _unrouted() -> ColumnElement[bool]:
+    """Topics no task handles: NOT IN the routed ones, written as the ranges between them, each
+    a range of the unpublished index (NOT IN would read every unpublished row)."""
+    names = sorted(topics.ROUTES)
+    between = [and_(OutboxEvent.topic > a, OutboxEvent.topic < b) for a, b in pairwise(names)]
+    return or_(OutboxEvent.topic < names[0], *between, OutboxEvent.topic > names[-1])
+
+
+async def _due(
+    db: AsyncSession, now: datetime, batch: int, held: Collection[str] = ()
+) -> list[Due]:
     """Up to `batch` due rows: lapsed leases first (the longest lapsed first), then rows never
-    published, oldest first. Each half reads only its own partial index."""
+    published, oldest first, but those of `held` topics (their queue is full: they wait here,
+    where a backlog costs nothing, rather than in the broker). Each look is one range of a
+    partial index: lapsed leases, then each topic's unpublished rows."""
     lapsed = (
         select(*_DUE_COLUMNS)
         .where(
@@ -143,16 +156,24 @@ async def _due(db: AsyncSession, now: datetime, batch: int) -> list[Due]:
         .where(OutboxEvent.completed_at.is_(None), OutboxEvent.published_at.is_(None))
         .order_by(OutboxEvent.created_at, OutboxEvent.id)
     )
+    ranges = [OutboxEvent.topic == t for t in sorted(topics.ROUTES) if t not in held]
     locking = db.get_bind().dialect.name == "postgresql"
-    events: list[Due] = []
-    for query in (lapsed, fresh):
-        query = query.limit(batch - len(events))
+
+    async def take(query: Any, limit: int) -> list[Due]:
+        query = query.limit(limit)
         if locking:
             query = query.with_for_update(skip_locked=True)
-        events += [Due(*row) for row in await db.execute(query)]
+        return [Due(*row) for row in await db.execute(query)]
+
+    events = await take(lapsed, batch)
+    new: list[Due] = []
+    for where in [*ranges, _unrouted()]:
         if len(events) >= batch:
             break
-    return events
+        new += await take(fresh.where(where), batch - len(events))
+    # Oldest first across topics (rows locked and not taken are free again at commit).
+    new.sort(key=lambda e: (e.created_at, e.id))
+    return events + new[: batch - len(events)]
 
 
 async def _mark_published(
@@ -232,13 +253,15 @@ async def relay_once(
     now: datetime,
     lease: timedelta,
     batch: int,
+    held: Collection[str] = (),
 ) -> RelayResult:
-    """Publish up to `batch` due rows (see _due). The caller commits.
+    """Publish up to `batch` due rows (see _due; `held`: topics whose queue is full). The
+    caller commits.
 
     A failed publish leaves the rows it did not send as they are, for the next cycle.
     """
     result = RelayResult()
-    events = await _due(db, now, batch)
+    events = await _due(db, now, batch, held)
     routed: list[Due] = []
     for event in events:
         if event.topic not in topics.ROUTES:
@@ -284,6 +307,22 @@ async def resend_waiting(db: AsyncSession, *, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def held_topics(publish: Publish | BatchPublisher, limit: int) -> frozenset[str]:
+    """Topics whose queue holds `limit` messages or more: their new rows wait in the outbox
+    until workers catch up. A backlog (after an outage, a bulk import) is not copied into the
+    broker's memory all at once, and rows a REDCap batch settles first (it sends the oldest of
+    its connection, whoever's message it runs) are never published at all. Nothing is held
+    where the broker cannot tell (or does not answer: publishing will say so)."""
+    depths_of = getattr(publish, "queue_depths", None)
+    if depths_of is None:
+        return frozenset()
+    try:
+        depths: dict[str, int] = await depths_of(sorted({r.queue for r in topics.ROUTES.values()}))
+    except Exception:
+        return frozenset()
+    return frozenset(t for t, r in topics.ROUTES.items() if depths.get(r.queue, 0) >= limit)
 
 
 async def _watch_broker(
@@ -376,14 +415,21 @@ async def run_relay(
     last_backlog_log = -math.inf
     epoch_of = getattr(publish, "broker_epoch", None)
     epoch: str | None = None
+    held: frozenset[str] = frozenset()
     log.info("relay_started", interval_s=interval, lease_s=lease.total_seconds(), batch=batch)
     try:
         while not stop_event.is_set():
             if epoch_of is not None:
                 epoch = await _watch_broker(epoch_of, sessionmaker, epoch)
+            now_held = await held_topics(publish, settings.RELAY_MAX_QUEUED_MESSAGES)
+            if now_held != held:
+                log.info("relay_holding", topics=sorted(now_held))
+                held = now_held
             try:
                 async with sessionmaker() as db:
-                    result = await relay_once(db, publish, now=utcnow(), lease=lease, batch=batch)
+                    result = await relay_once(
+                        db, publish, now=utcnow(), lease=lease, batch=batch, held=held
+                    )
                     await db.commit()
             except Exception as exc:
                 # The database, most likely: the rows are safe in it, try again later.
