@@ -461,6 +461,43 @@ async def _write_transient(
     )
 
 
+async def _commit_batch(
+    db: AsyncSession,
+    plan: Plan,
+    items: list[Item],
+    results: _Results,
+    deferred: list[Item],
+    *,
+    own: uuid.UUID | None = None,
+    backlog: bool = False,
+) -> None:
+    """A sent batch's outcome, committed on its own."""
+    async with own_transaction(db) as session:
+        await _write_results(
+            session,
+            results,
+            still_pending=[i.submission_id for i in deferred],
+            pending_error=DEFERRED,
+            own=own,
+        )
+    _expire(db, {i.submission_id for i in items})
+    log.info(
+        "redcap_sync_batch",
+        connection_id=str(plan.connection_id),
+        batch=len(items),
+        synced=len(results.synced),
+        failed=len(results.failed),
+        deferred=len(deferred),
+        calls=results.calls,
+        backlog=backlog,
+    )
+
+
+async def _settle(writing: asyncio.Task[None] | None) -> None:
+    if writing is not None:
+        await writing
+
+
 async def _send_backlog(
     db: AsyncSession,
     client: RedcapClient,
@@ -468,11 +505,16 @@ async def _send_backlog(
     plan: Plan,
     deadline: float,
     ahead: asyncio.Task[Claim],
+    writing: asyncio.Task[None] | None = None,
 ) -> _Results:
     """The connection's next batches, one after the other (the first already being claimed),
-    each claimed and its outcome committed on its own, while they come back full and until
-    `deadline` (time.monotonic()). A transient failure stops it without raising: that batch
-    waits, unclaimed, with the error."""
+    while they come back full and until `deadline` (time.monotonic()). Each batch is claimed
+    while the one before is with REDCap, and its outcome committed while the one after is:
+    the database's work overlaps REDCap's, one import call at a time, and at most one claim
+    and one outcome in flight (`writing`: the one before this backlog's first batch, if any).
+    A transient failure stops it without raising: that batch waits, unclaimed, with the
+    error. A failed write raises: its batch stays claimed, sent again when the claim lapses,
+    under the same instances."""
     totals = _Results()
     upcoming: asyncio.Task[Claim] | None = ahead
     try:
@@ -489,35 +531,26 @@ async def _send_backlog(
                     db, client, settings, plan, claim.items, results, claim.claimed_at
                 )
             except TransientRedcapError as exc:
+                await _settle(writing)
+                writing = None
                 await _write_transient(db, plan, claim.items, results, exc, backlog=True)
                 await _let_go(db, upcoming, exc.message)
                 upcoming = None
-                deferred = []
             else:
-                async with own_transaction(db) as session:
-                    await _write_results(
-                        session,
-                        results,
-                        still_pending=[i.submission_id for i in deferred],
-                        pending_error=DEFERRED,
-                    )
-                _expire(db, {i.submission_id for i in claim.items})
-                log.info(
-                    "redcap_sync_batch",
-                    connection_id=str(plan.connection_id),
-                    batch=len(claim.items),
-                    synced=len(results.synced),
-                    failed=len(results.failed),
-                    deferred=len(deferred),
-                    calls=results.calls,
-                    backlog=True,
+                await _settle(writing)
+                writing = asyncio.create_task(
+                    _commit_batch(db, plan, claim.items, results, deferred, backlog=True)
                 )
             totals.synced += results.synced
             totals.failed |= results.failed
             totals.calls += results.calls
             totals.batches += 1
+        await _settle(writing)
     except BaseException:
         await _let_go(db, upcoming, DEFERRED)
+        if writing is not None and not writing.done():
+            with suppress(BaseException):
+                await writing  # its batch was sent: its outcome is worth the wait
         raise
     return totals
 
@@ -573,29 +606,28 @@ async def sync_submission(
     except BaseException:
         await _let_go(db, ahead, DEFERRED)
         raise
-    waiting = [i.submission_id for i in deferred]
     if ahead is not None:
-        async with own_transaction(db) as session:
-            await _write_results(
-                session, results, still_pending=waiting, pending_error=DEFERRED, own=submission_id
-            )
+        # This batch's outcome commits while the backlog's first batch is with REDCap.
+        writing = asyncio.create_task(
+            _commit_batch(db, plan, claim.items, results, deferred, own=submission_id)
+        )
+        more = await _send_backlog(db, client, settings, plan, deadline, ahead, writing)
     else:
+        waiting = [i.submission_id for i in deferred]
         await _write_results(
             db, results, still_pending=waiting, pending_error=DEFERRED, own=submission_id
         )
-    _expire(db, batch)
-    log.info(
-        "redcap_sync_batch",
-        connection_id=str(plan.connection_id),
-        batch=len(batch),
-        synced=len(results.synced),
-        failed=len(results.failed),
-        deferred=len(deferred),
-        calls=results.calls,
-    )
-    more = _Results()
-    if ahead is not None:
-        more = await _send_backlog(db, client, settings, plan, deadline, ahead)
+        _expire(db, batch)
+        log.info(
+            "redcap_sync_batch",
+            connection_id=str(plan.connection_id),
+            batch=len(batch),
+            synced=len(results.synced),
+            failed=len(results.failed),
+            deferred=len(deferred),
+            calls=results.calls,
+        )
+        more = _Results()
     if submission_id in results.failed:
         status, error = "failed", results.failed[submission_id][0]
     elif submission_id in results.synced:
