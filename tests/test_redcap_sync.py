@@ -399,3 +399,18 @@ async def test_a_submission_with_nothing_mapped_is_skipped_not_sent(
     outcome = await sync_submission(db, settings, empty)
     assert outcome.status == "skipped" and "Nothing to send" in (outcome.error or "")
     assert imports(classic) == []
+
+    # In a batch with others, it takes no instance: theirs follow on without a gap.
+    before, between, after = [
+        await direct_submission(db, world, ann, summary=s, received_at=ago(3 - n))
+        for n, s in enumerate(({**GOOD}, {"mean_rt_ms": None}, {**GOOD}))
+    ]
+    outcome = await sync_submission(db, settings, before)
+    assert (outcome.status, outcome.batch, outcome.synced) == ("synced", 2, 2)
+    done = await states(db, before, between, after)
+    assert [(done[i].status, done[i].instance) for i in (before, between, after)] == [
+        (SyncStatus.synced, 1),
+        (SyncStatus.skipped, None),
+        (SyncStatus.synced, 2),
+    ]
+    assert sorted((r, i) for r, i, _ in instances(classic)) == [("P-ANN", 1), ("P-ANN", 2)]

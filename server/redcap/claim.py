@@ -47,6 +47,9 @@ from server.submissions.models import Submission
 NOTHING_TO_SEND = "Nothing to send: none of the mapped values is in this submission."
 INTERRUPTED = "The worker stopped before REDCap answered; it is sent again."
 
+# Sources every submission has a value for (AssessmentSession.client_started_at).
+_ALWAYS_SET = frozenset({"session.date", "session.started_at"})
+
 # The claims this process has made (a prefork child runs one task at a time): what it lets go
 # of if it is stopped mid-call (release_held), so the next run need not wait out the lease.
 _held: list[tuple[list[uuid.UUID], datetime]] = []
@@ -64,6 +67,12 @@ class Plan:
     lease: timedelta
     postgresql: bool
 
+    @property
+    def rows_for_all(self) -> bool:
+        """Every submission makes a row (the mapping sends the session's date or start, which
+        every session has): which ones have nothing to send need not be known to claim them."""
+        return any(f["source"] in _ALWAYS_SET for f in self.document["fields"])
+
 
 @dataclass
 class Item:
@@ -78,6 +87,9 @@ class Claim:
     """The claimed batch (empty when there is nothing to send) and this submission's state."""
 
     items: list[Item] = field(default_factory=list)
+    # Claimed, rows not yet built (build_items, after the claim's turn is over): (submission,
+    # its instance), in the order received.
+    numbered: list[tuple[uuid.UUID, int | None]] = field(default_factory=list)
     own_status: SyncStatus = SyncStatus.pending
     own_error: str | None = None
     # The batch took all the room it had: more of the connection's submissions may be waiting.
@@ -158,6 +170,25 @@ class _State(Protocol):
     instrument: str | None
     instance: int | None
     attempts: int
+    participant_code: str
+    received_at: datetime
+
+
+@dataclass
+class _Own:
+    """The submission's own state (an ORM row) with what a claim reads beside it."""
+
+    row: RedcapSyncState
+    participant_code: str
+    received_at: datetime
+
+    submission_id = property(lambda self: self.row.submission_id)
+    connection_id = property(lambda self: self.row.connection_id)
+    record_id = property(lambda self: self.row.record_id)
+    event = property(lambda self: self.row.event)
+    instrument = property(lambda self: self.row.instrument)
+    instance = property(lambda self: self.row.instance)
+    attempts = property(lambda self: self.row.attempts)
 
 
 def _first_syncs(plan: Plan, limit: int) -> Any:
@@ -176,6 +207,7 @@ def _first_syncs(plan: Plan, limit: int) -> Any:
             cast(null(), String).label("instrument"),
             cast(null(), Integer).label("instance"),
             literal(0, Integer).label("attempts"),
+            Participant.participant_code,
         )
         .select_from(OutboxEvent)
         .join(Submission, Submission.id == OutboxEvent.subject_id)
@@ -209,8 +241,10 @@ def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) ->
             RedcapSyncState.instrument,
             RedcapSyncState.instance,
             RedcapSyncState.attempts,
+            Participant.participant_code,
         )
         .join(Submission, Submission.id == RedcapSyncState.submission_id)
+        .join(Participant, Participant.id == Submission.participant_id)
         .where(
             RedcapSyncState.connection_id == plan.connection_id,
             RedcapSyncState.status == SyncStatus.pending,
@@ -245,6 +279,8 @@ async def _claimable_others(
             both.c.instrument,
             both.c.instance,
             both.c.attempts,
+            both.c.participant_code,
+            both.c.received_at,
         )
         .order_by(both.c.received_at, both.c.submission_id)
         .limit(limit)
@@ -367,68 +403,49 @@ def _new_state(plan: Plan, submission_id: uuid.UUID, now: datetime) -> dict[str,
     }
 
 
-async def _prepare(
-    session: AsyncSession, plan: Plan, states: list[_State], now: datetime
-) -> list[Item]:
-    """Fix each state's record, event, instrument and instance; build its row. Claims them
-    (those with nothing to send are skipped) in one upsert; `states` are not changed."""
-    document = plan.document
-    event: str | None = document.get("event") or None
-    instrument: str | None = document.get("repeating_instrument") or None
-    facts = await records.load_facts(session, [s.submission_id for s in states])
-    ordered = sorted(
-        (s for s in states if s.submission_id in facts),
-        key=lambda s: (facts[s.submission_id].received_at, str(s.submission_id)),
-    )
-    values_of = records.value_builder(document)
-    nothing: list[dict[str, Any]] = []
-    # (state, its submission, its values, its instance: kept, or None to number)
-    kept: list[tuple[_State, records.SubmissionFacts, dict[str, str], int | None]] = []
-    for state in ordered:
-        submission = facts[state.submission_id]
-        values = values_of(submission)
-        if not values:
-            nothing.append(
-                {
-                    **_new_state(plan, state.submission_id, now),
-                    "status": SyncStatus.skipped,
-                    "error": NOTHING_TO_SEND,
-                }
-            )
-            continue
-        key = (submission.participant_code, event, instrument)
-        instance = state.instance if instrument else None
+async def _claim_rows(
+    session: AsyncSession, plan: Plan, chosen: list[tuple[_State, str]], now: datetime
+) -> list[int | None]:
+    """Claim these states (with their record ids), in the order given, which is the order
+    received: each keeps its instance, or is given the next of its record (with a repeating
+    instrument), all written by one statement. Their instances, in the same order."""
+    event: str | None = plan.document.get("event") or None
+    instrument: str | None = plan.document.get("repeating_instrument") or None
+    instances: list[int | None] = []
+    for state, code in chosen:
+        kept = state.instance if instrument else None
         if state.connection_id != plan.connection_id or (
-            (state.record_id, state.event, state.instrument) != key
+            (state.record_id, state.event, state.instrument) != (code, event, instrument)
         ):
             # New, or the mapping or route changed since: its old instance means nothing here.
-            instance = None
-        kept.append((state, submission, values, instance))
+            kept = None
+        instances.append(kept)
     if instrument:
-        unnumbered = [(s, f) for s, f, _, n in kept if n is None]
+        unnumbered = [
+            (s, code) for (s, code), n in zip(chosen, instances, strict=True) if n is None
+        ]
         highest = await max_instances(
             session,
             plan.connection_id,
             instrument,
-            {f.participant_code for _, f in unnumbered},
+            {code for _, code in unnumbered},
             event=event,
             # Only a state that holds an instance counts towards the highest: new states hold
             # none (checking every state against a whole batch's ids cost 20 ms a claim).
             leaving_out=[s.submission_id for s, _ in unnumbered if s.instance is not None],
         )
-        numbered: dict[uuid.UUID, int] = {}
-        for state, submission in unnumbered:
-            number_key = (submission.participant_code, event or "")
-            highest[number_key] = highest.get(number_key, 0) + 1
-            numbered[state.submission_id] = highest[number_key]
-        kept = [(s, f, v, numbered.get(s.submission_id, n)) for s, f, v, n in kept]
-    if kept and plan.postgresql:
+        for index, ((_state, code), kept) in enumerate(zip(chosen, instances, strict=True)):
+            if kept is None:
+                number_key = (code, event or "")
+                highest[number_key] = highest.get(number_key, 0) + 1
+                instances[index] = highest[number_key]
+    if chosen and plan.postgresql:
         await session.execute(
             _PG_CLAIM,
             {
-                "ids": [state.submission_id for state, _, _, _ in kept],
-                "record_ids": [submission.participant_code for _, submission, _, _ in kept],
-                "instances": [instance for _, _, _, instance in kept],
+                "ids": [state.submission_id for state, _ in chosen],
+                "record_ids": [code for _, code in chosen],
+                "instances": instances,
                 "study_id": plan.study_id,
                 "connection_id": plan.connection_id,
                 "event": event,
@@ -436,25 +453,96 @@ async def _prepare(
                 "now": now,
             },
         )
-    elif kept:
+    elif chosen:
         rows = [
             {
                 **_new_state(plan, state.submission_id, now),
-                "record_id": submission.participant_code,
+                "record_id": code,
                 "event": event,
                 "instrument": instrument,
                 "instance": instance,
                 "last_attempt_at": now,
             }
-            for state, submission, _, instance in kept
+            for (state, code), instance in zip(chosen, instances, strict=True)
         ]
         await _upsert(session, rows, _CLAIMED_COLUMNS)
+    return instances
+
+
+def _in_order(states: list[_State]) -> list[_State]:
+    return sorted(states, key=lambda s: (s.received_at, str(s.submission_id)))
+
+
+async def _claim_and_build(
+    session: AsyncSession, plan: Plan, states: list[_State], now: datetime
+) -> list[Item]:
+    """A mapping that may have nothing to send for a submission: its rows are built first
+    (under the claim's turn), those with nothing to send skipped, and no instance given to
+    them. `states` are not changed."""
+    document = plan.document
+    values_of = records.value_builder(document)
+    facts = await records.load_facts(session, [s.submission_id for s in states])
+    nothing: list[dict[str, Any]] = []
+    kept: list[tuple[_State, records.SubmissionFacts, dict[str, str]]] = []
+    for state in _in_order([s for s in states if s.submission_id in facts]):
+        submission = facts[state.submission_id]
+        values = values_of(submission)
+        if values:
+            kept.append((state, submission, values))
+        else:
+            nothing.append(
+                {
+                    **_new_state(plan, state.submission_id, now),
+                    "status": SyncStatus.skipped,
+                    "error": NOTHING_TO_SEND,
+                }
+            )
+    instances = await _claim_rows(session, plan, [(s, f.participant_code) for s, f, _ in kept], now)
     if nothing:
         await _upsert(session, nothing, ("connection_id", "status", "error", "error_field"))
     return [
         Item(state.submission_id, records.build_row(document, submission, values, instance))
-        for state, submission, values, instance in kept
+        for (state, submission, values), instance in zip(kept, instances, strict=True)
     ]
+
+
+async def build_items(session: AsyncSession, plan: Plan, claim: Claim) -> None:
+    """The rows of a claim made without them (Claim.numbered), after its turn is over: the
+    turn is held for the numbering and the write only, not for reading and formatting a
+    batch of submissions (that was most of a claim, and the other worker waited it out)."""
+    document = plan.document
+    values_of = records.value_builder(document)
+    facts = await records.load_facts(
+        session, [submission_id for submission_id, _ in claim.numbered]
+    )
+    claim.items = [
+        Item(
+            submission_id,
+            records.build_row(
+                document, facts[submission_id], values_of(facts[submission_id]), instance
+            ),
+        )
+        for submission_id, instance in claim.numbered
+        if submission_id in facts  # deleted since: its state went with it
+    ]
+
+
+async def _claim(
+    session: AsyncSession, plan: Plan, states: list[_State], now: datetime, claim: Claim
+) -> Claim:
+    """Claim `states` into `claim`: numbered only (rows built after the turn, build_items)
+    where every submission makes a row, else with their rows."""
+    if plan.rows_for_all:
+        ordered = _in_order(states)
+        instances = await _claim_rows(
+            session, plan, [(s, s.participant_code) for s in ordered], now
+        )
+        claim.numbered = [(s.submission_id, n) for s, n in zip(ordered, instances, strict=True)]
+        _held_as([submission_id for submission_id, _ in claim.numbered], now)
+    else:
+        claim.items = await _claim_and_build(session, plan, states, now)
+        _held_as([item.submission_id for item in claim.items], now)
+    return claim
 
 
 async def _take_turn(session: AsyncSession, plan: Plan) -> None:
@@ -494,10 +582,9 @@ async def release_held(session: AsyncSession) -> int:
     return released
 
 
-def _held_as(items: list[Item], now: datetime) -> list[Item]:
-    if items:
-        _held.append(([item.submission_id for item in items], now))
-    return items
+def _held_as(submission_ids: list[uuid.UUID], now: datetime) -> None:
+    if submission_ids:
+        _held.append((submission_ids, now))
 
 
 async def claim_batch(
@@ -519,18 +606,22 @@ async def claim_batch(
         assert own.last_attempt_at is not None
         left = (own.last_attempt_at + plan.lease - now).total_seconds()
         return Claim(held_elsewhere_s=max(1.0, min(left, 60.0)))
-    states: list[_State] = [own]
+    code, received_at = (
+        await session.execute(
+            select(Participant.participant_code, Submission.received_at)
+            .join(Participant, Participant.id == Submission.participant_id)
+            .where(Submission.id == submission_id)
+        )
+    ).one()
+    states: list[_State] = [_Own(own, code, received_at)]
     room = plan.batch_size - 1
     if room > 0:
         states += await _claimable_others(session, plan, submission_id, now, room)
-    items = _held_as(await _prepare(session, plan, states, now), now)
-    sent = any(item.submission_id == submission_id for item in items)
-    return Claim(
-        items=items,
-        own_status=SyncStatus.pending if sent else SyncStatus.skipped,
-        own_error=None if sent else NOTHING_TO_SEND,
-        full=len(states) >= plan.batch_size,
-    )
+    claim = await _claim(session, plan, states, now, Claim(full=len(states) >= plan.batch_size))
+    sent = submission_id in {i.submission_id for i in claim.items} | {n[0] for n in claim.numbered}
+    claim.own_status = SyncStatus.pending if sent else SyncStatus.skipped
+    claim.own_error = None if sent else NOTHING_TO_SEND
+    return claim
 
 
 async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
@@ -538,5 +629,4 @@ async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
     a sync whose batch came back full sends next (server.redcap.sync, the backlog)."""
     await _take_turn(session, plan)
     states = await _claimable_others(session, plan, None, now, plan.batch_size)
-    items = _held_as(await _prepare(session, plan, states, now), now)
-    return Claim(items=items, full=len(states) >= plan.batch_size)
+    return await _claim(session, plan, states, now, Claim(full=len(states) >= plan.batch_size))

@@ -75,6 +75,7 @@ from server.redcap.claim import (
     Claim,
     Item,
     Plan,
+    build_items,
     claim_batch,
     claim_next,
     own_transaction,
@@ -404,7 +405,16 @@ async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.
 # ----- the backlog ------------------------------------------------------------------------------
 async def _claim_next(db: AsyncSession, plan: Plan) -> Claim:
     async with own_transaction(db) as session:
-        return await claim_next(session, plan, utcnow())
+        claim = await claim_next(session, plan, utcnow())
+    return await _built(db, plan, claim)
+
+
+async def _built(db: AsyncSession, plan: Plan, claim: Claim) -> Claim:
+    """The claim with its rows, built once its turn is over (build_items) if it has none."""
+    if claim.numbered and not claim.items:
+        async with own_transaction(db) as session:
+            await build_items(session, plan, claim)
+    return claim
 
 
 def _claim_ahead(db: AsyncSession, plan: Plan) -> asyncio.Task[Claim]:
@@ -578,6 +588,7 @@ async def sync_submission(
         return start.outcome
     plan, client, claim = start.plan, start.client, start.claim
     assert plan is not None and client is not None and claim is not None
+    claim = await _built(db, plan, claim)
     # The backlog's claims run beside the import calls, each on a connection of its own: with
     # `db` bound to one connection (the test harness), there is no backlog.
     backlog = backlog_seconds > 0 and isinstance(db.bind, AsyncEngine)
