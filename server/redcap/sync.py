@@ -491,10 +491,16 @@ async def _commit_batch(
             own=own,
         )
     _expire(db, {i.submission_id for i in items})
+    _log_batch(plan, len(items), results, deferred, backlog=backlog)
+
+
+def _log_batch(
+    plan: Plan, size: int, results: _Results, deferred: list[Item], *, backlog: bool
+) -> None:
     log.info(
         "redcap_sync_batch",
         connection_id=str(plan.connection_id),
-        batch=len(items),
+        batch=size,
         synced=len(results.synced),
         failed=len(results.failed),
         deferred=len(deferred),
@@ -629,15 +635,7 @@ async def sync_submission(
             db, results, still_pending=waiting, pending_error=DEFERRED, own=submission_id
         )
         _expire(db, batch)
-        log.info(
-            "redcap_sync_batch",
-            connection_id=str(plan.connection_id),
-            batch=len(batch),
-            synced=len(results.synced),
-            failed=len(results.failed),
-            deferred=len(deferred),
-            calls=results.calls,
-        )
+        _log_batch(plan, len(batch), results, deferred, backlog=False)
         more = _Results()
     if submission_id in results.failed:
         status, error = "failed", results.failed[submission_id][0]
