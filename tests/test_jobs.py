@@ -258,7 +258,28 @@ async def test_a_transient_error_retries_until_the_retries_run_out(
     # Held past the retry: the relay does not send a copy while the retry waits.
     assert row.lease_until > before + timedelta(seconds=30 + settings.OUTBOX_LEASE_SECONDS)
 
-    last = await process_event(
+    runs = settings.TASK_MAX_RETRIES + 1
+    for retries in range(1, runs):
+        again = await process_event(
+            sessions, settings, event_id=event.id, task_name=TASK, handler=flaky, retries=retries
+        )
+        assert again.outcome is (Outcome.retry if retries < runs - 1 else Outcome.dead_lettered)
+    job = await job_of(db, event.id)
+    assert (job.status, job.attempts) == (JobStatus.failed, runs)
+    dead = await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id))
+    assert dead is not None and dead.attempts == runs
+
+
+async def test_an_events_retries_are_its_own_not_its_messages(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    # It waited in a message whose first event used up the message's retries (REDCap down
+    # for long): its own first failure is a retry, not a dead letter.
+    flaky = handler_raising(TransientError("REDCap answered 503"))
+    result = await process_event(
         sessions,
         settings,
         event_id=event.id,
@@ -266,11 +287,10 @@ async def test_a_transient_error_retries_until_the_retries_run_out(
         handler=flaky,
         retries=settings.TASK_MAX_RETRIES,
     )
-    assert last.outcome is Outcome.dead_lettered
+    assert result.outcome is Outcome.retry
     job = await job_of(db, event.id)
-    assert (job.status, job.attempts) == (JobStatus.failed, 2)
-    dead = await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id))
-    assert dead is not None and dead.attempts == 2
+    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
+    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
 
 
 async def start_run(

@@ -208,6 +208,8 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
             assert time.monotonic() < deadline, "the worker never took the copy"
             await asyncio.sleep(0.05)
         assert b"task_skipped" in log.read_bytes()
+        # What each message's run returned: the relay's list, then the lone copy.
+        assert b"'succeeded=1'" in log.read_bytes() and b"'skipped'" in log.read_bytes()
     again = await archive_job(stack, submission_id)
     assert again is not None
     assert (again.attempts, again.celery_task_id, again.finished_at) == (

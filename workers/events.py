@@ -89,11 +89,16 @@ async def record_failure(
     task_name: str,
     exc: BaseException,
     retries: int,
+    attempts: int | None = None,
 ) -> Result:
-    """Retry a transient error while retries are left; anything else is a dead letter."""
+    """Retry a transient error while the event has retries left; anything else is a dead
+    letter. `retries`: the message's (Celery's countdown grows with it); `attempts`: the
+    event's own runs, this one included, where known: its budget is its own, not shared with
+    the events before it in the same message."""
     error = jobs.safe_error(exc)
     now = utcnow()
-    if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
+    used = attempts - 1 if attempts is not None else retries
+    if is_transient(exc) and used < settings.TASK_MAX_RETRIES:
         hint = retry_after(exc)
         # Celery picks the countdown (with jitter) after this; hold the event past its bound.
         waiting = _wait_bound(settings, hint, retries)
@@ -165,6 +170,7 @@ async def process_event(
             task_name=task_name,
             exc=exc,
             retries=retries,
+            attempts=started.attempts,
         )
     if not completed:
         return Result(Outcome.skipped, "completed meanwhile")
@@ -192,10 +198,12 @@ class EventTask(Task):  # type: ignore[misc]
             hint = retry_after(exc) if exc is not None else None
             if hint is not None:
                 countdown = max(countdown, min(hint, settings.TASK_RETRY_BACKOFF_MAX))
-        if max_retries is None:
-            max_retries = settings.TASK_MAX_RETRIES
         if isinstance(exc, RetryRest):
+            # Each event has its own budget (record_failure): the message retries until its
+            # events are done or dead-lettered, however many of them there are.
             args = ([*exc.rest],)
+        elif max_retries is None:
+            max_retries = settings.TASK_MAX_RETRIES
         return super().retry(
             args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
         )
@@ -317,11 +325,13 @@ def run_events(task: TypedTask[[EventIds], str], event_ids: EventIds, handler: H
     sessionmaker = runtime.sessionmaker()
     outcomes: Counter[str] = Counter()
     try:
+        runtime.start_message()
         parsed = _parse(task.name, event_ids)
         remaining = parsed
         if len(parsed) > 1:
             remaining = runtime.run(partial(_pending, sessionmaker, parsed))
-        outcomes[Outcome.skipped] += len(parsed) - len(remaining)
+        if len(remaining) < len(parsed):
+            outcomes[Outcome.skipped] += len(parsed) - len(remaining)
         while remaining:
             event_id, remaining = remaining[0], remaining[1:]
             result = _run_one(task, sessionmaker, settings, event_id, handler, retries)

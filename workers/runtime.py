@@ -8,6 +8,7 @@ from the parent and `worker_process_shutdown` disposes of the engine.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -66,6 +67,20 @@ def current() -> Runtime:
 
 def sessionmaker() -> async_sessionmaker[AsyncSession]:
     return current().sessionmaker
+
+
+_message_started = 0.0
+
+
+def start_message() -> None:
+    """A task's message begins (workers.events.run_events): its events share its time."""
+    global _message_started
+    _message_started = time.monotonic()
+
+
+def message_age() -> float:
+    """Seconds since the current message began: what its time limits have used."""
+    return time.monotonic() - _message_started
 
 
 def on_abandon(hook: Abandon) -> None:

@@ -3,8 +3,8 @@
 The REDCap claim reads the oldest pending sync rows that have no sync state yet (claim.py),
 and the relay the oldest unpublished rows of each topic whose queue can take more (relay.py):
 with the topic first, each is one range of an index, not every pending row of every topic.
-ix_outbox_events_pending_by_topic replaces ix_outbox_events_pending (created_at), which the
-backlog view scans as well; ix_outbox_events_unpublished gains the topic.
+ix_outbox_events_pending_by_topic replaces ix_outbox_events_pending (created_at) (the backlog
+view counts every pending row either way); ix_outbox_events_unpublished gains the topic.
 
 Revision ID: 0008
 Revises: 0007

@@ -166,12 +166,13 @@ async def _due(
         return [Due(*row) for row in await db.execute(query)]
 
     events = await take(lapsed, batch)
+    if len(events) >= batch:
+        return events
     new: list[Due] = []
     for where in [*ranges, _unrouted()]:
-        if len(events) >= batch:
-            break
+        # Each topic may fill the batch: oldest first across topics, whatever their mix.
         new += await take(fresh.where(where), batch - len(events))
-    # Oldest first across topics (rows locked and not taken are free again at commit).
+    # Rows locked here and not taken are free again at commit, a few milliseconds on.
     new.sort(key=lambda e: (e.created_at, e.id))
     return events + new[: batch - len(events)]
 

@@ -1,11 +1,14 @@
 """The claim: which submissions a sync sends, and under which record, event and instance.
 
 In one short transaction of its own (`own_transaction`), committed before any call to REDCap:
-the batch's states are locked (the connection row first, so claims of one connection take
-turns; then FOR UPDATE SKIP LOCKED on PostgreSQL), given their record id, event, instrument
-and repeat instance (the highest this connection's states hold for that record and
-instrument, + 1, in received order) and marked claimed: pending, no error, last_attempt_at
-now. A claim is someone else's until it is REDCAP_SYNC_LEASE_SECONDS old.
+claims of one connection take turns (its row locked first, _take_turn); the batch is the
+connection's oldest waiting states (FOR UPDATE SKIP LOCKED on PostgreSQL) and submissions
+waiting for their first sync (no state row yet: the turn keeps them, and the write is an
+upsert), each given its record id, event, instrument and repeat instance (the highest this
+connection's states hold for that record, + 1, in received order) and marked claimed:
+pending, no error, last_attempt_at now. Where every submission makes a row, the rows are
+built after the turn (build_items). A claim is someone else's until it is
+REDCAP_SYNC_LEASE_SECONDS old.
 """
 
 from __future__ import annotations
@@ -163,15 +166,24 @@ def _routed_here(plan: Plan) -> Any:
 class _State(Protocol):
     """What a claim reads of a state: an ORM row (its own) or a plain row (the others)."""
 
-    submission_id: uuid.UUID
-    connection_id: uuid.UUID | None
-    record_id: str | None
-    event: str | None
-    instrument: str | None
-    instance: int | None
-    attempts: int
-    participant_code: str
-    received_at: datetime
+    @property
+    def submission_id(self) -> uuid.UUID: ...
+    @property
+    def connection_id(self) -> uuid.UUID | None: ...
+    @property
+    def record_id(self) -> str | None: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def instrument(self) -> str | None: ...
+    @property
+    def instance(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def participant_code(self) -> str: ...
+    @property
+    def received_at(self) -> datetime: ...
 
 
 @dataclass
@@ -182,13 +194,33 @@ class _Own:
     participant_code: str
     received_at: datetime
 
-    submission_id = property(lambda self: self.row.submission_id)
-    connection_id = property(lambda self: self.row.connection_id)
-    record_id = property(lambda self: self.row.record_id)
-    event = property(lambda self: self.row.event)
-    instrument = property(lambda self: self.row.instrument)
-    instance = property(lambda self: self.row.instance)
-    attempts = property(lambda self: self.row.attempts)
+    @property
+    def submission_id(self) -> uuid.UUID:
+        return self.row.submission_id
+
+    @property
+    def connection_id(self) -> uuid.UUID | None:
+        return self.row.connection_id
+
+    @property
+    def record_id(self) -> str | None:
+        return self.row.record_id
+
+    @property
+    def event(self) -> str | None:
+        return self.row.event
+
+    @property
+    def instrument(self) -> str | None:
+        return self.row.instrument
+
+    @property
+    def instance(self) -> int | None:
+        return self.row.instance
+
+    @property
+    def attempts(self) -> int:
+        return self.row.attempts
 
 
 def _first_syncs(plan: Plan, limit: int) -> Any:
@@ -285,7 +317,12 @@ async def _claimable_others(
         .order_by(both.c.received_at, both.c.submission_id)
         .limit(limit)
     )
-    return list((await session.execute(query)).all())
+    # A submission with two pending sync rows (none is written so today) comes once: the
+    # claim's upsert may touch a row only once.
+    unique: dict[uuid.UUID, _State] = {}
+    for row in (await session.execute(query)).all():
+        unique.setdefault(row.submission_id, row)
+    return list(unique.values())
 
 
 # Record by record (LATERAL), each the top of one range of ix_redcap_sync_states_numbering:
@@ -546,12 +583,22 @@ async def _claim(
 
 
 async def _take_turn(session: AsyncSession, plan: Plan) -> None:
+    """One claim per connection at a time: candidates and instance numbers are read, then
+    written, and a first sync has no state row to lock."""
     if plan.postgresql:
-        # One claim per connection at a time: instance numbers are read, then written.
         await session.execute(
             select(RedcapConnection.id)
             .where(RedcapConnection.id == plan.connection_id)
             .with_for_update()
+        )
+    else:
+        # SQLite has no row locks, and takes its write lock at a transaction's first write:
+        # one now, or two claims could read the same candidates before either writes.
+        await session.execute(
+            update(RedcapConnection)
+            .where(RedcapConnection.id == plan.connection_id)
+            .values(id=RedcapConnection.id)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -605,7 +652,9 @@ async def claim_batch(
     if is_claimed(own, now, plan.lease):
         assert own.last_attempt_at is not None
         left = (own.last_attempt_at + plan.lease - now).total_seconds()
-        return Claim(held_elsewhere_s=max(1.0, min(left, 60.0)))
+        # Soon: that batch is most likely settled within seconds, and its outcome completes
+        # this submission's outbox row too.
+        return Claim(held_elsewhere_s=max(1.0, min(left, 10.0)))
     code, received_at = (
         await session.execute(
             select(Participant.participant_code, Submission.received_at)

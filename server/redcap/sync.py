@@ -410,10 +410,15 @@ async def _claim_next(db: AsyncSession, plan: Plan) -> Claim:
 
 
 async def _built(db: AsyncSession, plan: Plan, claim: Claim) -> Claim:
-    """The claim with its rows, built once its turn is over (build_items) if it has none."""
+    """The claim with its rows, built once its turn is over (build_items) if it has none. If
+    that fails, the claim (committed) is let go of before the error goes on."""
     if claim.numbered and not claim.items:
-        async with own_transaction(db) as session:
-            await build_items(session, plan, claim)
+        try:
+            async with own_transaction(db) as session:
+                await build_items(session, plan, claim)
+        except Exception:
+            await _release(db, _claimed_ids(claim), DEFERRED)
+            raise
     return claim
 
 
@@ -425,20 +430,27 @@ def _claim_ahead(db: AsyncSession, plan: Plan) -> asyncio.Task[Claim]:
 
 async def _let_go(db: AsyncSession, ahead: asyncio.Task[Claim] | None, error: str) -> None:
     """A batch claimed ahead that is not sent after all: pending again and unclaimed (the
-    error says why it waits), if its claim got as far as committing."""
+    error says why it waits). Not cancelled: a claim that has committed would be lost with
+    it, held until its lease ran out; it is short, so it is waited for."""
     if ahead is None:
         return
-    ahead.cancel()  # nothing, once the claim has committed
     await asyncio.wait([ahead])
-    if ahead.cancelled() or ahead.exception() is not None or not ahead.result().items:
+    if not ahead.cancelled() and ahead.exception() is None:
+        await _release(db, _claimed_ids(ahead.result()), error)
+
+
+def _claimed_ids(claim: Claim) -> list[uuid.UUID]:
+    return [i.submission_id for i in claim.items] or [n for n, _ in claim.numbered]
+
+
+async def _release(db: AsyncSession, submission_ids: list[uuid.UUID], error: str) -> None:
+    """These claimed states pending again and unclaimed at once (the error says why)."""
+    if not submission_ids:
         return
-    with suppress(Exception):  # else its claim runs out with the lease
+    with suppress(Exception):  # else their claim runs out with the lease
         async with own_transaction(db) as session:
             await _write_results(
-                session,
-                _Results(),
-                still_pending=[i.submission_id for i in ahead.result().items],
-                pending_error=error,
+                session, _Results(), still_pending=submission_ids, pending_error=error
             )
 
 

@@ -26,8 +26,10 @@ async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -
     submission_id = uuid.UUID(payload["submission_id"])
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
     # Its writes (the submission's sync state) commit with the job's completion; after a full
-    # batch, at once, and the task goes on with the connection's backlog (BACKLOG_SECONDS).
-    await sync.sync_submission(db, settings, submission_id, backlog_seconds=sync.BACKLOG_SECONDS)
+    # batch, at once, and the task goes on with the connection's backlog: BACKLOG_SECONDS for
+    # the whole message (its events share the task's time limits), not for each event.
+    backlog = max(0.0, sync.BACKLOG_SECONDS - runtime.message_age())
+    await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
     return None
 
 
