@@ -1,6 +1,9 @@
-"""The embedded default (make run's SQLite file) syncs too: the claim's portable path (no
-FOR UPDATE, upserts in place of the PostgreSQL statements), and a backlog drained in
-back-to-back batches by one task, on connections of its own."""
+"""The embedded default (make run's SQLite file, which the product ships) syncs too: the
+claim's portable path (no FOR UPDATE, upserts in place of the PostgreSQL statements), and a
+backlog drained in back-to-back batches by one task, on connections of its own. SQLite here
+is the database under test, not a stand-in for PostgreSQL: the same behaviours on PostgreSQL
+are tests/test_redcap_sync.py's. REDCap is the stand-in server over HTTP; the throttle uses
+the test Redis."""
 
 from __future__ import annotations
 

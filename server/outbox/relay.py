@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, updat
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
+from server.core.db import create_engine, create_sessionmaker, one_of
 from server.core.models import utcnow
 from server.jobs import service as jobs_service
 from server.jobs.models import Job, JobStatus
@@ -190,35 +190,29 @@ async def _mark_published(
     )
     await db.execute(
         update(OutboxEvent)
-        .where(OutboxEvent.id.in_([e.id for e in events]))
+        .where(one_of(db, OutboxEvent.id, [e.id for e in events]))
         .values(published_at=now, publish_attempts=attempts + 1, lease_until=lease_until)
         .execution_options(synchronize_session=False)
     )
 
 
-# PostgreSQL: the batch marked published and its Jobs made in one statement, nothing but the
-# ids crossing from Python (on the ORM path, building and binding each Job's ten values was
-# about half of the relay's CPU in a backlog). The Job's study is its submission's, named by
-# the payload; a payload that names none (or not as a UUID) makes a Job of no study.
-_PG_MARK_PUBLISHED = text(
+# PostgreSQL: the batch's Jobs made from its rows in the database, nothing but the ids
+# crossing from Python (building and binding each Job's ten values was about half of the
+# relay's CPU in a backlog). The Job's study is its submission's, named by the payload; a
+# payload that names none (or not as a UUID) makes a Job of no study, as ensure_jobs does.
+_PG_MAKE_JOBS = text(
     r"""
-    WITH marked AS (
-        UPDATE outbox_events
-        SET published_at = CAST(:now AS timestamptz),
-            publish_attempts = publish_attempts + 1,
-            lease_until = CAST(:now AS timestamptz) + make_interval(
-                secs => CAST(:lease_s AS float8)
-                        * LEAST(power(2, publish_attempts), CAST(:max_factor AS float8)))
-        WHERE id = ANY(CAST(:ids AS uuid[]))
-        RETURNING id, topic, payload, subject_id, created_at,
+    WITH due AS (
+        SELECT id, topic, payload, subject_id, created_at,
             CASE WHEN payload->>'submission_id' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
                  THEN CAST(payload->>'submission_id' AS uuid) END AS submission_id
+        FROM outbox_events WHERE id = ANY(CAST(:ids AS uuid[]))
     ), made AS (
         INSERT INTO jobs (id, kind, status, study_id, subject_id, outbox_event_id, params,
                           progress, attempts, created_at)
-        SELECT gen_random_uuid(), m.topic, 'queued', s.study_id,
-               COALESCE(m.subject_id, m.submission_id), m.id, m.payload, 0, 0, m.created_at
-        FROM marked AS m LEFT JOIN submissions AS s ON s.id = m.submission_id
+        SELECT gen_random_uuid(), d.topic, 'queued', s.study_id,
+               COALESCE(d.subject_id, d.submission_id), d.id, d.payload, 0, 0, d.created_at
+        FROM due AS d LEFT JOIN submissions AS s ON s.id = d.submission_id
         ON CONFLICT (outbox_event_id) DO NOTHING
         RETURNING 1
     )
@@ -232,18 +226,10 @@ async def _mark_published_with_jobs(
 ) -> int:
     """Published now with the lease for the attempt (lease_for), and each event's Job made if
     it has none: how many Jobs it made."""
+    await _mark_published(db, events, now, lease)
     if db.get_bind().dialect.name != "postgresql":
-        await _mark_published(db, events, now, lease)
         return await jobs_service.ensure_jobs(db, events)
-    made = await db.scalar(
-        _PG_MARK_PUBLISHED,
-        {
-            "ids": [e.id for e in events],
-            "now": now,
-            "lease_s": lease.total_seconds(),
-            "max_factor": MAX_LEASE_FACTOR,
-        },
-    )
+    made = await db.scalar(_PG_MAKE_JOBS, {"ids": [e.id for e in events]})
     return int(made or 0)
 
 

@@ -123,7 +123,18 @@ async def own_transaction(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def is_claimed(state: RedcapSyncState, now: datetime, lease: timedelta) -> bool:
+class _Mark(Protocol):
+    """What says whether a state is claimed: an ORM row or a plain one."""
+
+    @property
+    def status(self) -> SyncStatus: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def last_attempt_at(self) -> datetime | None: ...
+
+
+def is_claimed(state: _Mark, now: datetime, lease: timedelta) -> bool:
     return (
         state.status == SyncStatus.pending
         and state.error is None
@@ -164,7 +175,7 @@ def _routed_here(plan: Plan) -> Any:
 
 
 class _State(Protocol):
-    """What a claim reads of a state: an ORM row (its own) or a plain row (the others)."""
+    """What a claim reads of a candidate: a state's row (_STATE_COLUMNS) or a first sync's."""
 
     @property
     def submission_id(self) -> uuid.UUID: ...
@@ -184,43 +195,6 @@ class _State(Protocol):
     def participant_code(self) -> str: ...
     @property
     def received_at(self) -> datetime: ...
-
-
-@dataclass
-class _Own:
-    """The submission's own state (an ORM row) with what a claim reads beside it."""
-
-    row: RedcapSyncState
-    participant_code: str
-    received_at: datetime
-
-    @property
-    def submission_id(self) -> uuid.UUID:
-        return self.row.submission_id
-
-    @property
-    def connection_id(self) -> uuid.UUID | None:
-        return self.row.connection_id
-
-    @property
-    def record_id(self) -> str | None:
-        return self.row.record_id
-
-    @property
-    def event(self) -> str | None:
-        return self.row.event
-
-    @property
-    def instrument(self) -> str | None:
-        return self.row.instrument
-
-    @property
-    def instance(self) -> int | None:
-        return self.row.instance
-
-    @property
-    def attempts(self) -> int:
-        return self.row.attempts
 
 
 def _first_syncs(plan: Plan, limit: int) -> Any:
@@ -256,6 +230,28 @@ def _first_syncs(plan: Plan, limit: int) -> Any:
     )
 
 
+# What a claim reads of a state that exists (a _State), its submission and participant joined.
+_STATE_COLUMNS = (
+    RedcapSyncState.submission_id,
+    Submission.received_at,
+    RedcapSyncState.connection_id,
+    RedcapSyncState.record_id,
+    RedcapSyncState.event,
+    RedcapSyncState.instrument,
+    RedcapSyncState.instance,
+    RedcapSyncState.attempts,
+    Participant.participant_code,
+)
+
+
+def _states(*columns: Any) -> Any:
+    return (
+        select(*_STATE_COLUMNS, *columns)
+        .join(Submission, Submission.id == RedcapSyncState.submission_id)
+        .join(Participant, Participant.id == Submission.participant_id)
+    )
+
+
 def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) -> Any:
     """This connection's pending states that no live claim holds, oldest first, locked."""
     unclaimed = (
@@ -264,19 +260,7 @@ def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) ->
         | (RedcapSyncState.last_attempt_at <= now - plan.lease)
     )
     query = (
-        select(
-            RedcapSyncState.submission_id,
-            Submission.received_at,
-            RedcapSyncState.connection_id,
-            RedcapSyncState.record_id,
-            RedcapSyncState.event,
-            RedcapSyncState.instrument,
-            RedcapSyncState.instance,
-            RedcapSyncState.attempts,
-            Participant.participant_code,
-        )
-        .join(Submission, Submission.id == RedcapSyncState.submission_id)
-        .join(Participant, Participant.id == Submission.participant_id)
+        _states()
         .where(
             RedcapSyncState.connection_id == plan.connection_id,
             RedcapSyncState.status == SyncStatus.pending,
@@ -297,7 +281,7 @@ async def _claimable_others(
 ) -> list[_State]:
     """The connection's next `limit` submissions to send, in the order received: waiting
     states and first syncs together. Plain rows, not ORM objects: the claim writes them with
-    one statement (_prepare). A first sync has no state row to lock: claims of a connection
+    one statement (_claim_rows). A first sync has no state row to lock: claims of a connection
     take turns (_take_turn), and the claim's write is an upsert."""
     first = _first_syncs(plan, limit).cte("first_syncs")
     waiting = _waiting(plan, own_id, now, limit).cte("waiting")
@@ -328,9 +312,9 @@ async def _claimable_others(
 # Record by record (LATERAL), each the top of one range of ix_redcap_sync_states_numbering:
 # the highest instance is the last entry of (connection, instrument, record, event); ordered
 # by event too, or PostgreSQL does not see that `event IS NULL` keeps the index's order, and
-# reads and sorts every state of the record. As one
-# query with `record_id IN (...)` PostgreSQL read every state of the connection, and with a
-# max() per event every state of each record: the cost grew with the study's history.
+# reads and sorts every state of the record. As one query with `record_id IN (...)`
+# PostgreSQL read every state of the connection, and with a max() per event every state of
+# each record: the cost grew with the study's history.
 _PG_MAX_INSTANCE = """
     SELECT r.record_id, m.top
     FROM unnest(CAST(:record_ids AS varchar[])) AS r(record_id)
@@ -639,14 +623,12 @@ async def claim_batch(
 ) -> Claim:
     await _take_turn(session, plan)
     await _ensure_state(session, plan, submission_id, now)
-    own_query = (
-        select(RedcapSyncState)
-        .where(RedcapSyncState.submission_id == submission_id)
-        .execution_options(populate_existing=True)
-    )
+    own_query = _states(
+        RedcapSyncState.status, RedcapSyncState.error, RedcapSyncState.last_attempt_at
+    ).where(RedcapSyncState.submission_id == submission_id)
     if plan.postgresql:
-        own_query = own_query.with_for_update()
-    own = (await session.scalars(own_query)).one()
+        own_query = own_query.with_for_update(of=RedcapSyncState)
+    own = (await session.execute(own_query)).one()
     if own.status in (SyncStatus.synced, SyncStatus.failed):
         return Claim(own_status=own.status, own_error=own.error)
     if is_claimed(own, now, plan.lease):
@@ -655,14 +637,7 @@ async def claim_batch(
         # Soon: that batch is most likely settled within seconds, and its outcome completes
         # this submission's outbox row too.
         return Claim(held_elsewhere_s=max(1.0, min(left, 10.0)))
-    code, received_at = (
-        await session.execute(
-            select(Participant.participant_code, Submission.received_at)
-            .join(Participant, Participant.id == Submission.participant_id)
-            .where(Submission.id == submission_id)
-        )
-    ).one()
-    states: list[_State] = [_Own(own, code, received_at)]
+    states: list[_State] = [own]
     room = plan.batch_size - 1
     if room > 0:
         states += await _claimable_others(session, plan, submission_id, now, room)

@@ -173,29 +173,6 @@ def _local(moment: datetime, timezone: str) -> datetime:
     return moment.astimezone(zone) if zone is not None else moment
 
 
-def format_number(value: Any, validation: str) -> str | None:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        number: float = float(value)
-        if validation.startswith("number_") and validation.endswith("dp"):
-            return f"{number:.{int(validation[7])}f}"
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        if validation.startswith("number_") and validation.endswith("dp"):
-            return f"{value:.{int(validation[7])}f}"
-        if value.is_integer() and validation == "integer":
-            return str(int(value))
-        # Positional, never 1e-05: REDCap's number checks differ on exponents. The shortest
-        # repr is positional already unless it has an exponent (Decimal costs 3 us a value).
-        text = repr(value)
-        return text if "e" not in text else format(Decimal(text), "f")
-    text = str(value).strip()
-    return text or None
-
-
 Formatter = Callable[[Any, str], str | None]  # (a non-null value, the timezone) -> its text
 
 
@@ -212,14 +189,21 @@ def formatter(kind: SourceKind, validation: str) -> Formatter:
         integer = validation == "integer"
 
         def number(value: Any, _timezone: str) -> str | None:
-            if type(value) is not float or not math.isfinite(value):
-                return format_number(value, validation)
+            if isinstance(value, bool):
+                return "1" if value else "0"
+            if isinstance(value, int):
+                return f"{float(value):.{places}f}" if places is not None else str(value)
+            if not isinstance(value, float):
+                return _text(value, _timezone)
+            if not math.isfinite(value):
+                return None
             if places is not None:
                 return f"{value:.{places}f}"
             if integer and value.is_integer():
                 return str(int(value))
             # Positional, never 1e-05: REDCap's number checks differ on exponents. The
-            # shortest repr is positional already unless it has an exponent.
+            # shortest repr is positional already unless it has an exponent (Decimal costs
+            # 3 us a value).
             text = repr(value)
             return text if "e" not in text else format(Decimal(text), "f")
 
@@ -246,10 +230,6 @@ def _text(value: Any, _timezone: str) -> str | None:
 
 def format_value(kind: SourceKind, value: Any, validation: str, timezone: str) -> str | None:
     return None if value is None else formatter(kind, validation)(value, timezone)
-
-
-def source_value(source: str, facts: SubmissionFacts) -> Any:
-    return _getter(source)(facts)
 
 
 def _getter(source: str) -> Callable[[SubmissionFacts], Any]:
