@@ -294,11 +294,12 @@ async def test_a_message_of_several_events_retries_the_rest_and_skips_what_is_do
     redis = Redis.from_url(stack.settings.REDIS_URL)
     with worker(stack, "worker.log", TASK_RETRY_BACKOFF_MAX="1", TASK_MAX_RETRIES="20") as log:
         async with relaying(stack.settings):
+            # More times than Celery's default retry limit (3): the message carries on.
             first = await wait_for_job(
-                stack, submissions[0], log, status=JobStatus.retrying, attempts=2
+                stack, submissions[0], log, status=JobStatus.retrying, attempts=5
             )
             assert first.error is not None
-            # The first failed twice; the message stopped there each time, the others waiting
+            # It failed again and again; the message stopped there each time, the others waiting
             # behind it, not attempted: their jobs say why.
             for later in submissions[1:]:
                 job = await archive_job(stack, later)
@@ -310,7 +311,7 @@ async def test_a_message_of_several_events_retries_the_rest_and_skips_what_is_do
                 await wait_for_job(stack, s, log, status=JobStatus.succeeded) for s in submissions
             ]
         assert [j.attempts for j in jobs[1:]] == [1, 1]
-        assert jobs[0].attempts >= 3
+        assert jobs[0].attempts >= 6
 
         # The whole message again (copies after a lease, say): one look, nothing run twice.
         event_ids = [j.outbox_event_id for j in jobs if j.outbox_event_id is not None]

@@ -181,6 +181,11 @@ async def process_event(
 class EventTask(Task):  # type: ignore[misc]
     """Celery's retry, bounded by this deployment's settings (read at run time, not import)."""
 
+    # Unbounded here, bounded per retry below: a message that carries its events on
+    # (RetryRest) must not stop at Celery's default of 3, or the events behind a failing one
+    # would sit out their leases.
+    max_retries = None
+
     def retry(
         self,
         args: Any = None,
@@ -202,6 +207,7 @@ class EventTask(Task):  # type: ignore[misc]
             # Each event has its own budget (record_failure): the message retries until its
             # events are done or dead-lettered, however many of them there are.
             args = ([*exc.rest],)
+            max_retries = None
         elif max_retries is None:
             max_retries = settings.TASK_MAX_RETRIES
         return super().retry(
