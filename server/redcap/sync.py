@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 
 import orjson
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import any_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
@@ -155,10 +155,16 @@ async def _complete_events(
         )
         .with_for_update(skip_locked=True)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # The locked ids as one array (an InitPlan): the update then finds its rows by primary
+        # key. As `id IN (subquery)` it hashed them and read the whole table again for them.
+        target = OutboxEvent.id == any_(func.array(free.scalar_subquery()))
+    else:
+        target = OutboxEvent.id.in_(free.scalar_subquery())
     completed = list(
         await session.scalars(
             update(OutboxEvent)
-            .where(OutboxEvent.id.in_(free.scalar_subquery()))
+            .where(target)
             .values(completed_at=now, last_error=None)
             .returning(OutboxEvent.id)
             .execution_options(synchronize_session=False)
