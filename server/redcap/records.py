@@ -54,11 +54,13 @@ class SubmissionFacts:
 
 # PostgreSQL, straight from asyncpg: through SQLAlchemy's rows and type processing, building a
 # claim's facts cost several times the CPU. The tasks' summaries come as rows of their own (an
-# aggregate per submission cost PostgreSQL twice the time of both queries).
+# aggregate per submission cost PostgreSQL twice the time of both queries). Rows are keyed by
+# their id's place in the array asked for, not by the id: grouping them by asyncpg's UUIDs
+# (whose every comparison computes both ids' integers, about 6 µs) was a third of the read.
 _PG_FACTS = """
-    SELECT s.id, s.study_id, p.id, p.site_id, p.participant_code, p.timezone, s.received_at,
-           a.client_started_at, b.key, coalesce(a.device->>'model', ''),
-           coalesce(a.app_version, '')
+    SELECT array_position($1::uuid[], s.id), s.study_id, p.id, p.site_id, p.participant_code,
+           p.timezone, s.received_at, a.client_started_at, b.key,
+           coalesce(a.device->>'model', ''), coalesce(a.app_version, '')
     FROM submissions AS s
     JOIN participants AS p ON p.id = s.participant_id
     JOIN assessment_sessions AS a ON a.id = s.session_id
@@ -66,8 +68,10 @@ _PG_FACTS = """
     WHERE s.id = ANY($1::uuid[])
 """
 _PG_SUMMARIES = """
-    SELECT submission_id, module_key, summary::text FROM submission_tasks
-    WHERE submission_id = ANY($1::uuid[]) ORDER BY submission_id, position
+    SELECT i.n, t.module_key, t.summary::text
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
+    JOIN submission_tasks AS t ON t.submission_id = i.id
+    ORDER BY i.n, t.position
 """
 
 
@@ -99,16 +103,18 @@ async def load_facts(
     if db.get_bind().dialect.name == "postgresql":
         apg = await driver_connection(db)
         ids = list(submission_ids)
-        by_submission: dict[uuid.UUID, list[tuple[str, dict[str, Any] | None]]] = {}
-        for sid, module_key, summary in await apg.fetch(_PG_SUMMARIES, ids):
-            by_submission.setdefault(sid, []).append((module_key, orjson.loads(summary)))
+        # By place in `ids`, 1-based as WITH ORDINALITY and array_position count.
+        by_place: list[list[tuple[str, dict[str, Any] | None]]] = [[] for _ in range(len(ids) + 1)]
+        for n, module_key, summary in await apg.fetch(_PG_SUMMARIES, ids):
+            by_place[n].append((module_key, orjson.loads(summary)))
         found: dict[uuid.UUID, SubmissionFacts] = {}
         # The columns in SubmissionFacts' order; asyncpg's UUIDs are uuid.UUIDs.
         for row in await apg.fetch(_PG_FACTS, ids):
-            sid, study, person, site, code, zone, received, started, visit, model, app = row
+            n, study, person, site, code, zone, received, started, visit, model, app = row
+            sid = ids[n - 1]
             found[sid] = SubmissionFacts(
                 sid, study, person, site, code, zone, received, started, visit, model, app,
-                Metrics(by_submission.get(sid, [])),
+                Metrics(by_place[n]),
             )  # fmt: skip
         return found
     rows = await db.execute(
