@@ -54,13 +54,14 @@ class SubmissionFacts:
 
 # PostgreSQL, straight from asyncpg: through SQLAlchemy's rows and type processing, building a
 # claim's facts cost several times the CPU. The tasks' summaries come as rows of their own (an
-# aggregate per submission cost PostgreSQL twice the time of both queries). Rows are keyed by
-# their id's place in the array asked for, not by the id: grouping them by asyncpg's UUIDs
-# (whose every comparison computes both ids' integers, about 6 µs) was a third of the read.
+# aggregate per submission cost PostgreSQL twice the time of both queries). Summaries are
+# grouped by their id's place in the array asked for, and facts found by their id's bytes:
+# grouping rows by asyncpg's UUIDs (whose every comparison computes both ids' integers, about
+# 6 µs) was a third of the read.
 _PG_FACTS = """
-    SELECT array_position($1::uuid[], s.id), s.study_id, p.id, p.site_id, p.participant_code,
-           p.timezone, s.received_at, a.client_started_at, b.key,
-           coalesce(a.device->>'model', ''), coalesce(a.app_version, '')
+    SELECT s.id, s.study_id, p.id, p.site_id, p.participant_code, p.timezone, s.received_at,
+           a.client_started_at, b.key, coalesce(a.device->>'model', ''),
+           coalesce(a.app_version, '')
     FROM submissions AS s
     JOIN participants AS p ON p.id = s.participant_id
     JOIN assessment_sessions AS a ON a.id = s.session_id
@@ -103,14 +104,16 @@ async def load_facts(
     if db.get_bind().dialect.name == "postgresql":
         apg = await driver_connection(db)
         ids = list(submission_ids)
-        # By place in `ids`, 1-based as WITH ORDINALITY and array_position count.
+        # By place in `ids`, 1-based as WITH ORDINALITY counts.
         by_place: list[list[tuple[str, dict[str, Any] | None]]] = [[] for _ in range(len(ids) + 1)]
         for n, module_key, summary in await apg.fetch(_PG_SUMMARIES, ids):
             by_place[n].append((module_key, orjson.loads(summary)))
+        place = {submission_id.bytes: n for n, submission_id in enumerate(ids, 1)}
         found: dict[uuid.UUID, SubmissionFacts] = {}
         # The columns in SubmissionFacts' order; asyncpg's UUIDs are uuid.UUIDs.
         for row in await apg.fetch(_PG_FACTS, ids):
-            n, study, person, site, code, zone, received, started, visit, model, app = row
+            row_id, study, person, site, code, zone, received, started, visit, model, app = row
+            n = place[row_id.bytes]
             sid = ids[n - 1]
             found[sid] = SubmissionFacts(
                 sid, study, person, site, code, zone, received, started, visit, model, app,
