@@ -30,7 +30,7 @@ from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
 from workers.errors import TransientError, is_transient
-from workers.events import Outcome, process_event
+from workers.events import TASK_TIME_LIMIT_S, Outcome, process_event
 
 TASK = "workers.tasks.archive.archive_submission"
 
@@ -291,6 +291,32 @@ async def test_an_events_retries_are_its_own_not_its_messages(
     job = await job_of(db, event.id)
     assert (job.status, job.attempts) == (JobStatus.retrying, 1)
     assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
+
+
+async def test_a_message_that_retried_thousands_of_times_still_retries_its_next_event(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    # A long message behind a long outage: its retry count is the sum of its events' retries,
+    # unbounded (each event's budget is its own), and the wait stays the longest backoff.
+    before = utcnow()
+    result = await process_event(
+        sessions,
+        settings,
+        event_id=event.id,
+        task_name=TASK,
+        handler=handler_raising(TransientError("REDCap answered 503")),
+        retries=5000,
+    )
+    assert result.outcome is Outcome.retry
+    row = await fresh(db, OutboxEvent, event.id)
+    assert row.lease_until is not None
+    assert row.lease_until <= utcnow() + timedelta(
+        seconds=settings.TASK_RETRY_BACKOFF_MAX + TASK_TIME_LIMIT_S + settings.OUTBOX_LEASE_SECONDS
+    )
+    assert row.lease_until > before + timedelta(seconds=settings.TASK_RETRY_BACKOFF_MAX)
 
 
 async def start_run(

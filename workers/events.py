@@ -78,7 +78,8 @@ def _hold_until(settings: Settings, now: datetime, waiting_s: float = 0.0) -> da
 
 def _wait_bound(settings: Settings, hint: float | None, retries: int) -> float:
     """The longest countdown Celery's backoff (with jitter) can pick for this retry."""
-    return max(min(2.0**retries, settings.TASK_RETRY_BACKOFF_MAX), hint or 0.0)
+    # A message's retries are unbounded (EventTask); 2.0**1024 is past a float's range.
+    return max(min(2.0 ** min(retries, 64), settings.TASK_RETRY_BACKOFF_MAX), hint or 0.0)
 
 
 async def record_failure(
