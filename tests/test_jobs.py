@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,7 +31,7 @@ from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
 from workers.errors import TransientError, is_transient
-from workers.events import TASK_TIME_LIMIT_S, Outcome, process_event
+from workers.events import TASK_TIME_LIMIT_S, Outcome, process_event, record_failure
 
 TASK = "workers.tasks.archive.archive_submission"
 
@@ -339,6 +340,29 @@ async def start_run(
             max_attempts=settings.TASK_MAX_RETRIES + 1,
         )
         assert isinstance(started, jobs_service.Started)
+
+
+async def test_a_run_cut_short_late_in_a_long_message_retries_on_its_own_budget(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    # Its first run, in a message whose earlier events retried many times, hit the soft time
+    # limit outside the handler (the worker records that without the run's own count).
+    await start_run(sessions, settings, event, celery_task_id="t-1", hold_until=utcnow())
+    result = await record_failure(
+        sessions,
+        settings,
+        event_id=event.id,
+        task_name=TASK,
+        exc=SoftTimeLimitExceeded(),
+        retries=settings.TASK_MAX_RETRIES * 3,
+    )
+    assert result.outcome is Outcome.retry
+    job = await job_of(db, event.id)
+    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
+    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
 
 
 async def test_attempts_that_never_reported_back_use_up_the_budget(

@@ -62,6 +62,20 @@ class Result:
 EventIds = str | list[str]
 
 
+class BookkeepingRetry(TransientError):
+    """The task's own bookkeeping failed transiently (the database, say): the message again,
+    within `max_retries` (the message's retry count includes its events' retries)."""
+
+    def __init__(self, message: str, *, max_retries: int) -> None:
+        super().__init__(message)
+        self.max_retries = max_retries
+
+
+def _bookkeeping_budget(settings: Settings, events: int) -> int:
+    """TASK_MAX_RETRIES of its own, on top of all its events' retries could have used."""
+    return settings.TASK_MAX_RETRIES + max(1, events) * (settings.TASK_MAX_RETRIES + 1)
+
+
 class RetryRest(TransientError):
     """A transient failure part-way through a message: the retry carries the events not done
     (the one that failed first), not the whole message again."""
@@ -98,7 +112,11 @@ async def record_failure(
     the events before it in the same message."""
     error = jobs.safe_error(exc)
     now = utcnow()
-    used = attempts - 1 if attempts is not None else retries
+    if attempts is None:
+        # Not the message's retries: those count its other events' too.
+        async with sessionmaker() as db:
+            attempts = await jobs.attempts_of(db, event_id)
+    used = attempts - 1 if attempts else 0
     if is_transient(exc) and used < settings.TASK_MAX_RETRIES:
         hint = retry_after(exc)
         # Celery picks the countdown (with jitter) after this; hold the event past its bound.
@@ -209,6 +227,8 @@ class EventTask(Task):  # type: ignore[misc]
             # events are done or dead-lettered, however many of them there are.
             args = ([*exc.rest],)
             max_retries = None
+        elif isinstance(exc, BookkeepingRetry):
+            max_retries = exc.max_retries
         elif max_retries is None:
             max_retries = settings.TASK_MAX_RETRIES
         return super().retry(
@@ -356,8 +376,9 @@ def run_events(task: TypedTask[[EventIds], str], event_ids: EventIds, handler: H
     except Exception as exc:
         # The bookkeeping itself failed (the database is down, say). Retry while that is
         # transient; past that, the events' leases run out and the relay publishes them again.
-        if is_transient(exc) and retries < settings.TASK_MAX_RETRIES:
-            raise TransientError(jobs.safe_error(exc)) from exc
+        budget = _bookkeeping_budget(settings, 1 if isinstance(event_ids, str) else len(event_ids))
+        if is_transient(exc) and retries < budget:
+            raise BookkeepingRetry(jobs.safe_error(exc), max_retries=budget) from exc
         raise
     if isinstance(event_ids, str):
         # One event (a message from before messages carried lists): its outcome, as before.

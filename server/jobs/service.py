@@ -205,6 +205,11 @@ async def start(
     )
 
 
+async def attempts_of(db: AsyncSession, event_id: uuid.UUID) -> int | None:
+    """How many runs the event's Job has started (None: it has no Job)."""
+    return await db.scalar(select(Job.attempts).where(Job.outbox_event_id == event_id))
+
+
 async def not_completed(db: AsyncSession, event_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Which of these events exist and are not completed (no lock: a hint for what to run)."""
     if not event_ids:
