@@ -30,8 +30,9 @@ from server.studies.models import Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
+from workers.app import TASK_TIME_LIMIT_S
 from workers.errors import TransientError, is_transient
-from workers.events import TASK_TIME_LIMIT_S, Outcome, process_event, record_failure
+from workers.events import Outcome, process_event, record_failure
 
 TASK = "workers.tasks.archive.archive_submission"
 
@@ -102,6 +103,13 @@ def handler_returning(value: str | None) -> Any:
 
     handler.calls = calls  # type: ignore[attr-defined]
     return handler
+
+
+async def assert_first_run_retrying(db: AsyncSession, event_id: uuid.UUID) -> None:
+    """Its first run failed and it waits for a retry: not dead-lettered."""
+    job = await job_of(db, event_id)
+    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
+    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
 
 
 def handler_raising(exc: BaseException) -> Any:
@@ -289,9 +297,7 @@ async def test_an_events_retries_are_its_own_not_its_messages(
         retries=settings.TASK_MAX_RETRIES,
     )
     assert result.outcome is Outcome.retry
-    job = await job_of(db, event.id)
-    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
-    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
+    await assert_first_run_retrying(db, event.id)
 
 
 async def test_a_message_that_retried_thousands_of_times_still_retries_its_next_event(
@@ -360,9 +366,7 @@ async def test_a_run_cut_short_late_in_a_long_message_retries_on_its_own_budget(
         retries=settings.TASK_MAX_RETRIES * 3,
     )
     assert result.outcome is Outcome.retry
-    job = await job_of(db, event.id)
-    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
-    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
+    await assert_first_run_retrying(db, event.id)
 
 
 async def test_attempts_that_never_reported_back_use_up_the_budget(

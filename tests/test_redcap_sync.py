@@ -35,7 +35,7 @@ from tests.test_redcap_support import (
     sync_outbox_rows,
 )
 
-GOOD = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
+GOOD: dict[str, Any] = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
 OUT_OF_RANGE = "The value you provided is outside the acceptable range (1 - no limit)."
 
 
@@ -403,7 +403,7 @@ async def test_a_submission_with_nothing_mapped_is_skipped_not_sent(
     # In a batch with others, it takes no instance: theirs follow on without a gap.
     before, between, after = [
         await direct_submission(db, world, ann, summary=s, received_at=ago(3 - n))
-        for n, s in enumerate(({**GOOD}, {"mean_rt_ms": None}, {**GOOD}))
+        for n, s in enumerate([GOOD, {"mean_rt_ms": None}, GOOD])
     ]
     outcome = await sync_submission(db, settings, before)
     assert (outcome.status, outcome.batch, outcome.synced) == ("synced", 2, 2)

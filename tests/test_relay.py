@@ -234,45 +234,6 @@ async def test_a_broker_that_is_down_leaves_the_rows_waiting(db: AsyncSession) -
     assert await db.scalar(select(Job.id).where(Job.subject_id == submission.id)) is None
 
 
-async def test_the_embedded_default_relays_on_sqlite(tmp_path: Path) -> None:
-    # make run's own database and broker: a SQLite file and kombu's filesystem transport, the
-    # relay's portable path (on PostgreSQL, the tests above). No Redis, as in make run.
-    settings = make_settings(
-        f"sqlite+aiosqlite:///{tmp_path / 'metricis.db'}",
-        REDIS_URL="",
-        BROKER_DIR=str(tmp_path / "broker"),
-    )
-    await asyncio.to_thread(migrate, settings)
-    engine = create_engine(settings)
-    publisher = CeleryPublisher.from_settings(settings)
-    queues = sorted({route.queue for route in ROUTES.values()})
-    try:
-        async with create_sessionmaker(engine)() as db:
-            submission = await create_submission(db)
-            events = {t: await add_event(db, submission, t) for t in ROUTES}
-            await db.commit()
-            now = utcnow()
-            first = await relay.relay_once(db, publisher, now=now, lease=LEASE, batch=10)
-            await db.commit()
-            assert (first.published, first.jobs_created, first.error) == (2, 2, None)
-            assert await publisher.queue_depths(queues) == {q: 1 for q in queues}
-            jobs = list(await db.scalars(select(Job).where(Job.subject_id == submission.id)))
-            assert {(j.kind, j.status, j.study_id) for j in jobs} == {
-                (t, JobStatus.queued, submission.study_id) for t in ROUTES
-            }
-            later = now + LEASE + timedelta(seconds=1)
-            again = await relay.relay_once(db, publisher, now=later, lease=LEASE, batch=10)
-            await db.commit()
-            assert (again.published, again.republished, again.jobs_created) == (2, 2, 0)
-            assert await publisher.queue_depths(queues) == {q: 2 for q in queues}
-            for event in events.values():
-                await db.refresh(event)
-                assert (event.publish_attempts, event.lease_until) == (2, later + 2 * LEASE)
-    finally:
-        publisher.close()
-        await engine.dispose()
-
-
 # --- a committed database, as the relay process sees it ---------------------------------
 
 
