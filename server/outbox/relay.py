@@ -29,7 +29,7 @@ from itertools import pairwise
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
@@ -196,41 +196,13 @@ async def _mark_published(
     )
 
 
-# PostgreSQL: the batch's Jobs made from its rows in the database, nothing but the ids
-# crossing from Python (building and binding each Job's ten values was about half of the
-# relay's CPU in a backlog). The Job's study is its submission's, named by the payload; a
-# payload that names none (or not as a UUID) makes a Job of no study, as ensure_jobs does.
-_PG_MAKE_JOBS = text(
-    r"""
-    WITH due AS (
-        SELECT id, topic, payload, subject_id, created_at,
-            CASE WHEN payload->>'submission_id' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
-                 THEN CAST(payload->>'submission_id' AS uuid) END AS submission_id
-        FROM outbox_events WHERE id = ANY(CAST(:ids AS uuid[]))
-    ), made AS (
-        INSERT INTO jobs (id, kind, status, study_id, subject_id, outbox_event_id, params,
-                          progress, attempts, created_at)
-        SELECT gen_random_uuid(), d.topic, 'queued', s.study_id,
-               COALESCE(d.subject_id, d.submission_id), d.id, d.payload, 0, 0, d.created_at
-        FROM due AS d LEFT JOIN submissions AS s ON s.id = d.submission_id
-        ON CONFLICT (outbox_event_id) DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) FROM made
-    """
-)
-
-
 async def _mark_published_with_jobs(
     db: AsyncSession, events: list[Due], now: datetime, lease: timedelta
 ) -> int:
     """Published now with the lease for the attempt (lease_for), and each event's Job made if
     it has none: how many Jobs it made."""
     await _mark_published(db, events, now, lease)
-    if db.get_bind().dialect.name != "postgresql":
-        return await jobs_service.ensure_jobs(db, events)
-    made = await db.scalar(_PG_MAKE_JOBS, {"ids": [e.id for e in events]})
-    return int(made or 0)
+    return await jobs_service.ensure_jobs(db, events)
 
 
 async def relay_once(

@@ -103,6 +103,14 @@ class Claim:
     # lapses (nothing was claimed here).
     held_elsewhere_s: float | None = None
 
+    @property
+    def submission_ids(self) -> list[uuid.UUID]:
+        """The submissions claimed: those with rows, or, before their rows are built, the
+        numbered ones."""
+        if self.items:
+            return [item.submission_id for item in self.items]
+        return [submission_id for submission_id, _ in self.numbered]
+
 
 @asynccontextmanager
 async def own_transaction(db: AsyncSession) -> AsyncIterator[AsyncSession]:
@@ -152,14 +160,7 @@ async def _ensure_state(
 ) -> None:
     await session.execute(
         _insert(session)(RedcapSyncState)
-        .values(
-            submission_id=submission_id,
-            study_id=plan.study_id,
-            connection_id=plan.connection_id,
-            status=SyncStatus.pending,
-            attempts=0,
-            created_at=now,
-        )
+        .values(**{**_new_state(plan, submission_id, now), "attempts": 0})
         .on_conflict_do_nothing(index_elements=["submission_id"])
     )
 
@@ -562,10 +563,9 @@ async def _claim(
             session, plan, [(s, s.participant_code) for s in ordered], now
         )
         claim.numbered = [(s.submission_id, n) for s, n in zip(ordered, instances, strict=True)]
-        _held_as([submission_id for submission_id, _ in claim.numbered], now)
     else:
         claim.items = await _claim_and_build(session, plan, states, now)
-        _held_as([item.submission_id for item in claim.items], now)
+    _held_as(claim.submission_ids, now)
     return claim
 
 
@@ -645,7 +645,7 @@ async def claim_batch(
     if room > 0:
         states += await _claimable_others(session, plan, submission_id, now, room)
     claim = await _claim(session, plan, states, now, Claim(full=len(states) >= plan.batch_size))
-    sent = submission_id in {i.submission_id for i in claim.items} | {n[0] for n in claim.numbered}
+    sent = submission_id in claim.submission_ids
     claim.own_status = SyncStatus.pending if sent else SyncStatus.skipped
     claim.own_error = None if sent else NOTHING_TO_SEND
     return claim

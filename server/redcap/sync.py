@@ -423,7 +423,7 @@ async def _built(db: AsyncSession, plan: Plan, claim: Claim) -> Claim:
             async with own_transaction(db) as session:
                 await build_items(session, plan, claim)
         except Exception:
-            await _release(db, _claimed_ids(claim), DEFERRED)
+            await _release(db, claim.submission_ids, DEFERRED)
             raise
     return claim
 
@@ -442,11 +442,7 @@ async def _let_go(db: AsyncSession, ahead: asyncio.Task[Claim] | None, error: st
         return
     await asyncio.wait([ahead])
     if not ahead.cancelled() and ahead.exception() is None:
-        await _release(db, _claimed_ids(ahead.result()), error)
-
-
-def _claimed_ids(claim: Claim) -> list[uuid.UUID]:
-    return [i.submission_id for i in claim.items] or [n for n, _ in claim.numbered]
+        await _release(db, ahead.result().submission_ids, error)
 
 
 async def _release(db: AsyncSession, submission_ids: list[uuid.UUID], error: str) -> None:
