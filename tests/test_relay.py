@@ -349,6 +349,79 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
                 loop_task.cancel()
 
 
+class EpochReadFails:
+    """The real publisher, whose broker_epoch fails while `failing` is set: a read that reached
+    the old server just before it died, or the new one just before it listened."""
+
+    def __init__(self, publisher: CeleryPublisher) -> None:
+        self.publisher = publisher
+        self.failing = False
+        self.reads = 0
+
+    async def broker_epoch(self) -> str | None:
+        self.reads += 1
+        if self.failing:
+            raise ConnectionError("Error 111 connecting: Connection refused.")
+        return await self.publisher.broker_epoch()
+
+    async def __call__(self, topic: str, event_id: uuid.UUID) -> None:
+        await self.publisher(topic, event_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.publisher, name)
+
+
+@pytest.mark.slow
+async def test_rows_sent_to_a_new_server_before_the_relay_knows_it_are_not_sent_twice(
+    relay_db: str,
+) -> None:
+    with services.own_redis() as (redis_proc, port):
+        settings = make_settings(
+            relay_db, REDIS_URL=f"redis://127.0.0.1:{port}/0", RELAY_INTERVAL_SECONDS=0.05
+        )
+        publisher = EpochReadFails(CeleryPublisher.from_settings(settings))
+        stop = asyncio.Event()
+        loop_task = asyncio.create_task(relay.run_relay(settings, stop, publish=publisher))  # type: ignore[arg-type]
+        restarted: subprocess.Popen[bytes] | None = None
+        try:
+            lost = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 2)
+            await eventually(lambda: len(queued_ids(Redis(port=port), "maintenance")) == 2)
+
+            # The server dies and a new one is up before the relay's next epoch read, which
+            # fails anyway: the broker answers the publish that follows in the same cycle.
+            publisher.failing = True
+            redis_proc.kill()
+            redis_proc.wait()
+            restarted = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+            )
+            services.wait_for_port(port)
+            waiting = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 3)
+            reads = publisher.reads
+            await eventually(lambda: publisher.reads >= reads + 3)
+            publisher.failing = False
+
+            redis = Redis(port=port)
+            await eventually(lambda: len(queued_ids(redis, "maintenance")) >= 5, timeout=15)
+
+            async def all_published() -> bool:
+                return await unpublished(settings) == 0
+
+            await eventually(all_published)
+            await asyncio.sleep(0.3)  # a few more cycles: nothing more is sent
+            assert sorted(queued_ids(redis, "maintenance")) == sorted(
+                str(i) for i in waiting + lost
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop_task, 10)
+            publisher.publisher.close()
+            if restarted is not None:
+                restarted.kill()
+                restarted.wait()
+
+
 @pytest.mark.slow
 async def test_the_relay_command_runs_until_told_to_stop(relay_db: str) -> None:
     with services.own_redis() as (_redis, port):

@@ -28,6 +28,7 @@ from typing import Any
 
 from celery import Celery
 from kombu.exceptions import ChannelError
+from redis.exceptions import ResponseError
 
 from server.core.config import Settings
 from server.outbox import topics
@@ -111,7 +112,10 @@ class CeleryPublisher:
             if not hasattr(channel, "conn_or_acquire"):
                 return None
             with channel.conn_or_acquire() as client:
-                return str(client.info("server")["run_id"])
+                try:
+                    return str(client.info("server")["run_id"])
+                except ResponseError:
+                    return None  # INFO renamed or denied (some managed Redis): cannot tell
         except BaseException:
             self._drop_connection()
             raise
