@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -51,10 +53,17 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 @contextmanager
 def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A redis-server of the test's own, on a free port, that the test may kill."""
+    port = free_port()
+    with redis_on(port) as proc:
+        yield proc, port
+
+
+@contextmanager
+def redis_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A new, empty redis-server on `port` (where the test killed one, say), killed at the end."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
-    port = free_port()
     workdir = tempfile.mkdtemp(prefix="metricis-redis-")
     proc = subprocess.Popen(
         [
@@ -75,9 +84,26 @@ def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     )
     try:
         wait_for_port(port)
-        yield proc, port
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, what: Callable[[], str] | None = None
+) -> None:
+    """Until check() (or the coroutine it returns) is true; AssertionError after `timeout`
+    seconds, saying what() where given (a log's tail, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting" + (f": {what()}" if what else ""))
+        await asyncio.sleep(0.05)

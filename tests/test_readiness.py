@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from httpx import ASGITransport, AsyncClient
 
@@ -36,17 +34,9 @@ async def test_readiness_when_redis_is_stopped(settings: Settings) -> None:
                 # Liveness is about the process, not its dependencies.
                 assert (await http.get("/api/health")).status_code == 200
 
-                restarted = subprocess.Popen(
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                    stdout=subprocess.DEVNULL,
-                )
-                try:
-                    services.wait_for_port(port)
+                with services.redis_on(port):
                     back = await http.get("/api/health/ready")
                     assert back.status_code == 200
-                finally:
-                    restarted.kill()
-                    restarted.wait()
         finally:
             await app.state.engine.dispose()
             await app.state.redis.aclose()

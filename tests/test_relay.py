@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from server.outbox.models import OutboxEvent
 from server.outbox.topics import ROUTES
 from tests import services
 from tests.conftest import create_database, drop_database, make_settings
+from tests.services import eventually
 from tests.test_jobs import add_event, create_submission
 from workers.publisher import EVENTS_PER_MESSAGE, CeleryPublisher
 
@@ -283,17 +284,8 @@ async def unpublished(settings: Settings) -> int:
         await engine.dispose()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.05)
+async def all_published(settings: Settings) -> bool:
+    return await unpublished(settings) == 0
 
 
 @pytest.mark.slow
@@ -318,12 +310,7 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
             assert await unpublished(settings) == 3  # they wait, untouched
 
             # A new, empty server on the same port: no queues, no bindings, no old connection.
-            restarted = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                services.wait_for_port(port)
+            with services.redis_on(port):
                 redis = Redis(port=port)
                 # The 3 that waited, and the 2 whose messages died with the old server: sent
                 # again at once (it is a new server), not when their lease runs out.
@@ -333,16 +320,10 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
                 )
 
                 # Published first, recorded when the relay's transaction commits just after.
-                async def all_published() -> bool:
-                    return await unpublished(settings) == 0
-
-                await eventually(all_published)
+                await eventually(lambda: all_published(settings))
                 assert results[-1].ok
-            finally:
                 stop.set()
                 await asyncio.wait_for(loop_task, 10)
-                restarted.kill()
-                restarted.wait()
         finally:
             stop.set()
             if not loop_task.done():
@@ -382,7 +363,6 @@ async def test_rows_sent_to_a_new_server_before_the_relay_knows_it_are_not_sent_
         publisher = EpochReadFails(CeleryPublisher.from_settings(settings))
         stop = asyncio.Event()
         loop_task = asyncio.create_task(relay.run_relay(settings, stop, publish=publisher))  # type: ignore[arg-type]
-        restarted: subprocess.Popen[bytes] | None = None
         try:
             lost = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 2)
             await eventually(lambda: len(queued_ids(Redis(port=port), "maintenance")) == 2)
@@ -392,34 +372,26 @@ async def test_rows_sent_to_a_new_server_before_the_relay_knows_it_are_not_sent_
             publisher.failing = True
             redis_proc.kill()
             redis_proc.wait()
-            restarted = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                stdout=subprocess.DEVNULL,
-            )
-            services.wait_for_port(port)
-            waiting = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 3)
-            reads = publisher.reads
-            await eventually(lambda: publisher.reads >= reads + 3)
-            publisher.failing = False
+            with services.redis_on(port):
+                waiting = await add_committed(settings, outbox.ARCHIVE_SUBMISSION, 3)
+                reads = publisher.reads
+                await eventually(lambda: publisher.reads >= reads + 3)
+                publisher.failing = False
 
-            redis = Redis(port=port)
-            await eventually(lambda: len(queued_ids(redis, "maintenance")) >= 5, timeout=15)
-
-            async def all_published() -> bool:
-                return await unpublished(settings) == 0
-
-            await eventually(all_published)
-            await asyncio.sleep(0.3)  # a few more cycles: nothing more is sent
-            assert sorted(queued_ids(redis, "maintenance")) == sorted(
-                str(i) for i in waiting + lost
-            )
+                redis = Redis(port=port)
+                await eventually(lambda: len(queued_ids(redis, "maintenance")) >= 5, timeout=15)
+                await eventually(lambda: all_published(settings))
+                await asyncio.sleep(0.3)  # a few more cycles: nothing more is sent
+                assert sorted(queued_ids(redis, "maintenance")) == sorted(
+                    str(i) for i in waiting + lost
+                )
+                stop.set()
+                await asyncio.wait_for(loop_task, 10)
         finally:
             stop.set()
-            await asyncio.wait_for(loop_task, 10)
+            if not loop_task.done():
+                loop_task.cancel()
             publisher.publisher.close()
-            if restarted is not None:
-                restarted.kill()
-                restarted.wait()
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from server.outbox.topics import ROUTES
 from tests import factories, services
 from tests.bench.ingest import seed
 from tests.conftest import create_database, drop_database, make_settings
+from tests.services import eventually
 from workers.app import app as celery_app
 from workers.publisher import CeleryPublisher
 
@@ -204,17 +205,17 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
             publisher.close()
         # Waiting on the worker's word, not on an empty queue: a message taken off the list is
         # in neither the list nor "unacked" for a moment, before the worker has run it.
-        deadline = time.monotonic() + 10
-        while b"task_skipped" not in log.read_bytes() or b"'skipped'" not in log.read_bytes():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: b"task_skipped" in log.read_bytes() and b"'skipped'" in log.read_bytes(),
+            what=lambda: log.read_text()[-3000:],
+        )
         # What each message's run returned: the relay's list, then the lone copy.
         assert b"'succeeded=1'" in log.read_bytes()
         redis = Redis.from_url(stack.settings.REDIS_URL)
-        deadline = time.monotonic() + 10
-        while redis.llen("maintenance") or redis.hlen("unacked"):
-            assert time.monotonic() < deadline, "the copy was never acknowledged"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: not (redis.llen("maintenance") or redis.hlen("unacked")),
+            what=lambda: "the copy was never acknowledged",
+        )
     again = await archive_job(stack, submission_id)
     assert again is not None
     assert (again.attempts, again.celery_task_id, again.finished_at) == (
@@ -326,10 +327,9 @@ async def test_a_message_of_several_events_retries_the_rest_and_skips_what_is_do
             await publisher.publish_many([(ARCHIVE, event_id) for event_id in event_ids])
         finally:
             publisher.close()
-        deadline = time.monotonic() + 10
-        while b"skipped=3" not in log.read_bytes():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: b"skipped=3" in log.read_bytes(), what=lambda: log.read_text()[-3000:]
+        )
     for submission_id, job in zip(submissions, jobs, strict=True):
         again = await archive_job(stack, submission_id)
         assert again is not None and (again.attempts, again.finished_at) == (

@@ -284,37 +284,24 @@ async def held_topics(publish: Publish | BatchPublisher, limit: int) -> frozense
     return frozenset(t for t, r in topics.ROUTES.items() if depths.get(r.queue, 0) >= limit)
 
 
-@dataclass(frozen=True)
-class BrokerWatch:
-    epoch: str | None  # the last epoch seen
-    error: str | None = None  # the broker did not say which server it is, this cycle
-
-
 async def _watch_broker(
     epoch_of: Callable[[], Awaitable[str | None]],
     sessionmaker: async_sessionmaker[AsyncSession],
     last: str | None,
-) -> BrokerWatch:
-    """The broker's epoch now; on a change, resend_waiting first. Keeps `last` on any error
-    (the broker or the database is down): the change is seen when both answer.
+) -> str | None:
+    """The broker's epoch now; on a change, resend_waiting first. Raises where the broker or the
+    database does not answer, and the caller keeps `last`: the change is seen when both do.
 
-    A cycle whose read failed publishes nothing: the broker may come back between the read and
-    the publish, and rows sent to a new server before the relay knew of it would be sent again
-    by the next cycle's resend_waiting (copies in the queue, each a task run for nothing)."""
-    try:
-        epoch = await epoch_of()
-    except Exception as exc:
-        return BrokerWatch(last, jobs_service.safe_error(exc))
-    try:
-        if last is not None and epoch is not None and epoch != last:
-            async with sessionmaker() as db:
-                resent = await resend_waiting(db, now=utcnow())
-                await db.commit()
-            log.warning("broker_restarted", resent=resent)
-    except Exception as exc:
-        # The database: keep the old epoch so the resend happens once it answers.
-        return BrokerWatch(last, jobs_service.safe_error(exc))
-    return BrokerWatch(epoch if epoch is not None else last)
+    The cycle that raised publishes nothing: the broker may come back between the read and the
+    publish, and rows sent to a new server before the relay knew of it would be sent again by
+    the next cycle's resend_waiting (copies in the queue, each a task run for nothing)."""
+    epoch = await epoch_of()
+    if last is not None and epoch is not None and epoch != last:
+        async with sessionmaker() as db:
+            resent = await resend_waiting(db, now=utcnow())
+            await db.commit()
+        log.warning("broker_restarted", resent=resent)
+    return epoch if epoch is not None else last
 
 
 @dataclass(frozen=True)
@@ -392,26 +379,21 @@ async def run_relay(
     log.info("relay_started", interval_s=interval, lease_s=lease.total_seconds(), batch=batch)
     try:
         while not stop_event.is_set():
-            watch = BrokerWatch(epoch)
-            if epoch_of is not None:
-                watch = await _watch_broker(epoch_of, sessionmaker, epoch)
-                epoch = watch.epoch
-            if watch.error is not None:
-                result = RelayResult(error=watch.error)
-            else:
+            try:
+                if epoch_of is not None:
+                    epoch = await _watch_broker(epoch_of, sessionmaker, epoch)
                 now_held = await held_topics(publish, settings.RELAY_MAX_QUEUED_MESSAGES)
                 if now_held != held:
                     log.info("relay_holding", topics=sorted(now_held))
                     held = now_held
-                try:
-                    async with sessionmaker() as db:
-                        result = await relay_once(
-                            db, publish, now=utcnow(), lease=lease, batch=batch, held=held
-                        )
-                        await db.commit()
-                except Exception as exc:
-                    # The database, most likely: the rows are safe in it, try again later.
-                    result = RelayResult(error=jobs_service.safe_error(exc))
+                async with sessionmaker() as db:
+                    result = await relay_once(
+                        db, publish, now=utcnow(), lease=lease, batch=batch, held=held
+                    )
+                    await db.commit()
+            except Exception as exc:
+                # The broker or the database: the rows are safe in it, try again later.
+                result = RelayResult(error=jobs_service.safe_error(exc))
             if on_cycle is not None:
                 on_cycle(result)
             if result.published:
