@@ -26,19 +26,19 @@ $(STAMP): requirements.txt | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -r requirements.txt
 	touch $@
 
-# API + worker + beat. No DATABASE_URL/REDIS_URL: SQLite in var/ and a filesystem broker.
+# API + worker + beat + relay. Without DATABASE_URL / REDIS_URL, devservers starts an
+# embedded PostgreSQL and Redis (pip packages, data in var/embedded) and stops them after.
+# `exec`: honcho takes the shell's place, so a stop reaches it directly.
 run: $(STAMP)
 	mkdir -p var
-	python -m server migrate
-	python -m server seed-demo --if-empty
-	honcho start --port $(PORT)
+	python -m devservers run --var var/embedded -- sh -c 'python -m server migrate && python -m server seed-demo --if-empty && exec honcho start --port $(PORT)'
 
 test: $(STAMP)
 	python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	ruff check .
-	mypy server workers
+	mypy server workers devservers
 
 # Benchmarks (not tests): print figures and a summary line; bench-ingest needs wrk
 # (apt-get install wrk), bench-sync redis-server; both PostgreSQL (TEST_DATABASE_URL).

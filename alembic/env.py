@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -15,7 +16,9 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return context.config.attributes.get("database_url") or load_settings().DATABASE_URL
+    # Migrations need the database only: DATABASE_URL alone is enough to run them.
+    given = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
+    return given or load_settings().DATABASE_URL
 
 
 def _configure(connection: Connection) -> None:
@@ -23,8 +26,6 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
-        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -19,10 +19,6 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 
     from alembic import command
 
-    if settings.is_sqlite:
-        # The embedded default keeps its database file under ./var.
-        db_path = settings.DATABASE_URL.split("///", 1)[-1]
-        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = settings.DATABASE_URL
     command.upgrade(config, revision)

@@ -65,9 +65,7 @@ PARTICIPANT_ROUTERS: list[APIRouter] = [session_router, submit_router, sync_rout
 HAND_READ_BODIES: list[type[BaseModel]] = [SubmissionIn, SyncIn]
 
 
-def _redis(settings: Settings) -> Redis | None:
-    if not settings.REDIS_URL:
-        return None
+def _redis(settings: Settings) -> Redis:
     return Redis.from_url(
         settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
     )

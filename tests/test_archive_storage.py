@@ -33,6 +33,14 @@ S3_ACCESS_KEY = "testing-key"
 S3_SECRET_KEY = "testing-secret"
 
 
+def settings_with(**values: Any) -> Settings:
+    return Settings(
+        DATABASE_URL="postgresql+asyncpg://metricis@db/metricis",
+        REDIS_URL="redis://r:6379/0",
+        **values,
+    )
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     port = services.free_port()
@@ -172,11 +180,11 @@ def test_local_refuses_a_symlink_out_of_the_root(tmp_path: Path) -> None:
 
 
 def test_storage_from_settings_picks_the_backend(tmp_path: Path) -> None:
-    local = storage_from_settings(Settings(ARCHIVE_DIR=str(tmp_path / "a")))
+    local = storage_from_settings(settings_with(ARCHIVE_DIR=str(tmp_path / "a")))
     assert isinstance(local, LocalStorage) and local.root == tmp_path / "a"
 
     s3 = storage_from_settings(
-        Settings(
+        settings_with(
             ARCHIVE_BACKEND="s3",
             ARCHIVE_S3_BUCKET="bucket",
             ARCHIVE_S3_ENDPOINT_URL="http://127.0.0.1:9",
@@ -188,14 +196,16 @@ def test_storage_from_settings_picks_the_backend(tmp_path: Path) -> None:
     assert "very-secret-value" not in repr(s3)
 
     with pytest.raises(ConfigurationError, match="ARCHIVE_S3_BUCKET"):
-        storage_from_settings(Settings(ARCHIVE_BACKEND="s3"))
+        storage_from_settings(settings_with(ARCHIVE_BACKEND="s3"))
     with pytest.raises(ConfigurationError, match="go together"):
         storage_from_settings(
-            Settings(ARCHIVE_BACKEND="s3", ARCHIVE_S3_BUCKET="b", ARCHIVE_S3_ACCESS_KEY_ID="id")
+            settings_with(
+                ARCHIVE_BACKEND="s3", ARCHIVE_S3_BUCKET="b", ARCHIVE_S3_ACCESS_KEY_ID="id"
+            )
         )
 
 
 def test_archive_secret_is_not_shown_in_settings() -> None:
-    settings = Settings(ARCHIVE_S3_SECRET_ACCESS_KEY=SecretStr("very-secret-value"))
+    settings = settings_with(ARCHIVE_S3_SECRET_ACCESS_KEY=SecretStr("very-secret-value"))
     assert "very-secret-value" not in repr(settings)
     assert "very-secret-value" not in str(settings.model_dump())

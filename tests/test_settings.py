@@ -1,4 +1,5 @@
-"""Production refuses to start with a generated or placeholder secret, or with SQLite."""
+"""Settings: PostgreSQL and Redis only; production refuses a generated or placeholder secret;
+development keeps the secret it generates, one for every process."""
 
 from __future__ import annotations
 
@@ -41,9 +42,23 @@ def test_production_refuses_placeholder_or_short_secret(secret: str) -> None:
     assert secret not in str(info.value)  # the message names the setting, not its value
 
 
-def test_production_refuses_sqlite() -> None:
-    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
-        load_settings(ENVIRONMENT="production", JWT_SECRET_KEY=STRONG, REDIS_URL="redis://r/0")
+@pytest.mark.parametrize("environment", ["development", "test", "production"])
+def test_sqlite_is_refused_with_a_clear_message(environment: str) -> None:
+    with pytest.raises(ConfigurationError, match="SQLite is not supported") as info:
+        load_settings(
+            ENVIRONMENT=environment,
+            JWT_SECRET_KEY=STRONG,
+            DATABASE_URL="sqlite+aiosqlite:///./var/metricis.db",
+            REDIS_URL="redis://r/0",
+        )
+    assert "postgresql+asyncpg://" in str(info.value)
+
+
+def test_a_missing_database_or_redis_says_how_to_get_one() -> None:
+    with pytest.raises(ConfigurationError, match=r"DATABASE_URL is not set.*make run"):
+        load_settings(REDIS_URL="redis://r/0")
+    with pytest.raises(ConfigurationError, match=r"REDIS_URL.*make run"):
+        load_settings(DATABASE_URL=PG)
 
 
 def test_production_accepts_real_configuration() -> None:
@@ -60,15 +75,60 @@ def test_production_accepts_real_configuration() -> None:
     assert settings.rate_limit_storage_uri == "redis://r:6379/0"
 
 
-def test_development_defaults_are_the_embedded_default() -> None:
-    settings = load_settings()
-    assert settings.is_sqlite and settings.broker_url == "filesystem://"
-    assert settings.rate_limit_storage_uri == "memory://"
+def _secret_in_a_new_process(cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET_KEY"}
+    env.update(ENVIRONMENT="development", DATABASE_URL=PG, REDIS_URL="redis://r/0")
+    env["PYTHONPATH"] = str(ROOT)
+    code = (
+        "from server.core.config import load_settings;"
+        "print(load_settings().JWT_SECRET_KEY.get_secret_value())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_development_processes_share_one_kept_secret(tmp_path: Path) -> None:
+    # make run's web process encrypts a REDCap token with a key derived from this secret and
+    # its worker decrypts it: two processes, and a restart, must see the same one.
+    web = _secret_in_a_new_process(tmp_path)
+    worker = _secret_in_a_new_process(tmp_path)
+    assert len(web) >= 32 and web == worker
+    kept = tmp_path / "var" / "secrets" / "jwt_secret_key"
+    assert kept.read_text() == web and (kept.stat().st_mode & 0o077) == 0
+    elsewhere = tmp_path / "another-checkout"
+    elsewhere.mkdir()
+    assert _secret_in_a_new_process(elsewhere) != web
+
+
+def test_a_redcap_token_stored_by_one_process_decrypts_in_another(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"JWT_SECRET_KEY", "REDCAP_TOKEN_KEY"}}
+    env.update(ENVIRONMENT="development", DATABASE_URL=PG, REDIS_URL="redis://r/0")
+    env["PYTHONPATH"] = str(ROOT)
+    run = [sys.executable, "-c"]
+    encrypt = (
+        "from server.core.config import load_settings; from server.core import crypto;"
+        "box = crypto.token_box(load_settings());"
+        "print(box.encrypt('ABCDEF0123456789ABCDEF0123456789').decode())"
+    )
+    stored = subprocess.run(
+        [*run, encrypt], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    decrypt = (
+        "import sys; from server.core.config import load_settings; from server.core import crypto;"
+        "print(crypto.token_box(load_settings()).decrypt(sys.argv[1].encode()))"
+    )
+    read = subprocess.run(
+        [*run, decrypt, stored], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert read == "ABCDEF0123456789ABCDEF0123456789"
 
 
 def test_server_process_refuses_to_start_and_says_why(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"JWT_SECRET_KEY", "DATABASE_URL"}}
     env.update(ENVIRONMENT="production", REDIS_URL="redis://127.0.0.1:6379/0", PYTHONPATH=str(ROOT))
+    env["DATABASE_URL"] = PG
     result = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--port", "0"],
         cwd=tmp_path,

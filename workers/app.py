@@ -37,21 +37,6 @@ def _queue(name: str) -> Queue:
     return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
 
 
-def _filesystem_transport_options(broker_dir: str) -> dict[str, Any]:
-    root = Path(broker_dir)
-    queue, processed, control = root / "queue", root / "processed", root / "control"
-    for folder in (queue, processed, control):
-        folder.mkdir(parents=True, exist_ok=True)
-    return {
-        "data_folder_in": str(queue),
-        "data_folder_out": str(queue),
-        "processed_folder": str(processed),
-        "store_processed": False,
-        # kombu's default is ./control in the working directory.
-        "control_folder": str(control),
-    }
-
-
 def task_routes() -> dict[str, dict[str, str]]:
     """`workers.tasks.<queue>.*` go to `<queue>`; outbox tasks go where their topic says."""
     routes = {f"workers.tasks.{name}.*": {"queue": name} for name in QUEUES}
@@ -60,13 +45,17 @@ def task_routes() -> dict[str, dict[str, str]]:
 
 
 def build_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings for this deployment: Redis when REDIS_URL is set, else the filesystem."""
-    broker_url = settings.broker_url
-    if broker_url == "filesystem://":
-        # Same broker; naming the host stops kombu warning on every connection.
-        broker_url = "filesystem://localhost//"
-    config: dict[str, Any] = {
-        "broker_url": broker_url,
+    """Celery settings for this deployment: Redis as broker and result backend."""
+    if settings.CELERY_VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT_S:
+        # Redis would hand a task still running to a second worker.
+        raise ConfigurationError(
+            f"CELERY_VISIBILITY_TIMEOUT must be longer than the task time limit "
+            f"({TASK_TIME_LIMIT_S} s)"
+        )
+    redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
+    Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": settings.REDIS_URL,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -89,28 +78,10 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": BEAT_SCHEDULE,
         "beat_schedule_filename": BEAT_SCHEDULE_FILE,
         "worker_hijack_root_logger": False,
+        "broker_transport_options": redis_options,
+        "result_backend": settings.REDIS_URL,
+        "result_backend_transport_options": redis_options,
     }
-    Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
-    if settings.REDIS_URL:
-        if settings.CELERY_VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT_S:
-            # Redis would hand a task still running to a second worker.
-            raise ConfigurationError(
-                f"CELERY_VISIBILITY_TIMEOUT must be longer than the task time limit "
-                f"({TASK_TIME_LIMIT_S} s)"
-            )
-        redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
-        config |= {
-            "broker_transport_options": redis_options,
-            "result_backend": settings.REDIS_URL,
-            "result_backend_transport_options": redis_options,
-        }
-    else:
-        config |= {
-            "broker_transport_options": _filesystem_transport_options(settings.BROKER_DIR),
-            "result_backend": None,
-            "task_ignore_result": True,
-        }
-    return config
 
 
 app = Celery("metricis", include=TASK_MODULES)

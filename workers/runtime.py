@@ -100,9 +100,8 @@ async def _put_right(settings: Settings, hooks: list[Abandon]) -> None:
         for hook in hooks:
             try:
                 async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
-                    if engine.dialect.name == "postgresql":
-                        # A row the interrupted transaction still locks is not worth the wait.
-                        await db.execute(text("SET LOCAL lock_timeout = '1s'"))
+                    # A row the interrupted transaction still locks is not worth the wait.
+                    await db.execute(text("SET LOCAL lock_timeout = '1s'"))
                     await hook(db)
             except Exception as exc:  # the next hook may still get through
                 log.warning("abandon_hook_failed", error=type(exc).__name__)

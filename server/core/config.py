@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -11,9 +12,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# The embedded default needs no server: a SQLite file and kombu's filesystem broker.
-EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./var/metricis.db"
-EMBEDDED_BROKER_URL = "filesystem://"
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
 
 
@@ -30,11 +28,14 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool | None = None
 
-    DATABASE_URL: str = EMBEDDED_DATABASE_URL
+    # PostgreSQL (postgresql+asyncpg://) and Redis, always: `make run` starts embedded ones
+    # (python -m devservers) and sets both when they are not given.
+    DATABASE_URL: str = ""
     DATABASE_POOL_SIZE: int = 10
-    # Empty means "no Redis": the embedded default, with kombu's filesystem broker.
     REDIS_URL: str = ""
-    BROKER_DIR: str = "./var/broker"
+    # Development only: where a generated JWT_SECRET_KEY is kept, so that every process of a
+    # `make run` (web, worker, beat, relay) and the next run share one.
+    SECRETS_DIR: str = "./var/secrets"
 
     JWT_SECRET_KEY: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(48)))
     JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -116,6 +117,35 @@ class Settings(BaseSettings):
             data["jwt_secret_generated"] = True
         return data
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgresql_only(cls, value: str) -> str:
+        if not value:
+            raise ValueError(
+                "DATABASE_URL is not set: give a PostgreSQL URL "
+                "(postgresql+asyncpg://user:pass@host:5432/db), or start the stack with "
+                "`make run`, which starts an embedded PostgreSQL when none is given"
+            )
+        if value.startswith("sqlite"):
+            raise ValueError(
+                "SQLite is not supported: Metricis runs on PostgreSQL only. Set DATABASE_URL "
+                "to postgresql+asyncpg://user:pass@host:5432/db, or leave it unset under "
+                "`make run`, which starts an embedded PostgreSQL"
+            )
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_required(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "REDIS_URL must be a redis:// URL (the Celery broker and the rate limits), "
+                "or leave it unset under `make run`, which starts an embedded Redis"
+            )
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         for key in self.redcap_token_keys_configured:
@@ -124,6 +154,10 @@ class Settings(BaseSettings):
                     "REDCAP_TOKEN_KEY must be one or more comma-separated Fernet keys "
                     "(32 url-safe base64-encoded bytes)"
                 )
+        if self.ENVIRONMENT == "development" and self.jwt_secret_generated:
+            # One secret for every process of the deployment, kept across restarts: a token
+            # signed (or a REDCap token encrypted) by the web process must read in the worker.
+            self.JWT_SECRET_KEY = SecretStr(kept_secret(self.SECRETS_DIR, "jwt_secret_key"))
         if self.ENVIRONMENT != "production":
             return self
         secret = self.JWT_SECRET_KEY.get_secret_value()
@@ -134,10 +168,6 @@ class Settings(BaseSettings):
             )
         if len(secret) < 32:
             raise ValueError("JWT_SECRET_KEY must be at least 32 characters in production")
-        if self.is_sqlite:
-            raise ValueError("DATABASE_URL must point at PostgreSQL in production, not SQLite")
-        if not self.REDIS_URL:
-            raise ValueError("REDIS_URL must be set in production (broker and rate limits)")
         if not self.redcap_token_keys_configured:
             raise ValueError(
                 "REDCAP_TOKEN_KEY must be set in production (a Fernet key encrypting the "
@@ -160,23 +190,47 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.DATABASE_URL.startswith("sqlite")
-
-    @property
     def broker_url(self) -> str:
-        return self.REDIS_URL or EMBEDDED_BROKER_URL
+        return self.REDIS_URL
 
     @property
     def rate_limit_storage_uri(self) -> str:
-        # In-memory limits only where there is no Redis: the embedded default, one process.
-        return self.REDIS_URL or "memory://"
+        return self.REDIS_URL
 
     @property
     def log_json(self) -> bool:
         if self.LOG_JSON is not None:
             return self.LOG_JSON
         return self.ENVIRONMENT == "production"
+
+
+def kept_secret(folder: str, name: str) -> str:
+    """The secret in `folder/name`, created on first use (0600). Two processes starting at
+    once both read the one that was written first (O_EXCL), never two different ones."""
+    path = os.path.join(folder, name)
+    try:
+        with open(path, encoding="ascii") as existing:
+            if value := existing.read().strip():
+                return value
+    except FileNotFoundError:
+        pass
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(value)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        # link() fails if another process got there first; then theirs is the one.
+        os.link(tmp, path)
+    except FileExistsError:
+        with open(path, encoding="ascii") as existing:
+            value = existing.read().strip()
+    finally:
+        os.unlink(tmp)
+    return value
 
 
 def _is_fernet_key(key: str) -> bool:

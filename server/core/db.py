@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from sqlalchemy import ColumnElement, any_, bindparam, event
+from sqlalchemy import ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -36,29 +36,13 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         "json_serializer": _json_dumps,
         "json_deserializer": orjson.loads,
     }
-    if settings.is_sqlite:
-        kwargs.update(connect_args={"timeout": 30})
-        kwargs.pop("pool_pre_ping")
     if not pooled:
         kwargs["poolclass"] = NullPool
-    elif not settings.is_sqlite:
+    else:
         kwargs.update(
             pool_size=settings.DATABASE_POOL_SIZE, max_overflow=settings.DATABASE_POOL_SIZE
         )
-    engine = create_async_engine(settings.DATABASE_URL, **kwargs)
-    if settings.is_sqlite:
-        _sqlite_pragmas(engine)
-    return engine
-
-
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
-    # WAL lets the web, worker and beat processes of the embedded default share one file.
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+    return create_async_engine(settings.DATABASE_URL, **kwargs)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -88,14 +72,9 @@ DBSession = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 async def get_autocommit_session(request: Request) -> AsyncIterator[AsyncSession]:
     """For routes whose every write is one self-contained statement (the ingest path).
 
-    On PostgreSQL each statement commits on its own, with no BEGIN/COMMIT round trips; the
-    statement has returned, so it is durable, before the route answers. Elsewhere (SQLite,
-    where the write takes several statements) it is the ordinary unit of work.
+    Each statement commits on its own, with no BEGIN/COMMIT round trips; the statement has
+    returned, so it is durable, before the route answers.
     """
-    if request.app.state.autocommit_sessionmaker is None:
-        async for session in get_db_session(request):
-            yield session
-        return
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.autocommit_sessionmaker
     async with sessionmaker() as session:
         yield session
@@ -104,9 +83,7 @@ async def get_autocommit_session(request: Request) -> AsyncIterator[AsyncSession
 AutocommitSession = Annotated[AsyncSession, Depends(get_autocommit_session, scope="function")]
 
 
-def create_autocommit_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession] | None:
-    if engine.dialect.name != "postgresql":
-        return None
+def create_autocommit_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # Same pool; the driver simply does not open a transaction block.
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
@@ -125,12 +102,10 @@ async def driver_connection(db: AsyncSession) -> Any:
 def one_of(
     db: AsyncSession, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[Any]
 ) -> Any:
-    """`column IN values`, as one array parameter on PostgreSQL (`= ANY($1)`).
+    """`column IN values`, as one array parameter (`= ANY($1)`).
 
     An IN list of n values is a statement of n parameters: a new text for every batch size,
     which asyncpg prepares and PostgreSQL plans anew each time (a 500-id UPDATE of sync states
     spent more on that than on the rows). An array is one statement, prepared once.
     """
-    if db.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(list(values))
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))

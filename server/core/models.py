@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum, MetaData, TypeDecorator, Uuid
+from sqlalchemy import DateTime, Dialect, Enum, MetaData, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -19,8 +19,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# JSONB on PostgreSQL, plain JSON on the embedded SQLite file.
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSONB()
 
 
 def utcnow() -> datetime:
@@ -28,7 +27,7 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware in and out; SQLite hands back naive values, which are UTC here."""
+    """Timezone-aware in and out: a naive datetime is refused rather than guessed at."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -45,7 +44,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def text_enum(cls: type[enum.StrEnum], name: str) -> Enum:
-    """Stored as text with a CHECK constraint: the same on PostgreSQL and SQLite."""
+    """Stored as text with a CHECK constraint: a new member is a migration of the constraint,
+    not an ALTER TYPE that cannot run inside a transaction."""
     return Enum(
         cls,
         name=name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +36,10 @@ async def _database(engine: AsyncEngine) -> str:
 
 
 async def _broker(settings: Settings, redis: Redis | None) -> str:
-    if redis is not None:
-        await redis.ping()
-        return "ok"
-    # The embedded default's filesystem broker: the queue directory must be writable.
-    folder = os.path.join(settings.BROKER_DIR, "queue")
-    return "ok" if os.access(folder, os.W_OK) else "unavailable: broker directory not writable"
+    if redis is None:
+        return "unavailable: no Redis client"
+    await redis.ping()
+    return "ok"
 
 
 async def _timed(name: str, check: Coroutine[Any, Any, str]) -> tuple[str, str]:

@@ -15,8 +15,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Select, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import one_of
@@ -25,7 +23,6 @@ from server.core.logging import scrub
 from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox.models import OutboxEvent
 from server.studies.models import StudyMembership
-from server.submissions.models import Submission
 
 MAX_ERROR_CHARS = 2000
 
@@ -42,21 +39,9 @@ def safe_error(exc: BaseException) -> str:
     return scrubbed[:MAX_ERROR_CHARS]
 
 
-def _submission_id(payload: dict[str, Any]) -> uuid.UUID | None:
-    value = payload.get("submission_id")
-    if not isinstance(value, str):
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 async def _lock_event(db: AsyncSession, event_id: uuid.UUID) -> OutboxEvent | None:
-    """The event row, locked until the transaction ends (PostgreSQL; SQLite locks the file)."""
-    query = select(OutboxEvent).where(OutboxEvent.id == event_id)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
+    """The event row, locked until the transaction ends."""
+    query = select(OutboxEvent).where(OutboxEvent.id == event_id).with_for_update()
     return (await db.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
@@ -78,8 +63,7 @@ class EventRow(Protocol):
 # PostgreSQL: the events' Jobs made from their rows in the database, nothing but the ids
 # crossing from Python (building and binding each Job's ten values was about half of the
 # relay's CPU in a backlog). The Job's study is its submission's, named by the payload; a
-# payload that names none (or not as a UUID) makes a Job of no study, as _submission_id
-# reads it on SQLite.
+# payload that names none (or not as a UUID) makes a Job of no study.
 _PG_MAKE_JOBS = text(
     r"""
     WITH due AS (
@@ -113,44 +97,8 @@ async def ensure_jobs(db: AsyncSession, events: Sequence[EventRow]) -> int:
     missing = list(events)
     if not missing:
         return 0
-    if db.get_bind().dialect.name == "postgresql":
-        made = await db.scalar(_PG_MAKE_JOBS, {"ids": [e.id for e in missing]})
-        return int(made or 0)
-    submission_ids = {e.id: _submission_id(e.payload) for e in missing}
-    wanted = {s for s in submission_ids.values() if s is not None}
-    study_of: dict[uuid.UUID, uuid.UUID] = {}
-    if wanted:
-        rows = await db.execute(
-            select(Submission.id, Submission.study_id).where(Submission.id.in_(wanted))
-        )
-        study_of = {row.id: row.study_id for row in rows}
-    values = []
-    for event in missing:
-        submission_id = submission_ids[event.id]
-        values.append(
-            {
-                "id": uuid.uuid4(),
-                "kind": event.topic,
-                "status": JobStatus.queued,
-                "study_id": study_of.get(submission_id) if submission_id else None,
-                "subject_id": event.subject_id or submission_id,
-                "outbox_event_id": event.id,
-                "params": event.payload,
-                "progress": 0,
-                "attempts": 0,
-                "created_at": event.created_at,
-            }
-        )
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # Parameters, not .values(): the statement compiles once and stays in SQLAlchemy's cache
-    # (a VALUES list of 100 rows was compiled anew for every relay batch).
-    made = await db.execute(
-        insert(Job)
-        .on_conflict_do_nothing(index_elements=["outbox_event_id"])
-        .returning(Job.outbox_event_id),
-        values,
-    )
-    return len(made.all())
+    made = await db.scalar(_PG_MAKE_JOBS, {"ids": [e.id for e in missing]})
+    return int(made or 0)
 
 
 async def _job_of(db: AsyncSession, event: OutboxEvent) -> Job:

@@ -26,7 +26,6 @@ class OutboxEvent(IdMixin, Base):
             "created_at",
             "id",
             postgresql_where=text("completed_at IS NULL"),
-            sqlite_where=text("completed_at IS NULL"),
         ),
         # The relay's two questions, each its own index: rows waiting behind a lease (a
         # backlog REDCap is slow on, archive rows no worker has taken yet) are not read again
@@ -37,13 +36,11 @@ class OutboxEvent(IdMixin, Base):
             "created_at",
             "id",
             postgresql_where=text("completed_at IS NULL AND published_at IS NULL"),
-            sqlite_where=text("completed_at IS NULL AND published_at IS NULL"),
         ),
         Index(
             "ix_outbox_events_leased",
             "lease_until",
             postgresql_where=text("completed_at IS NULL AND published_at IS NOT NULL"),
-            sqlite_where=text("completed_at IS NULL AND published_at IS NOT NULL"),
         ),
     )
 

@@ -157,12 +157,9 @@ async def _due(
         .order_by(OutboxEvent.created_at, OutboxEvent.id)
     )
     ranges = [OutboxEvent.topic == t for t in sorted(topics.ROUTES) if t not in held]
-    locking = db.get_bind().dialect.name == "postgresql"
 
     async def take(query: Any, limit: int) -> list[Due]:
-        query = query.limit(limit)
-        if locking:
-            query = query.with_for_update(skip_locked=True)
+        query = query.limit(limit).with_for_update(skip_locked=True)
         return [Due(*row) for row in await db.execute(query)]
 
     events = await take(lapsed, batch)

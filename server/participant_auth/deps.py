@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.deps import AppSettings, oauth2_scheme
@@ -17,9 +16,8 @@ from server.core.db import AutocommitSession, DBSession, driver_connection
 from server.core.errors import Unauthorized
 from server.core.models import utcnow
 from server.core.security import decode_access_token
-from server.participant_auth.models import ParticipantLogin
 from server.participant_auth.service import INACTIVE, PARTICIPANT_TOKEN
-from server.participants.models import Participant, ParticipantStatus
+from server.participants.models import ParticipantStatus
 from server.participants.schemas import ParticipantRef
 
 
@@ -38,22 +36,8 @@ _LOGIN_SQL = """
 
 async def _login(db: AsyncSession, login_id: uuid.UUID) -> Sequence[Any] | None:
     """One round trip, columns only: this runs before every submission."""
-    if db.get_bind().dialect.name == "postgresql":
-        # Straight to asyncpg, like the insert that follows it (server.submissions.store).
-        return await (await driver_connection(db)).fetchrow(_LOGIN_SQL, login_id)  # type: ignore[no-any-return]
-    result = await db.execute(
-        select(
-            ParticipantLogin.expires_at,
-            ParticipantLogin.revoked_at,
-            Participant.id,
-            Participant.study_id,
-            Participant.site_id,
-            Participant.status,
-        )
-        .join(Participant, Participant.id == ParticipantLogin.participant_id)
-        .where(ParticipantLogin.id == login_id)
-    )
-    return result.one_or_none()
+    # Straight to asyncpg, like the insert that follows it (server.submissions.store).
+    return await (await driver_connection(db)).fetchrow(_LOGIN_SQL, login_id)  # type: ignore[no-any-return]
 
 
 async def authenticate_participant(

@@ -27,7 +27,6 @@ from sqlalchemy import (
     Uuid,
     cast,
     exists,
-    func,
     literal,
     null,
     select,
@@ -36,7 +35,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import one_of
@@ -68,7 +66,6 @@ class Plan:
     batch_size: int
     document: dict[str, Any]
     lease: timedelta
-    postgresql: bool
 
     @property
     def rows_for_all(self) -> bool:
@@ -151,15 +148,11 @@ def is_claimed(state: _Mark, now: datetime, lease: timedelta) -> bool:
     )
 
 
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 async def _ensure_state(
     session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
 ) -> None:
     await session.execute(
-        _insert(session)(RedcapSyncState)
+        pg_insert(RedcapSyncState)
         .values(**{**_new_state(plan, submission_id, now), "attempts": 0})
         .on_conflict_do_nothing(index_elements=["submission_id"])
     )
@@ -275,9 +268,7 @@ def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) ->
     )
     if own_id is not None:
         query = query.where(RedcapSyncState.submission_id != own_id)
-    if plan.postgresql:
-        query = query.with_for_update(skip_locked=True, of=RedcapSyncState)
-    return query
+    return query.with_for_update(skip_locked=True, of=RedcapSyncState)
 
 
 async def _claimable_others(
@@ -349,59 +340,24 @@ async def max_instances(
 ) -> dict[tuple[str, str], int]:
     """(record id, event or "") -> the highest instance this connection's states hold in that
     event (but the states of `leaving_out`, whose stored instance is about to be replaced)."""
-    if session.get_bind().dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            "record_ids": sorted(record_ids),
-            "connection_id": connection_id,
-            "instrument": instrument,
-            "leaving_out": list(leaving_out),
-        }
-        if event:
-            params["event"] = event
-        rows = await session.execute(_PG_MAX_INSTANCES[bool(event)], params)
-        return {(str(r), event or ""): int(n or 0) for r, n in rows}
-    query = (
-        select(RedcapSyncState.record_id, func.max(RedcapSyncState.instance))
-        .where(
-            RedcapSyncState.connection_id == connection_id,
-            RedcapSyncState.instrument == instrument,
-            RedcapSyncState.record_id.in_(record_ids),
-            RedcapSyncState.event == event if event else RedcapSyncState.event.is_(None),
-            RedcapSyncState.instance.is_not(None),
-        )
-        .group_by(RedcapSyncState.record_id)
-    )
-    if leaving_out:
-        query = query.where(RedcapSyncState.submission_id.not_in(leaving_out))
-    rows = await session.execute(query)
+    # Raw SQL kept on purpose: Core's max() over `record_id IN (...)` grew with the study's
+    # history (bench-sync, migration 0007); the LATERAL form reads one index entry a record.
+    params: dict[str, Any] = {
+        "record_ids": sorted(record_ids),
+        "connection_id": connection_id,
+        "instrument": instrument,
+        "leaving_out": list(leaving_out),
+    }
+    if event:
+        params["event"] = event
+    rows = await session.execute(_PG_MAX_INSTANCES[bool(event)], params)
     return {(str(r), event or ""): int(n or 0) for r, n in rows}
-
-
-# The claim's write on PostgreSQL: one statement for the whole batch, an upsert (a first sync
-# has no state row yet: it is made here, written once rather than made and then claimed).
-_PG_CLAIM = text(
-    """
-    INSERT INTO redcap_sync_states AS s
-        (submission_id, study_id, connection_id, status, record_id, event, instrument,
-         instance, attempts, last_attempt_at, error, error_field, created_at)
-    SELECT v.id, CAST(:study_id AS uuid), CAST(:connection_id AS uuid), 'pending', v.record_id,
-           CAST(:event AS varchar), CAST(:instrument AS varchar), v.instance, 1,
-           CAST(:now AS timestamptz), NULL, NULL, CAST(:now AS timestamptz)
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:record_ids AS varchar[]),
-                CAST(:instances AS integer[])) AS v(id, record_id, instance)
-    ON CONFLICT (submission_id) DO UPDATE
-    SET connection_id = EXCLUDED.connection_id, record_id = EXCLUDED.record_id,
-        event = EXCLUDED.event, instrument = EXCLUDED.instrument, instance = EXCLUDED.instance,
-        status = 'pending', attempts = s.attempts + 1, last_attempt_at = EXCLUDED.last_attempt_at,
-        error = NULL, error_field = NULL
-    """
-)
 
 
 async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], keep: Sequence[str]) -> None:
     """Insert these states, or on a state that exists set the `keep` columns (and one more
-    attempt): the portable form of _PG_CLAIM, and the skipped ones on both."""
-    statement = _insert(session)(RedcapSyncState)
+    attempt)."""
+    statement = pg_insert(RedcapSyncState)
     changes: dict[str, Any] = {name: statement.excluded[name] for name in keep}
     changes["attempts"] = RedcapSyncState.attempts + 1
     await session.execute(
@@ -464,21 +420,7 @@ async def _claim_rows(
                 number_key = (code, event or "")
                 highest[number_key] = highest.get(number_key, 0) + 1
                 instances[index] = highest[number_key]
-    if chosen and plan.postgresql:
-        await session.execute(
-            _PG_CLAIM,
-            {
-                "ids": [state.submission_id for state, _ in chosen],
-                "record_ids": [code for _, code in chosen],
-                "instances": instances,
-                "study_id": plan.study_id,
-                "connection_id": plan.connection_id,
-                "event": event,
-                "instrument": instrument,
-                "now": now,
-            },
-        )
-    elif chosen:
+    if chosen:
         rows = [
             {
                 **_new_state(plan, state.submission_id, now),
@@ -572,21 +514,11 @@ async def _claim(
 async def _take_turn(session: AsyncSession, plan: Plan) -> None:
     """One claim per connection at a time: candidates and instance numbers are read, then
     written, and a first sync has no state row to lock."""
-    if plan.postgresql:
-        await session.execute(
-            select(RedcapConnection.id)
-            .where(RedcapConnection.id == plan.connection_id)
-            .with_for_update()
-        )
-    else:
-        # SQLite has no row locks, and takes its write lock at a transaction's first write:
-        # one now, or two claims could read the same candidates before either writes.
-        await session.execute(
-            update(RedcapConnection)
-            .where(RedcapConnection.id == plan.connection_id)
-            .values(id=RedcapConnection.id)
-            .execution_options(synchronize_session=False)
-        )
+    await session.execute(
+        select(RedcapConnection.id)
+        .where(RedcapConnection.id == plan.connection_id)
+        .with_for_update()
+    )
 
 
 def forget_held() -> None:
@@ -629,8 +561,7 @@ async def claim_batch(
     own_query = _states(
         RedcapSyncState.status, RedcapSyncState.error, RedcapSyncState.last_attempt_at
     ).where(RedcapSyncState.submission_id == submission_id)
-    if plan.postgresql:
-        own_query = own_query.with_for_update(of=RedcapSyncState)
+    own_query = own_query.with_for_update(of=RedcapSyncState)
     own = (await session.execute(own_query)).one()
     if own.status in (SyncStatus.synced, SyncStatus.failed):
         return Claim(own_status=own.status, own_error=own.error)

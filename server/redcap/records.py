@@ -13,13 +13,12 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery
-from server.core.db import driver_connection
+from server.core.db import one_of
 from server.participants.models import Participant
 from server.redcap.mapping import (
     DATE_VALIDATIONS,
@@ -52,30 +51,6 @@ class SubmissionFacts:
     metrics: Metrics  # (module key, metric key) -> value
 
 
-# PostgreSQL, straight from asyncpg: through SQLAlchemy's rows and type processing, building a
-# claim's facts cost several times the CPU. The tasks' summaries come as rows of their own (an
-# aggregate per submission cost PostgreSQL twice the time of both queries). Summaries are
-# grouped by their id's place in the array asked for, and facts found by their id's bytes:
-# grouping rows by asyncpg's UUIDs (whose every comparison computes both ids' integers, about
-# 6 µs) was a third of the read.
-_PG_FACTS = """
-    SELECT s.id, s.study_id, p.id, p.site_id, p.participant_code, p.timezone, s.received_at,
-           a.client_started_at, b.key, coalesce(a.device->>'model', ''),
-           coalesce(a.app_version, '')
-    FROM submissions AS s
-    JOIN participants AS p ON p.id = s.participant_id
-    JOIN assessment_sessions AS a ON a.id = s.session_id
-    JOIN batteries AS b ON b.id = a.battery_id
-    WHERE s.id = ANY($1::uuid[])
-"""
-_PG_SUMMARIES = """
-    SELECT i.n, t.module_key, t.summary::text
-    FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
-    JOIN submission_tasks AS t ON t.submission_id = i.id
-    ORDER BY i.n, t.position
-"""
-
-
 class Metrics:
     """(module key, metric key) -> the value in that module's summary; a module run twice in
     one submission: its first value counts. Looked up when asked (a mapping sends a few of a
@@ -101,25 +76,6 @@ async def load_facts(
 ) -> dict[uuid.UUID, SubmissionFacts]:
     if not submission_ids:
         return {}
-    if db.get_bind().dialect.name == "postgresql":
-        apg = await driver_connection(db)
-        ids = list(submission_ids)
-        # By place in `ids`, 1-based as WITH ORDINALITY counts.
-        by_place: list[list[tuple[str, dict[str, Any] | None]]] = [[] for _ in range(len(ids) + 1)]
-        for n, module_key, summary in await apg.fetch(_PG_SUMMARIES, ids):
-            by_place[n].append((module_key, orjson.loads(summary)))
-        place = {submission_id.bytes: n for n, submission_id in enumerate(ids, 1)}
-        found: dict[uuid.UUID, SubmissionFacts] = {}
-        # The columns in SubmissionFacts' order; asyncpg's UUIDs are uuid.UUIDs.
-        for row in await apg.fetch(_PG_FACTS, ids):
-            row_id, study, person, site, code, zone, received, started, visit, model, app = row
-            n = place[row_id.bytes]
-            sid = ids[n - 1]
-            found[sid] = SubmissionFacts(
-                sid, study, person, site, code, zone, received, started, visit, model, app,
-                Metrics(by_place[n]),
-            )  # fmt: skip
-        return found
     rows = await db.execute(
         select(
             Submission.id,
@@ -137,14 +93,14 @@ async def load_facts(
         .join(Participant, Participant.id == Submission.participant_id)
         .join(AssessmentSession, AssessmentSession.id == Submission.session_id)
         .join(Battery, Battery.id == AssessmentSession.battery_id)
-        .where(Submission.id.in_(submission_ids))
+        .where(one_of(db, Submission.id, submission_ids))
     )
     summaries: dict[uuid.UUID, list[tuple[str, dict[str, Any] | None]]] = {
         i: [] for i in submission_ids
     }
     tasks = await db.execute(
         select(SubmissionTask.submission_id, SubmissionTask.module_key, SubmissionTask.summary)
-        .where(SubmissionTask.submission_id.in_(submission_ids))
+        .where(one_of(db, SubmissionTask.submission_id, submission_ids))
         .order_by(SubmissionTask.submission_id, SubmissionTask.position)
     )
     for submission_id, module_key, summary in tasks:

@@ -90,10 +90,9 @@ async def create_connection(
     _check_url(settings, connection_in.api_url)
     if connection_in.site_id is not None:
         await _check_site(db, study_id=study_id, site_id=connection_in.site_id)
-    if db.get_bind().dialect.name == "postgresql":
-        # NULLs are distinct to the unique constraint: one study-wide connection is kept here,
-        # so two creates for the same study take turns.
-        await db.execute(select(Study.id).where(Study.id == study_id).with_for_update())
+    # NULLs are distinct to the unique constraint: one study-wide connection is kept here,
+    # so two creates for the same study take turns.
+    await db.execute(select(Study.id).where(Study.id == study_id).with_for_update())
     taken = await db.scalar(
         select(RedcapConnection.id).where(
             RedcapConnection.study_id == study_id,

@@ -155,12 +155,9 @@ async def _complete_events(
         )
         .with_for_update(skip_locked=True)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        # The locked ids as one array (an InitPlan): the update then finds its rows by primary
-        # key. As `id IN (subquery)` it hashed them and read the whole table again for them.
-        target = OutboxEvent.id == any_(func.array(free.scalar_subquery()))
-    else:
-        target = OutboxEvent.id.in_(free.scalar_subquery())
+    # The locked ids as one array (an InitPlan): the update then finds its rows by primary
+    # key. As `id IN (subquery)` it hashed them and read the whole table again for them.
+    target = OutboxEvent.id == any_(func.array(free.scalar_subquery()))
     completed = list(
         await session.scalars(
             update(OutboxEvent)
@@ -402,7 +399,6 @@ async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.
         batch_size=max(1, connection.batch_size),
         document=dict(mapping.document),
         lease=timedelta(seconds=settings.REDCAP_SYNC_LEASE_SECONDS),
-        postgresql=session.get_bind().dialect.name == "postgresql",
     )
     claimed = await claim_batch(session, plan, submission_id, utcnow())
     return _Start(plan=plan, client=client, claim=claimed)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -133,9 +132,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
+        binary = services.redis_binary()
         self.starts += 1
         # A new directory each time, and no persistence: every start is an empty server.
         data = Path(tempfile.mkdtemp(prefix=f"redis-{self.starts}-", dir=self.workdir))
@@ -181,7 +178,6 @@ class Stack:
             "JWT_SECRET_KEY": SECRET,
             "REDCAP_TOKEN_KEY": self.token_key,
             "ARCHIVE_DIR": str(self.tmp / "archive"),
-            "BROKER_DIR": str(self.tmp / "broker"),
             "LOG_LEVEL": "INFO",
             "LOG_JSON": "false",
         }
