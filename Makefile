@@ -6,6 +6,8 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 # honcho gives web this port ($PORT), the other processes the next hundreds.
 PORT ?= 8000
+# make run's embedded PostgreSQL and Redis keep their data here.
+EMBEDDED_DIR ?= var/embedded
 
 TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
@@ -28,10 +30,10 @@ $(STAMP): requirements.txt | $(VENV)/bin/python
 
 # API + worker + beat + relay. Without DATABASE_URL / REDIS_URL, devservers starts an
 # embedded PostgreSQL and Redis (pip packages, data in var/embedded) and stops them after.
-# `exec`: honcho takes the shell's place, so a stop reaches it directly.
+# Each `exec` takes the shell's place, so a stop (or make's death) reaches the process directly.
 run: $(STAMP)
 	mkdir -p var
-	python -m devservers run --var var/embedded -- sh -c 'python -m server migrate && python -m server seed-demo --if-empty && exec honcho start --port $(PORT)'
+	exec python -m devservers run --var $(EMBEDDED_DIR) -- sh -c 'python -m server migrate && python -m server seed-demo --if-empty && exec honcho start --port $(PORT)'
 
 test: $(STAMP)
 	python -m pytest -n 2 --dist loadfile
