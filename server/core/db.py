@@ -99,9 +99,7 @@ async def driver_connection(db: AsyncSession) -> Any:
     return raw.driver_connection
 
 
-def one_of(
-    db: AsyncSession, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[Any]
-) -> Any:
+def one_of(column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[Any]) -> Any:
     """`column IN values`, as one array parameter (`= ANY($1)`).
 
     An IN list of n values is a statement of n parameters: a new text for every batch size,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, or_, select, text, update
+from sqlalchemy import Select, Uuid, case, cast, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import one_of
@@ -23,6 +24,7 @@ from server.core.logging import scrub
 from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox.models import OutboxEvent
 from server.studies.models import StudyMembership
+from server.submissions.models import Submission
 
 MAX_ERROR_CHARS = 2000
 
@@ -60,29 +62,49 @@ class EventRow(Protocol):
     def created_at(self) -> datetime: ...
 
 
-# PostgreSQL: the events' Jobs made from their rows in the database, nothing but the ids
-# crossing from Python (building and binding each Job's ten values was about half of the
-# relay's CPU in a backlog). The Job's study is its submission's, named by the payload; a
-# payload that names none (or not as a UUID) makes a Job of no study.
-_PG_MAKE_JOBS = text(
-    r"""
-    WITH due AS (
-        SELECT id, topic, payload, subject_id, created_at,
-            CASE WHEN payload->>'submission_id' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
-                 THEN CAST(payload->>'submission_id' AS uuid) END AS submission_id
-        FROM outbox_events WHERE id = ANY(CAST(:ids AS uuid[]))
-    ), made AS (
-        INSERT INTO jobs (id, kind, status, study_id, subject_id, outbox_event_id, params,
-                          progress, attempts, created_at)
-        SELECT gen_random_uuid(), d.topic, 'queued', s.study_id,
-               COALESCE(d.subject_id, d.submission_id), d.id, d.payload, 0, 0, d.created_at
-        FROM due AS d LEFT JOIN submissions AS s ON s.id = d.submission_id
-        ON CONFLICT (outbox_event_id) DO NOTHING
-        RETURNING 1
+_UUID_TEXT = r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$"
+
+
+def _make_jobs(event_ids: list[uuid.UUID]) -> Any:
+    """The events' Jobs made from their rows in the database, nothing but the ids crossing
+    from Python (building and binding each Job's ten values was about half of the relay's CPU
+    in a backlog). The Job's study is its submission's, named by the payload; a payload that
+    names none (or not as a UUID) makes a Job of no study."""
+    named = OutboxEvent.payload["submission_id"].astext
+    due = (
+        select(
+            OutboxEvent.id,
+            OutboxEvent.topic,
+            OutboxEvent.payload,
+            OutboxEvent.subject_id,
+            OutboxEvent.created_at,
+            case((named.regexp_match(_UUID_TEXT, flags="i"), cast(named, Uuid)), else_=None).label(
+                "submission_id"
+            ),
+        )
+        .where(one_of(OutboxEvent.id, event_ids))
+        .cte("due")
     )
-    SELECT count(*) FROM made
-    """
-)
+    rows = select(
+        func.gen_random_uuid(),
+        due.c.topic,
+        literal(JobStatus.queued.value),
+        Submission.study_id,
+        func.coalesce(due.c.subject_id, due.c.submission_id),
+        due.c.id,
+        due.c.payload,
+        literal(0),
+        literal(0),
+        due.c.created_at,
+    ).select_from(due.outerjoin(Submission, Submission.id == due.c.submission_id))
+    columns = ["id", "kind", "status", "study_id", "subject_id", "outbox_event_id", "params",
+               "progress", "attempts", "created_at"]  # fmt: skip
+    return (
+        pg_insert(Job)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["outbox_event_id"])
+        .returning(Job.id)
+    )
 
 
 async def ensure_jobs(db: AsyncSession, events: Sequence[EventRow]) -> int:
@@ -97,8 +119,8 @@ async def ensure_jobs(db: AsyncSession, events: Sequence[EventRow]) -> int:
     missing = list(events)
     if not missing:
         return 0
-    made = await db.scalar(_PG_MAKE_JOBS, {"ids": [e.id for e in missing]})
-    return int(made or 0)
+    made = await db.execute(_make_jobs([e.id for e in missing]))
+    return len(made.all())
 
 
 async def _job_of(db: AsyncSession, event: OutboxEvent) -> Job:
@@ -194,7 +216,7 @@ async def not_completed(db: AsyncSession, event_ids: Sequence[uuid.UUID]) -> lis
         return []
     rows = await db.scalars(
         select(OutboxEvent.id).where(
-            one_of(db, OutboxEvent.id, event_ids), OutboxEvent.completed_at.is_(None)
+            one_of(OutboxEvent.id, event_ids), OutboxEvent.completed_at.is_(None)
         )
     )
     return list(rows)
@@ -211,7 +233,7 @@ async def hold(
     await db.execute(
         update(OutboxEvent)
         .where(
-            one_of(db, OutboxEvent.id, event_ids),
+            one_of(OutboxEvent.id, event_ids),
             OutboxEvent.completed_at.is_(None),
             or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < until),
         )
@@ -221,7 +243,7 @@ async def hold(
     await db.execute(
         update(Job)
         .where(
-            one_of(db, Job.outbox_event_id, event_ids),
+            one_of(Job.outbox_event_id, event_ids),
             Job.status.in_([JobStatus.queued, JobStatus.retrying]),
         )
         .values(status=JobStatus.retrying, error=error)

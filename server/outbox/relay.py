@@ -187,7 +187,7 @@ async def _mark_published(
     )
     await db.execute(
         update(OutboxEvent)
-        .where(one_of(db, OutboxEvent.id, [e.id for e in events]))
+        .where(one_of(OutboxEvent.id, [e.id for e in events]))
         .values(published_at=now, publish_attempts=attempts + 1, lease_until=lease_until)
         .execution_options(synchronize_session=False)
     )

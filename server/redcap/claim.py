@@ -536,7 +536,7 @@ async def release_held(session: AsyncSession) -> int:
         result = await session.execute(
             update(RedcapSyncState)
             .where(
-                one_of(session, RedcapSyncState.submission_id, submission_ids),
+                one_of(RedcapSyncState.submission_id, submission_ids),
                 RedcapSyncState.status == SyncStatus.pending,
                 RedcapSyncState.error.is_(None),
                 RedcapSyncState.last_attempt_at == claimed_at,

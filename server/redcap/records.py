@@ -93,14 +93,14 @@ async def load_facts(
         .join(Participant, Participant.id == Submission.participant_id)
         .join(AssessmentSession, AssessmentSession.id == Submission.session_id)
         .join(Battery, Battery.id == AssessmentSession.battery_id)
-        .where(one_of(db, Submission.id, submission_ids))
+        .where(one_of(Submission.id, submission_ids))
     )
     summaries: dict[uuid.UUID, list[tuple[str, dict[str, Any] | None]]] = {
         i: [] for i in submission_ids
     }
     tasks = await db.execute(
         select(SubmissionTask.submission_id, SubmissionTask.module_key, SubmissionTask.summary)
-        .where(one_of(db, SubmissionTask.submission_id, submission_ids))
+        .where(one_of(SubmissionTask.submission_id, submission_ids))
         .order_by(SubmissionTask.submission_id, SubmissionTask.position)
     )
     for submission_id, module_key, summary in tasks:

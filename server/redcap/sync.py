@@ -150,7 +150,7 @@ async def _complete_events(
         select(OutboxEvent.id)
         .where(
             OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-            one_of(session, OutboxEvent.subject_id, submission_ids),
+            one_of(OutboxEvent.subject_id, submission_ids),
             OutboxEvent.completed_at.is_(None),
         )
         .with_for_update(skip_locked=True)
@@ -171,7 +171,7 @@ async def _complete_events(
         await session.execute(
             update(Job)
             .where(
-                one_of(session, Job.outbox_event_id, completed),
+                one_of(Job.outbox_event_id, completed),
                 Job.status.in_([JobStatus.queued, JobStatus.running, JobStatus.retrying]),
             )
             .values(status=JobStatus.succeeded, finished_at=now, progress=100, error=None)
@@ -193,7 +193,7 @@ async def _write_results(
     states = update(RedcapSyncState).execution_options(synchronize_session=False)
     if results.synced:
         await session.execute(
-            states.where(one_of(session, RedcapSyncState.submission_id, results.synced)).values(
+            states.where(one_of(RedcapSyncState.submission_id, results.synced)).values(
                 status=SyncStatus.synced, synced_at=now, error=None, error_field=None
             )
         )
@@ -208,7 +208,7 @@ async def _write_results(
     if still_pending:
         # Still pending, and no longer claimed (the error says why it waits).
         await session.execute(
-            states.where(one_of(session, RedcapSyncState.submission_id, still_pending)).values(
+            states.where(one_of(RedcapSyncState.submission_id, still_pending)).values(
                 status=SyncStatus.pending, error=pending_error or DEFERRED, error_field=None
             )
         )
@@ -223,7 +223,7 @@ async def _renew(db: AsyncSession, submission_ids: list[uuid.UUID]) -> None:
         await session.execute(
             update(RedcapSyncState)
             .where(
-                one_of(session, RedcapSyncState.submission_id, submission_ids),
+                one_of(RedcapSyncState.submission_id, submission_ids),
                 RedcapSyncState.status == SyncStatus.pending,
                 RedcapSyncState.error.is_(None),
             )
