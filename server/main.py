@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
     app.state.autocommit_sessionmaker = create_autocommit_sessionmaker(app.state.engine)
     app.state.redis = _redis(settings)
-    app.state.rate_limits = RateLimits(settings)
+    app.state.rate_limits = RateLimits(settings, app.state.redis)
 
     install_error_handlers(app)
     app.add_middleware(

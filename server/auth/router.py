@@ -28,7 +28,7 @@ async def login(
     account = account_key(form.username)
     # Per account as well as per IP, so spreading guesses over many addresses does not help;
     # only failures count there, so an owner's own successful logins never use it up.
-    limits.check(limits.login, "login-account", account)
+    await limits.check(limits.login, "login-account", account)
     try:
         return await service.login(
             db,
@@ -38,7 +38,7 @@ async def login(
             user_agent=request.headers.get("user-agent", ""),
         )
     except Unauthorized:
-        limits.record(limits.login, "login-account", account)
+        await limits.record(limits.login, "login-account", account)
         raise
 
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     RATE_LIMIT_DEFAULT: str = "60/minute"
     RATE_LIMIT_LOGIN: str = "10/minute"
     RATE_LIMIT_PARTICIPANT_AUTH: str = "10/minute"
+    # How long a request waits for the limiter's Redis; past it the request goes through
+    # unlimited (fail open, logged), so a hung Redis slows limited routes by this at most.
+    RATE_LIMIT_TIMEOUT_SECONDS: float = Field(default=0.5, gt=0)
 
     # The submission archive (server.archive): a local directory, or an S3-compatible bucket.
     ARCHIVE_BACKEND: Literal["local", "s3"] = "local"

@@ -1,22 +1,32 @@
-"""Rate limits on slowapi's limiter, with Redis storage so limits hold across processes.
+"""Rate limits on the `limits` library's asyncio API, counted in Redis so they hold across
+processes.
 
-Limits are checked in a dependency rather than slowapi's decorator: the decorator binds to a
-module-level limiter (we build ours from settings per app) and cannot key on the account
-named in a login form.
+Every check awaits Redis, bounded by RATE_LIMIT_TIMEOUT_SECONDS: a Redis that hangs delays only
+the rate-limited requests (by at most that bound), never the event loop, so /api/health and
+every other request of the process keep answering.
+
+No slowapi: its Limiter (0.1.10) builds the *synchronous* storage and strategies of `limits`
+only, so each check was a blocking Redis round trip on the event loop. We only ever used it to
+hold a storage and a strategy (its decorator binds to a module-level limiter, where ours is
+built from settings per app, and cannot key on the account named in a login form), which the
+dependencies below now hold themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import math
 import time
-from typing import cast
+from typing import Any
 
 import structlog
 from fastapi import Request
 from limits import RateLimitItem, parse
-from slowapi import Limiter
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 
 from server.core.config import Settings
 from server.core.errors import RateLimited
@@ -26,28 +36,31 @@ log = structlog.get_logger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-_FAIL_FAST: dict[str, object] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+def _storage(redis: Redis | None) -> Storage:
+    """The counters: in the app's Redis, or in memory (one process) where there is none."""
+    if redis is None:
+        return MemoryStorage()
+    # On the app's own connection pool: no second set of connections, and the app's lifespan
+    # closes it. The URI only names the scheme; the pool says where Redis is. Keys keep the
+    # library's default prefix, as the synchronous limiter had them, so processes of both
+    # versions share their counters during a rolling deploy.
+    # (limits types its options as scalars; redis-py takes the pool as a keyword argument.)
+    options: dict[str, Any] = {"connection_pool": redis.connection_pool}
+    return RedisStorage("async+redis://", implementation="redispy", **options)
 
 
 class RateLimits:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Redis | None) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.default = parse(settings.RATE_LIMIT_DEFAULT)
         self.login = parse(settings.RATE_LIMIT_LOGIN)
         self.participant_auth = parse(settings.RATE_LIMIT_PARTICIPANT_AUTH)
+        self.timeout = settings.RATE_LIMIT_TIMEOUT_SECONDS
         self.trusted_proxies: list[IPNetwork] = [
             ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES
         ]
-        self.limiter = Limiter(
-            key_func=self.client_ip,
-            storage_uri=settings.rate_limit_storage_uri,
-            # A dead Redis must not stall requests: fail fast, then fail open (see hit()).
-            # slowapi types these as str, but they go straight to redis-py as keyword arguments.
-            storage_options=cast("dict[str, str]", _FAIL_FAST if settings.REDIS_URL else {}),
-            strategy="moving-window",  # no burst of 2x the limit at a window edge
-            key_prefix="metricis-rl",
-            enabled=self.enabled,
-        )
+        # Moving window: no burst of twice the limit at a window's edge.
+        self.limiter = MovingWindowRateLimiter(_storage(redis))
 
     def _trusted(self, host: str) -> bool:
         try:
@@ -72,41 +85,54 @@ class RateLimits:
                 return hop
         return hops[0] if hops else peer
 
-    def hit(self, item: RateLimitItem, scope: str, key: str) -> None:
+    async def hit(self, item: RateLimitItem, scope: str, key: str) -> None:
         """Count this request, and refuse it (429) if it is over the limit."""
-        self._guard(item, scope, key, count=True)
+        await self._guard(item, scope, key, count=True)
 
-    def check(self, item: RateLimitItem, scope: str, key: str) -> None:
+    async def check(self, item: RateLimitItem, scope: str, key: str) -> None:
         """Refuse (429) if the limit is already used up, without counting this request."""
-        self._guard(item, scope, key, count=False)
+        await self._guard(item, scope, key, count=False)
 
-    def record(self, item: RateLimitItem, scope: str, key: str) -> None:
+    async def record(self, item: RateLimitItem, scope: str, key: str) -> None:
         """Count an event (a failed login, say) after the fact; never refuses."""
         if not self.enabled:
             return
         try:
-            self.limiter.limiter.hit(item, scope, key)
+            async with asyncio.timeout(self.timeout):
+                await self.limiter.hit(item, scope, key)
         except Exception as exc:
-            log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
+            _unavailable(exc, scope)
 
-    def _guard(self, item: RateLimitItem, scope: str, key: str, *, count: bool) -> None:
+    async def _guard(self, item: RateLimitItem, scope: str, key: str, *, count: bool) -> None:
         if not self.enabled:
             return
-        strategy = self.limiter.limiter
         try:
-            allowed = strategy.hit(item, scope, key) if count else strategy.test(item, scope, key)
-            if allowed:
-                return
-            reset_at, _remaining = strategy.get_window_stats(item, scope, key)
+            # One bound for the whole exchange (connecting, redis-py's own retries, the
+            # answers): a Redis that does not answer costs a request this much, no more.
+            async with asyncio.timeout(self.timeout):
+                if count:
+                    allowed = await self.limiter.hit(item, scope, key)
+                else:
+                    allowed = await self.limiter.test(item, scope, key)
+                if allowed:
+                    return
+                reset_at, _remaining = await self.limiter.get_window_stats(item, scope, key)
         except Exception as exc:
-            # Limits protect the service; losing Redis must not take submissions down with it.
-            log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
+            # Fail open, as when Redis is down: limits protect the service, and losing (or
+            # waiting on) Redis must not take logins and study routes down with it. The
+            # warning is what tells operators the limits are off meanwhile.
+            _unavailable(exc, scope)
             return
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimited(
             details={"limit": str(item), "scope": scope},
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _unavailable(exc: Exception, scope: str) -> None:
+    # TimeoutError: Redis did not answer within the bound (hung, overloaded, partitioned).
+    log.warning("rate_limit_storage_unavailable", error=type(exc).__name__, scope=scope)
 
 
 def account_key(identifier: str) -> str:
@@ -121,14 +147,14 @@ def limits_of(request: Request) -> RateLimits:
 
 async def default_rate_limit(request: Request) -> None:
     limits = limits_of(request)
-    limits.hit(limits.default, "default", limits.client_ip(request))
+    await limits.hit(limits.default, "default", limits.client_ip(request))
 
 
 async def login_ip_rate_limit(request: Request) -> None:
     limits = limits_of(request)
-    limits.hit(limits.login, "login-ip", limits.client_ip(request))
+    await limits.hit(limits.login, "login-ip", limits.client_ip(request))
 
 
 async def participant_auth_rate_limit(request: Request) -> None:
     limits = limits_of(request)
-    limits.hit(limits.participant_auth, "participant-auth-ip", limits.client_ip(request))
+    await limits.hit(limits.participant_auth, "participant-auth-ip", limits.client_ip(request))
