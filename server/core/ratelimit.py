@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from fastapi import Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 
@@ -36,21 +36,20 @@ log = structlog.get_logger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _storage(redis: Redis | None) -> Storage:
-    """The counters: in the app's Redis, or in memory (one process) where there is none."""
-    if redis is None:
-        return MemoryStorage()
-    # On the app's own connection pool: no second set of connections, and the app's lifespan
-    # closes it. The URI only names the scheme; the pool says where Redis is. Keys keep the
-    # library's default prefix, as the synchronous limiter had them, so processes of both
-    # versions share their counters during a rolling deploy.
-    # (limits types its options as scalars; redis-py takes the pool as a keyword argument.)
+def _storage(redis: Redis) -> Storage:
+    """The counters, on the app's own connection pool: no second set of connections, and the
+    app's lifespan closes it. The URI only names the scheme; the pool says where Redis is.
+
+    Keys keep the library's default prefix and Lua scripts, as the synchronous limiter had
+    them, so processes of both versions share their counters during a rolling deploy.
+    """
+    # limits types its options as scalars; redis-py takes the pool as a keyword argument.
     options: dict[str, Any] = {"connection_pool": redis.connection_pool}
     return RedisStorage("async+redis://", implementation="redispy", **options)
 
 
 class RateLimits:
-    def __init__(self, settings: Settings, redis: Redis | None) -> None:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.default = parse(settings.RATE_LIMIT_DEFAULT)
         self.login = parse(settings.RATE_LIMIT_LOGIN)
