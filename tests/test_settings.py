@@ -72,7 +72,6 @@ def test_production_accepts_real_configuration() -> None:
     )
     assert settings.ALLOWED_ORIGINS == ["https://a.org", "https://b.org"]
     assert settings.log_json is True
-    assert settings.rate_limit_storage_uri == "redis://r:6379/0"
 
 
 def _secret_in_a_new_process(cwd: Path) -> str:

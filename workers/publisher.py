@@ -109,8 +109,6 @@ class CeleryPublisher:
     def _epoch(self) -> str | None:
         try:
             channel = self._connect().default_channel
-            if not hasattr(channel, "conn_or_acquire"):
-                return None
             with channel.conn_or_acquire() as client:
                 try:
                     return str(client.info("server")["run_id"])
@@ -149,10 +147,7 @@ class CeleryPublisher:
 
     def _connect(self) -> Any:
         if self._connection is None:
-            redis = str(self._app.conf.broker_url).startswith("redis")
-            self._connection = self._app.connection_for_write(
-                transport_options=_FAIL_FAST if redis else None
-            )
+            self._connection = self._app.connection_for_write(transport_options=_FAIL_FAST)
         # No retries here: the relay, not kombu, decides when to try again.
         self._connection.ensure_connection(max_retries=0)
         return self._connection

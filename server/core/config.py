@@ -193,14 +193,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def broker_url(self) -> str:
-        return self.REDIS_URL
-
-    @property
-    def rate_limit_storage_uri(self) -> str:
-        return self.REDIS_URL
-
-    @property
     def log_json(self) -> bool:
         if self.LOG_JSON is not None:
             return self.LOG_JSON
