@@ -42,6 +42,10 @@ DEV_ONLY_MODULES = [
     "piptools",
 ]
 
+# Files under server/ or workers/ that only development runs (make run's embedded engines,
+# say): they may import the dev lock's packages, as long as production never imports them.
+DEV_ONLY_CODE: set[str] = set()
+
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
@@ -82,6 +86,8 @@ def _third_party_imports(folder: Path) -> dict[str, str]:
     """{top-level module: first file importing it} of the non-stdlib, non-project imports."""
     found: dict[str, str] = {}
     for path in sorted(folder.rglob("*.py")):
+        if str(path.relative_to(ROOT)) in DEV_ONLY_CODE:
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
