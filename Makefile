@@ -16,17 +16,28 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TEST_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install run test lint
+.PHONY: install run test lint lock
 
 install: $(STAMP)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls only when requirements.txt is newer than the stamp.
-$(STAMP): requirements.txt | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install -r requirements.txt
+# The dev lock: the runtime lock's pins plus the tools (tests, checks, honcho, the embedded
+# servers). A deployment installs requirements.txt alone. Reinstalls when either lock changes.
+$(STAMP): requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -r requirements-dev.txt
 	touch $@
+
+# Both locks from pyproject.toml, hash-checked; pins already in a lock are kept while they
+# fit (LOCK_ARGS="--upgrade-package NAME" moves one). The dev lock is constrained to the
+# runtime lock, so the two never disagree on a version.
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		-o requirements.txt pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		--extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
 # API + worker + beat + relay. Without DATABASE_URL / REDIS_URL, devservers starts an
 # embedded PostgreSQL and Redis (pip packages, data in var/embedded) and stops them after.
