@@ -99,7 +99,11 @@ async def start(
     return await state_of(db, session), True
 
 
-async def end(db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd) -> SessionState:
+async def end(
+    db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd
+) -> tuple[SessionState, bool]:
+    """End a session. Returns (state, ended_now); False when it had already ended this way,
+    so an offline replay can report the item as a duplicate rather than as stored."""
     session = await get_own(db, participant=participant, session_id=end_in.session_id)
     target = SessionStatus(end_in.status)
     if session.status == SessionStatus.in_progress:
@@ -107,12 +111,13 @@ async def end(db: AsyncSession, *, participant: ParticipantRef, end_in: SessionE
         session.client_ended_at = end_in.client_ended_at
         session.ended_at = utcnow()
         await db.flush()
-    elif session.status != target:
+        return await state_of(db, session), True
+    if session.status != target:
         # The same end sent twice is fine; a different ending is a real conflict.
         raise Conflict(
             f"This session already ended as {session.status.value}.", error_code="session_ended"
         )
-    return await state_of(db, session)
+    return await state_of(db, session), False
 
 
 async def list_for_participant(
