@@ -18,6 +18,7 @@ from server.auth.router import router as auth_router
 from server.batteries.router import router as batteries_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
+from server.core.docs import install_docs
 from server.core.errors import install_error_handlers
 from server.core.logging import configure_logging
 from server.core.middleware import RequestContextMiddleware
@@ -88,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Cognitive-assessment research studies: sessions, submissions, sync.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by install_docs instead, with assets of the app's own rather than a CDN's.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = create_engine(settings)
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
 
+    install_docs(app)
     app.include_router(health_router)
     for router in RATE_LIMITED_ROUTERS:
         app.include_router(router, dependencies=[Depends(default_rate_limit)])
