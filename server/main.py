@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -22,6 +20,7 @@ from server.core.docs import install_docs
 from server.core.errors import install_error_handlers
 from server.core.logging import configure_logging
 from server.core.middleware import RequestContextMiddleware
+from server.core.openapi import install_openapi
 from server.core.ratelimit import RateLimits, default_rate_limit
 from server.core.runtime import tune_gc
 from server.health.router import router as health_router
@@ -119,22 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.ENABLE_REFERENCE_ENDPOINT:
         app.include_router(reference_router)
-    _publish_body_schemas(app)
+    install_openapi(app, hand_read_bodies=HAND_READ_BODIES, participant_routers=PARTICIPANT_ROUTERS)
     return app
-
-
-def _publish_body_schemas(app: FastAPI) -> None:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in HAND_READ_BODIES:
-                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(body.pop("$defs", {}))
-                components[model.__name__] = body
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -17,7 +17,11 @@ from server.core.security import PARTICIPANT_TOKEN, USER_TOKEN, decode_access_to
 from server.user_sessions.models import UserSession
 from server.users.models import User
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/login", auto_error=False)
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/auth/login",
+    auto_error=False,
+    description="Staff: email (as username) and password, signed in at POST /api/auth/login.",
+)
 
 
 @dataclass(frozen=True)
