@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -18,9 +16,11 @@ from server.auth.router import router as auth_router
 from server.batteries.router import router as batteries_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
+from server.core.docs import install_docs
 from server.core.errors import install_error_handlers
 from server.core.logging import configure_logging
 from server.core.middleware import RequestContextMiddleware
+from server.core.openapi import install_openapi
 from server.core.ratelimit import RateLimits, default_rate_limit
 from server.core.runtime import tune_gc
 from server.health.router import router as health_router
@@ -88,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Cognitive-assessment research studies: sessions, submissions, sync.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by install_docs instead, with assets of the app's own rather than a CDN's.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = create_engine(settings)
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
 
+    install_docs(app)
     app.include_router(health_router)
     for router in RATE_LIMITED_ROUTERS:
         app.include_router(router, dependencies=[Depends(default_rate_limit)])
@@ -114,22 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.ENABLE_REFERENCE_ENDPOINT:
         app.include_router(reference_router)
-    _publish_body_schemas(app)
+    install_openapi(app, hand_read_bodies=HAND_READ_BODIES, participant_routers=PARTICIPANT_ROUTERS)
     return app
-
-
-def _publish_body_schemas(app: FastAPI) -> None:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in HAND_READ_BODIES:
-                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(body.pop("$defs", {}))
-                components[model.__name__] = body
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

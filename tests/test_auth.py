@@ -274,11 +274,17 @@ async def test_token_of_another_kind_is_not_a_user_token(
     session, _ = await sessions_service.open_session(
         db, settings, user_id=user.id, user_agent="tests"
     )
-    token, _ = create_access_token(
+    participant_token, _ = create_access_token(
         settings, subject=user.id, session_id=session.id, kind="participant"
     )
+    unknown_kind, _ = create_access_token(
+        settings, subject=user.id, session_id=session.id, kind="device"
+    )
 
-    _envelope(await client.get(ME, headers=_bearer(token)), 401, "unauthorized")
+    # A participant's token is valid, only not here: 403, saying the route is for staff.
+    body = _envelope(await client.get(ME, headers=_bearer(participant_token)), 403, "staff_only")
+    assert "staff" in body["message"]
+    _envelope(await client.get(ME, headers=_bearer(unknown_kind)), 401, "unauthorized")
 
 
 async def test_token_naming_another_users_session_is_401(

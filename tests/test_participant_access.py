@@ -106,3 +106,31 @@ async def test_guessing_codes_is_rate_limited(client: AsyncClient) -> None:
     assert [r.status_code for r in statuses[:10]] == [401] * 10
     assert statuses[10].status_code == 429
     assert int(statuses[10].headers["retry-after"]) >= 1
+
+
+async def test_a_participant_token_on_a_staff_route_is_told_the_route_is_for_staff(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    study, site, headers = await _coordinator(db, settings)
+    participant = await factories.create_participant(db, site)
+    code = (
+        await client.post(f"/api/participants/{participant.id}/access-code", headers=headers)
+    ).json()["access_code"]
+    token = (await client.post("/api/participants/auth", json={"access_code": code})).json()
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+    for method, url in (
+        ("GET", "/api/auth/me"),
+        ("GET", f"/api/participants/{participant.id}"),
+        ("GET", f"/api/participants/{participant.id}/sessions"),
+        ("GET", "/api/studies"),
+        ("POST", f"/api/participants?study_id={study.id}"),
+    ):
+        response = await client.request(method, url, headers=bearer, json={})
+        assert response.status_code == 403, (url, response.text)
+        body = response.json()
+        assert body["error_code"] == "staff_only", (url, body)
+        assert "staff" in body["message"] and "expired" not in body["message"]
+        assert body["correlation_id"] == response.headers["X-Request-ID"]
+    # The same token still does what it is for.
+    own = await client.get("/api/session/00000000-0000-4000-8000-000000000000", headers=bearer)
+    assert own.status_code == 404

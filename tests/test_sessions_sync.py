@@ -139,8 +139,9 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
         "rejected",
         "rejected",
         "duplicate",
-        "stored",
+        "duplicate",  # the session had already ended: nothing stored
     ]
+    assert (replay["stored"], replay["duplicate"], replay["rejected"]) == (0, 5, 2)
     assert (
         await db.scalar(
             select(func.count())
@@ -149,3 +150,36 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
         )
         == 2
     )
+
+
+async def test_replaying_a_whole_batch_reports_every_item_a_duplicate(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    _, battery, modules, headers = await _participant(db, settings)
+    session_id = uuid.uuid4()
+    items = [
+        {
+            "type": "session_start",
+            "data": {
+                "session_id": str(session_id),
+                "battery_id": str(battery.id),
+                "client_started_at": datetime.now(UTC).isoformat(),
+            },
+        },
+        {"type": "submission", "data": ingest.payload(session_id, modules, n_trials=4)},
+        {"type": "session_end", "data": {"session_id": str(session_id), "status": "completed"}},
+    ]
+    first = (await client.post("/api/sync", json={"items": items}, headers=headers)).json()
+    assert (first["stored"], first["duplicate"], first["rejected"]) == (3, 0, 0)
+    # The device lost the answer and sends the same batch again: nothing new is stored.
+    replay = await client.post("/api/sync", json={"items": items}, headers=headers)
+    assert replay.status_code == 200, replay.text
+    body = replay.json()
+    assert (body["stored"], body["duplicate"], body["rejected"]) == (0, 3, 0)
+    assert [i["status"] for i in body["items"]] == ["duplicate"] * 3
+    assert [i["id"] for i in body["items"]] == [i["id"] for i in first["items"]]
+    # A session that ended differently on the server is a conflict, not a duplicate.
+    abandoned = {**items[2], "data": {"session_id": str(session_id), "status": "abandoned"}}
+    conflict = (await client.post("/api/sync", json={"items": [abandoned]}, headers=headers)).json()
+    assert conflict["items"][0]["status"] == "rejected"
+    assert conflict["items"][0]["error"]["error_code"] == "session_ended"

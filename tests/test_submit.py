@@ -255,7 +255,7 @@ async def test_participant_token_is_scoped_to_its_participant(
     )
     assert end.status_code == 404
     assert await _count(db, Submission) == 0
-    # No staff route accepts a participant token.
+    # No staff route accepts a participant token, and each says it is for staff.
     for method, url in [
         ("GET", "/api/studies"),
         ("GET", f"/api/participants/{visit.participant.id}"),
@@ -264,7 +264,8 @@ async def test_participant_token_is_scoped_to_its_participant(
         ("GET", "/api/user-sessions"),
     ]:
         response = await client.request(method, url, headers=visit.headers)
-        assert response.status_code == 401, (url, response.status_code)
+        assert response.status_code == 403, (url, response.status_code)
+        assert response.json()["error_code"] == "staff_only"
     # And no participant route accepts a staff token.
     staff = await factories.create_user(db, is_admin=True)
     staff_headers = await factories.auth_headers(db, settings, staff)

@@ -31,7 +31,9 @@ async def start_session(
 
 @router.post("/end", response_model=SessionState)
 async def end_session(end_in: SessionEnd, db: DBSession, me: CurrentParticipant) -> SessionState:
-    return await service.end(db, participant=me.participant, end_in=end_in)
+    # The same end again is answered like the first (200): ending is idempotent.
+    state, _ = await service.end(db, participant=me.participant, end_in=end_in)
+    return state
 
 
 @router.get("/{session_id}", response_model=SessionState)

@@ -6,6 +6,7 @@ import uuid
 from collections import defaultdict
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
@@ -53,13 +54,32 @@ async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState
 
 
 async def get_own(
-    db: AsyncSession, *, participant: ParticipantRef, session_id: uuid.UUID
+    db: AsyncSession,
+    *,
+    participant: ParticipantRef,
+    session_id: uuid.UUID,
+    for_update: bool = False,
 ) -> AssessmentSession:
-    session = await db.get(AssessmentSession, session_id)
+    # populate_existing with the lock: what another transaction committed while this one
+    # waited must replace what this session may have loaded before.
+    session = await db.get(
+        AssessmentSession, session_id, with_for_update=for_update, populate_existing=for_update
+    )
     # Another participant's session does not exist as far as this one is concerned.
     if session is None or session.participant_id != participant.id:
         raise NotFound("No such session.")
     return session
+
+
+def _resumable(
+    participant: ParticipantRef, session_in: SessionStart, existing: AssessmentSession
+) -> None:
+    if existing.participant_id != participant.id:
+        raise Conflict("This session id is already in use.", error_code="session_id_taken")
+    if existing.battery_id != session_in.battery_id:
+        raise Conflict(
+            "This session was started with another battery.", error_code="session_mismatch"
+        )
 
 
 async def start(
@@ -68,12 +88,7 @@ async def start(
     """Start, or resume when the client retries with the same session id."""
     existing = await db.get(AssessmentSession, session_in.session_id)
     if existing is not None:
-        if existing.participant_id != participant.id:
-            raise Conflict("This session id is already in use.", error_code="session_id_taken")
-        if existing.battery_id != session_in.battery_id:
-            raise Conflict(
-                "This session was started with another battery.", error_code="session_mismatch"
-            )
+        _resumable(participant, session_in, existing)
         return await state_of(db, existing), False
     battery = await db.get(Battery, session_in.battery_id)
     if (
@@ -85,34 +100,53 @@ async def start(
             "No published battery with this id in your study.",
             details=[{"loc": ["body", "battery_id"], "msg": "unknown battery"}],
         )
-    session = AssessmentSession(
-        id=session_in.session_id,
-        participant_id=participant.id,
-        study_id=participant.study_id,
-        battery_id=battery.id,
-        device=session_in.device,
-        app_version=session_in.app_version,
-        client_started_at=session_in.client_started_at,
+    # ON CONFLICT: a device whose retry races its first attempt (or a sync batch beside a
+    # start) inserts the same id twice at once. A plain INSERT waits for the other and then
+    # fails on the primary key (a 500); this waits, inserts nothing, and resumes instead.
+    inserted = await db.scalar(
+        pg_insert(AssessmentSession)
+        .values(
+            id=session_in.session_id,
+            participant_id=participant.id,
+            study_id=participant.study_id,
+            battery_id=battery.id,
+            device=session_in.device,
+            app_version=session_in.app_version,
+            client_started_at=session_in.client_started_at,
+        )
+        .on_conflict_do_nothing(index_elements=[AssessmentSession.id])
+        .returning(AssessmentSession.id)
     )
-    db.add(session)
-    await db.flush()
+    session = await db.get_one(AssessmentSession, session_in.session_id, populate_existing=True)
+    if inserted is None:
+        _resumable(participant, session_in, session)
+        return await state_of(db, session), False
     return await state_of(db, session), True
 
 
-async def end(db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd) -> SessionState:
-    session = await get_own(db, participant=participant, session_id=end_in.session_id)
+async def end(
+    db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd
+) -> tuple[SessionState, bool]:
+    """End a session. Returns (state, ended_now); False when it had already ended this way,
+    so an offline replay can report the item as a duplicate rather than as stored."""
+    # Locked: two ends at once (a retry racing its first attempt) take turns, so the second
+    # sees the first's ending, and is a duplicate or a conflict, not a second "stored".
+    session = await get_own(
+        db, participant=participant, session_id=end_in.session_id, for_update=True
+    )
     target = SessionStatus(end_in.status)
     if session.status == SessionStatus.in_progress:
         session.status = target
         session.client_ended_at = end_in.client_ended_at
         session.ended_at = utcnow()
         await db.flush()
-    elif session.status != target:
+        return await state_of(db, session), True
+    if session.status != target:
         # The same end sent twice is fine; a different ending is a real conflict.
         raise Conflict(
             f"This session already ended as {session.status.value}.", error_code="session_ended"
         )
-    return await state_of(db, session)
+    return await state_of(db, session), False
 
 
 async def list_for_participant(

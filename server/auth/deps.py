@@ -13,11 +13,15 @@ from server.core.config import Settings
 from server.core.db import DBSession
 from server.core.errors import Forbidden, Unauthorized
 from server.core.models import utcnow
-from server.core.security import decode_access_token
+from server.core.security import PARTICIPANT_TOKEN, USER_TOKEN, decode_access_token
 from server.user_sessions.models import UserSession
 from server.users.models import User
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/login", auto_error=False)
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/auth/login",
+    auto_error=False,
+    description="Staff: email (as username) and password, signed in at POST /api/auth/login.",
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,15 @@ async def authenticate(db: AsyncSession, settings: Settings, token: str | None) 
     if not token:
         raise Unauthorized()
     claims = decode_access_token(settings, token)
-    if claims is None or claims.kind != "user":
+    if claims is not None and claims.kind == PARTICIPANT_TOKEN:
+        # A genuine token, of the wrong kind: saying "invalid or expired" sends the app (or
+        # whoever tries the route in /docs) after a new token that would not help either.
+        raise Forbidden(
+            "This route is for staff: a participant token cannot be used here. "
+            "Sign in with a staff account.",
+            error_code="staff_only",
+        )
+    if claims is None or claims.kind != USER_TOKEN:
         raise Unauthorized("The access token is invalid or has expired.")
     session = await db.get(UserSession, claims.session_id)
     # Checked on every request: a revoked or expired login stops working at once.

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -88,6 +89,45 @@ class ServiceUnavailable(AppError):
     status_code = 503
     error_code = "service_unavailable"
     message = "A service this needs is unavailable."
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer, whatever its status."""
+
+    error_code: str = Field(description="Stable and machine-readable, e.g. validation_error.")
+    message: str = Field(description="What went wrong, for a person.")
+    correlation_id: str | None = Field(
+        description="The request's id (also the X-Request-ID header), to quote to support."
+    )
+    details: Any = Field(
+        description="For validation errors a list of {loc, msg, type}; otherwise an object "
+        "specific to the error_code, or null."
+    )
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No token, or a token that is invalid, expired or of the wrong kind",
+    403: "Not allowed for this principal",
+    404: "Not found",
+    409: "Conflicts with existing data",
+    413: "The request body is too large",
+    415: "Unsupported Content-Encoding (gzip and identity are accepted)",
+    422: "The request is not valid (details name each place)",
+    429: "Rate limited (see Retry-After)",
+}
+
+
+def error_responses(*status_codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with the envelope schema. A description given as
+    s409="..." replaces the generic one."""
+    return {
+        code: {
+            "model": ErrorEnvelope,
+            "description": descriptions.get(f"s{code}", _ERROR_DESCRIPTIONS[code]),
+        }
+        for code in status_codes
+    }
 
 
 _HTTP_CODES = {

@@ -18,6 +18,10 @@ from server.core.models import utcnow
 # argon2 by default; bcrypt stays verifiable so imported hashes still log in and get upgraded.
 pwd_context = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto")
 
+# The kinds of access token ("typ"): each route takes one kind, and says so when given the other.
+USER_TOKEN = "user"
+PARTICIPANT_TOKEN = "participant"
+
 # A hash verified on unknown accounts, so a missing user costs as much time as a wrong password.
 _DUMMY_HASH = pwd_context.hash(secrets.token_urlsafe(16))
 
@@ -73,7 +77,7 @@ def create_access_token(
     *,
     subject: uuid.UUID,
     session_id: uuid.UUID,
-    kind: str = "user",
+    kind: str = USER_TOKEN,
     expires_in: timedelta | None = None,
 ) -> tuple[str, datetime]:
     now = utcnow()
@@ -112,7 +116,7 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims | None:
             subject=uuid.UUID(claims["sub"]),
             session_id=uuid.UUID(claims["sid"]),
             token_id=str(claims["jti"]),
-            kind=str(claims.get("typ", "user")),
+            kind=str(claims.get("typ", USER_TOKEN)),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), tz=utcnow().tzinfo),
         )
     except (JWTError, KeyError, ValueError, TypeError):

@@ -12,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.config import Settings
 from server.core.errors import Unauthorized, Unprocessable
 from server.core.models import utcnow
+
+# Re-exported ("as") for participant_auth.deps, which still imports it from here.
+from server.core.security import PARTICIPANT_TOKEN as PARTICIPANT_TOKEN
 from server.core.security import create_access_token
 from server.participant_auth import codes
 from server.participant_auth.models import AccessCode, ParticipantLogin
@@ -21,7 +24,6 @@ from server.participants.models import Participant, ParticipantStatus
 log = structlog.get_logger(__name__)
 
 INACTIVE = (ParticipantStatus.withdrawn, ParticipantStatus.completed)
-PARTICIPANT_TOKEN = "participant"
 
 
 async def issue_code(

@@ -27,32 +27,85 @@ OPTIONAL_COLUMNS = ("timezone", "status", "enrolled_at", "email", "phone")
 MAX_ROWS = 10_000
 
 
-def _read_rows(content: bytes) -> list[dict[str, str]]:
+def _invalid(message: str, **details: object) -> Unprocessable:
+    return Unprocessable(message, error_code="invalid_csv", details=details or None)
+
+
+def _decode(content: bytes) -> str:
     try:
         text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Unprocessable("The file is not UTF-8 text.", error_code="invalid_csv") from None
-    reader = csv.DictReader(io.StringIO(text))
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        raise _invalid(
+            f"The file is not UTF-8 text (byte 0x{content[exc.start]:02x} on line {line}): "
+            "save it from the spreadsheet as CSV UTF-8.",
+            line=line,
+            byte_offset=exc.start,
+        ) from None
+    if "\x00" in text:
+        # A UTF-16 export or a binary file (a spreadsheet's own format) decodes as "UTF-8"
+        # full of NULs, which PostgreSQL would refuse later; say what the file is instead.
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise _invalid(
+            f"The file contains NUL characters (line {line}): it is not a UTF-8 CSV text file "
+            "(UTF-16, or a spreadsheet's own format?).",
+            line=line,
+        )
+    return text
+
+
+def _header(reader: csv.DictReader[str]) -> list[str]:
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-    if missing or unknown:
+    duplicate = sorted({c for c in columns if columns.count(c) > 1})
+    if missing or unknown or duplicate:
         raise Unprocessable(
             "The CSV header is not as expected.",
             error_code="invalid_csv",
             details={
                 "missing_columns": missing,
                 "unknown_columns": unknown,
+                "duplicate_columns": duplicate,
                 "expected": list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS),
             },
         )
-    rows = []
-    for raw in reader:
-        rows.append({(k or "").strip(): (v or "").strip() for k, v in raw.items() if k})
-        if len(rows) > MAX_ROWS:
-            raise Unprocessable(f"At most {MAX_ROWS} rows per file.", error_code="invalid_csv")
+    return columns
+
+
+def _read_rows(content: bytes) -> list[tuple[dict[str, str], list[str]]]:
+    """The rows, each with what is wrong with its shape (more fields than the header)."""
+    # newline="": the csv module's own line handling, so a line may end in CR (old Mac
+    # spreadsheets), LF or CRLF, and a quoted field may hold any of them. strict: an
+    # unclosed quote or text after a closing quote is an error, not a silently merged row.
+    text = _decode(content)
+    if not text.strip():
+        raise _invalid("The file is empty: expected a header line and one row per participant.")
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[dict[str, str], list[str]]] = []
+    try:
+        columns = _header(reader)
+        for raw in reader:
+            extra = raw.pop(None, None)  # DictReader keeps surplus fields under None
+            problems = []
+            if extra:
+                problems.append(
+                    f"the row has {len(columns) + len(extra)} fields, the header {len(columns)}"
+                    " (an unquoted comma?)"
+                )
+            rows.append(({(k or "").strip(): (v or "").strip() for k, v in raw.items()}, problems))
+            if len(rows) > MAX_ROWS:
+                raise _invalid(f"At most {MAX_ROWS} rows per file.")
+    except csv.Error as exc:
+        # e.g. an unclosed quote ("unexpected end of data"), a field past the csv limit.
+        # DictReader's line_num is still where the last good row ended: an unclosed quote is
+        # found at the end of the file, but the row it opened starts on the next line.
+        line = reader.line_num + 1
+        raise _invalid(
+            f"The file is not valid CSV in the row starting on line {line}: {exc}.", line=line
+        ) from None
     if not rows:
-        raise Unprocessable("The file has no rows.", error_code="invalid_csv")
+        raise _invalid("The file has a header but no rows.")
     return rows
 
 
@@ -84,9 +137,9 @@ async def import_csv(
     seen: dict[str, int] = {}
     accepted: list[ParticipantCreate] = []
     rejected: list[ImportRowError] = []
-    for number, row in enumerate(rows, start=2):  # row 1 is the header
+    for number, (row, shape_errors) in enumerate(rows, start=2):  # row 1 is the header
         code = row.get("participant_code") or None
-        errors: list[str] = []
+        errors = list(shape_errors)
         site_id = sites.get(row.get("site_code", ""))
         if site_id is None:
             errors.append("site_code: no such site in this study")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from server.auth.deps import AppSettings
 from server.core.db import AutocommitSession, DBSession
+from server.core.errors import error_responses
 from server.participant_auth.deps import IngestParticipant
 from server.submissions import service
 from server.submissions.body import parse_json, parse_model, read_body
@@ -29,7 +30,19 @@ _BODY: dict[str, Any] = {
     response_model=Receipt,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_BODY,
-    responses={200: {"model": Receipt, "description": "A replay: the first receipt"}},
+    responses={
+        200: {"model": Receipt, "description": "A replay: the first receipt"},
+        **error_responses(
+            401,
+            404,
+            409,
+            413,
+            415,
+            422,
+            s404="No such session of this participant: start it first",
+            s409="This client_submission_id was already used for different data",
+        ),
+    },
 )
 async def submit(
     request: Request,

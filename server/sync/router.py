@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from server.auth.deps import AppSettings
 from server.core.db import DBSession
+from server.core.errors import error_responses
 from server.participant_auth.deps import CurrentParticipant
 from server.submissions.body import parse_json, parse_model, read_body
 from server.sync import service
@@ -21,7 +22,13 @@ _BODY: dict[str, Any] = {
 }
 
 
-@router.post("", response_model=SyncResult, openapi_extra=_BODY)
+@router.post(
+    "",
+    response_model=SyncResult,
+    openapi_extra=_BODY,
+    # No 409: a conflicting item is rejected on its own, inside the 200.
+    responses=error_responses(401, 413, 415, 422),
+)
 async def sync(
     request: Request, db: DBSession, settings: AppSettings, me: CurrentParticipant
 ) -> SyncResult:

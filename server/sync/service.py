@@ -32,10 +32,13 @@ async def _apply(
             index=index, type=kind, status="stored" if created else "duplicate", id=str(state.id)
         )
     if kind == "session_end":
-        state = await sessions_service.end(
+        state, ended = await sessions_service.end(
             db, participant=participant, end_in=parse_model(SessionEnd, data, loc)
         )
-        return ItemResult(index=index, type=kind, status="stored", id=str(state.id))
+        # An end the session already had is a replay: nothing was stored this time.
+        return ItemResult(
+            index=index, type=kind, status="stored" if ended else "duplicate", id=str(state.id)
+        )
     submission_in = parse_model(SubmissionIn, data, loc)
     receipt, created = await submissions_service.submit(
         db,
