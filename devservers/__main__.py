@@ -70,6 +70,8 @@ def run(folder: Path, command: list[str]) -> int:
                 child.terminate()
                 told = True
             time.sleep(0.1)
+        if stopping or told:
+            return 0  # stopped as asked (Ctrl-C, SIGTERM, make gone): a clean stop
         return child.returncode if child.returncode >= 0 else 128 - child.returncode
 
 

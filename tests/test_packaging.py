@@ -133,7 +133,7 @@ _PRODUCTION_CHECK = textwrap.dedent(
     for name in workers.app.TASK_MODULES:
         importlib.import_module(name)
     assert workers.app.app.conf.broker_url.startswith("redis://")
-    import swagger_ui_bundle, uvloop, httptools  # offline /docs; uvicorn[standard]
+    import fastapi_offline, uvloop, httptools  # offline /docs; uvicorn[standard]
 
     present = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is not None]
     present += [b for b in ("py-spy", "pytest", "honcho") if Path(sys.prefix, "bin", b).exists()]
