@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.config import Settings
+from server.core.config import AppSettings, Settings
 from server.core.db import DBSession
 from server.core.errors import Forbidden, Unauthorized
 from server.core.models import utcnow
@@ -32,14 +32,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.user.is_admin
-
-
-def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(get_settings_dep)]
 
 
 async def authenticate(db: AsyncSession, settings: Settings, token: str | None) -> Principal:

@@ -7,8 +7,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from server.auth import service
-from server.auth.deps import AppSettings, CurrentPrincipal
+from server.auth.deps import CurrentPrincipal
 from server.auth.schemas import Me, RefreshRequest, TokenPair
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import Unauthorized, error_response
 from server.core.ratelimit import account_key, limits_of, login_ip_rate_limit

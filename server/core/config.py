@@ -9,6 +9,7 @@ import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
 
+from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -254,3 +255,12 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache
 def get_settings() -> Settings:
     return load_settings()
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The running app's settings (app.state), as a route dependency: `settings: AppSettings`."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_settings_dep)]

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.auth.deps import AppSettings, oauth2_scheme
-from server.core.config import Settings
+from server.auth.deps import oauth2_scheme
+from server.core.config import AppSettings, Settings
 from server.core.db import AutocommitSession, DBSession, driver_connection
 from server.core.errors import Unauthorized
 from server.core.models import utcnow

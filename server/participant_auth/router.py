@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from server.auth.deps import AppSettings
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.ratelimit import participant_auth_rate_limit
 from server.participant_auth import service

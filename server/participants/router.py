@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile, status
 
-from server.auth.deps import AppSettings
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import PayloadTooLarge
 from server.participant_auth import service as participant_auth_service

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
 
-from server.auth.deps import AppSettings
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.redcap import participant_import, service, sync
 from server.redcap import preview as preview_service

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 
-from server.auth.deps import AppSettings
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.item_banks.models import PublicationStatus
 from server.modules.models import Module

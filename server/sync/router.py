@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.auth.deps import AppSettings
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import error_responses
 from server.participant_auth.deps import CurrentParticipant

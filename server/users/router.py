@@ -4,7 +4,8 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from server.auth.deps import AppSettings, CurrentAdmin
+from server.auth.deps import CurrentAdmin
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.users import service
 from server.users.schemas import UserCreate, UserRead, UserUpdate
