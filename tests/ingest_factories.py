@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery, BatteryModule
+from server.core.catalogue import PublicationStatus
 from server.core.config import Settings
 from server.core.models import utcnow
 from server.core.security import create_access_token
-from server.item_banks.models import PublicationStatus
 from server.modules.models import Module, ModuleKind
 from server.participant_auth.models import ParticipantLogin
 from server.participants.models import Participant

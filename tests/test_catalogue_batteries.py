@@ -12,9 +12,9 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.batteries import service as batteries_service
+from server.core.catalogue import PublicationStatus
 from server.core.config import Settings
 from server.demo import seed_demo_batteries
-from server.item_banks.models import PublicationStatus
 from server.modules import service as modules_service
 from server.modules.builtin import SIMPLE_RT, load_builtins
 from server.modules.models import Module

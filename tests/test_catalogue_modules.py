@@ -12,8 +12,9 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.catalogue import PublicationStatus
 from server.core.config import Settings
-from server.item_banks.models import ItemBank, PublicationStatus
+from server.item_banks.models import ItemBank
 from server.modules.builtin import BUILTIN_KEYS, load_builtins
 from server.modules.models import Module
 from server.submissions.schemas import TaskIn

@@ -21,9 +21,9 @@ from server.assessment_sessions.schemas import (
     TaskSummaryRead,
 )
 from server.batteries.models import Battery, BatteryModule
+from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
-from server.item_banks.models import PublicationStatus
 from server.modules.models import Module
 from server.participants.schemas import ParticipantRef
 from server.submissions.models import Submission, SubmissionTask

@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.core.catalogue import PublicationStatus
 from server.core.models import Base, IdMixin, TimestampMixin, text_enum
-from server.item_banks.models import PublicationStatus
 
 
 class Battery(IdMixin, TimestampMixin, Base):

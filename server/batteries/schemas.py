@@ -6,9 +6,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.batteries.models import Battery
-from server.item_banks.models import PublicationStatus
+from server.core.catalogue import KEY, PublicationStatus
 from server.modules.models import Module, ModuleKind
-from server.modules.schemas import KEY
 
 MAX_MODULES = 50
 

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.batteries.models import Battery, BatteryModule
 from server.batteries.schemas import BatteryCreate, BatteryUpdate
+from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
-from server.item_banks.models import PublicationStatus
 from server.modules.models import Module
 
 log = structlog.get_logger(__name__)

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.core.catalogue import PublicationStatus
 from server.core.models import Base, IdMixin, JSONType, TimestampMixin, text_enum
-
-
-class PublicationStatus(enum.StrEnum):
-    draft = "draft"
-    published = "published"
 
 
 class ItemBank(IdMixin, TimestampMixin, Base):

@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
+from server.core.catalogue import PublicationStatus
 from server.core.db import DBSession
 from server.item_banks import service
-from server.item_banks.models import PublicationStatus
 from server.item_banks.schemas import ItemBankCreate, ItemBankRead, ItemBankUpdate
 
 router = APIRouter(prefix="/api/item-banks", tags=["item-banks"])

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from server.item_banks.models import PublicationStatus
-from server.modules.schemas import KEY
+from server.core.catalogue import KEY, PublicationStatus
 
 ITEM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 

@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound
 from server.core.models import utcnow
-from server.item_banks.models import ItemBank, PublicationStatus
+from server.item_banks.models import ItemBank
 from server.item_banks.schemas import ItemBankCreate, ItemBankUpdate
 
 log = structlog.get_logger(__name__)

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.catalogue import PublicationStatus
 from server.item_banks import service as item_banks_service
-from server.item_banks.models import ItemBank, PublicationStatus
+from server.item_banks.models import ItemBank
 from server.item_banks.schemas import ItemBankCreate
 from server.modules import service
 from server.modules.models import Module, ModuleKind

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.core.catalogue import PublicationStatus
 from server.core.models import Base, IdMixin, JSONType, TimestampMixin, text_enum
-from server.item_banks.models import PublicationStatus
 
 
 class ModuleKind(enum.StrEnum):

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
+from server.core.catalogue import PublicationStatus
 from server.core.db import DBSession
-from server.item_banks.models import PublicationStatus
 from server.modules import service
 from server.modules.deps import ValidModule
 from server.modules.models import ModuleKind

@@ -20,10 +20,9 @@ import fastjsonschema
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from server.item_banks.models import PublicationStatus
+from server.core.catalogue import KEY, PublicationStatus
 from server.modules.models import ModuleKind
 
-KEY = r"^[a-z][a-z0-9_]{0,63}$"
 # Trial and summary property names become export columns: plain snake_case only.
 FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _FIELD_NAME_RE = re.compile(FIELD_NAME)

@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
-from server.item_banks.models import ItemBank, PublicationStatus
+from server.item_banks.models import ItemBank
 from server.modules.models import Module, ModuleKind
 from server.modules.schemas import (
     DerivedFrom,

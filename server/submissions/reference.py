@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 
+from server.core.catalogue import PublicationStatus
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.item_banks.models import PublicationStatus
 from server.modules.models import Module
 from server.submissions import service, validation
 from server.submissions.body import parse_json, parse_model, read_body
