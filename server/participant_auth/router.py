@@ -1,4 +1,9 @@
+"""Participant access codes: the first one given at enrolment, more on request, each exchanged
+once for a participant token."""
+
 from __future__ import annotations
+
+from enum import Enum
 
 from fastapi import APIRouter, Depends, status
 
@@ -11,15 +16,42 @@ from server.participant_auth.schemas import (
     ParticipantAuthRequest,
     ParticipantToken,
 )
+from server.participants import service as participants_service
 from server.participants.deps import ParticipantManager
+from server.participants.schemas import ParticipantCreate, ParticipantEnrolled, ParticipantRead
+from server.studies.deps import StudyManager
 
-router = APIRouter(prefix="/api/participants", tags=["participant access"])
+# Tags by route: enrolment is listed with the participants routes in /docs.
+router = APIRouter(prefix="/api/participants")
+ACCESS_TAGS: list[str | Enum] = ["participant access"]
+
+
+@router.post(
+    "",
+    response_model=ParticipantEnrolled,
+    status_code=status.HTTP_201_CREATED,
+    tags=["participants"],
+)
+async def create_participant(
+    participant_in: ParticipantCreate, access: StudyManager, db: DBSession, settings: AppSettings
+) -> ParticipantEnrolled:
+    # Enrolment: the participant, and their first access code.
+    participant = await participants_service.create(
+        db, study_id=access.study.id, participant_in=participant_in
+    )
+    code = await service.issue_code(db, settings, participant=participant)
+    return ParticipantEnrolled(
+        **ParticipantRead.model_validate(participant).model_dump(),
+        access_code=code.access_code,
+        access_code_expires_at=code.expires_at,
+    )
 
 
 @router.post(
     "/{participant_id}/access-code",
     response_model=AccessCodeIssued,
     status_code=status.HTTP_201_CREATED,
+    tags=ACCESS_TAGS,
 )
 async def issue_access_code(
     access: ParticipantManager, db: DBSession, settings: AppSettings
@@ -28,7 +60,10 @@ async def issue_access_code(
 
 
 @router.post(
-    "/auth", response_model=ParticipantToken, dependencies=[Depends(participant_auth_rate_limit)]
+    "/auth",
+    response_model=ParticipantToken,
+    dependencies=[Depends(participant_auth_rate_limit)],
+    tags=ACCESS_TAGS,
 )
 async def participant_auth(
     body: ParticipantAuthRequest, db: DBSession, settings: AppSettings

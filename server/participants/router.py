@@ -1,22 +1,21 @@
+"""Participants of a study, for its staff. Enrolling one (POST /api/participants) gives the
+first access code as well, so that route is server.participant_auth's."""
+
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, UploadFile
 
-from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import PayloadTooLarge
-from server.participant_auth import service as participant_auth_service
 from server.participants import csv_import, service
 from server.participants.deps import ParticipantManager, ParticipantReader
 from server.participants.schemas import (
     ContactIn,
     ContactRead,
     ImportReport,
-    ParticipantCreate,
-    ParticipantEnrolled,
     ParticipantPage,
     ParticipantRead,
     ParticipantUpdate,
@@ -41,19 +40,6 @@ async def list_participants(
     )
     return ParticipantPage(
         items=[ParticipantRead.model_validate(p) for p in rows], next_cursor=next_cursor
-    )
-
-
-@router.post("", response_model=ParticipantEnrolled, status_code=status.HTTP_201_CREATED)
-async def create_participant(
-    participant_in: ParticipantCreate, access: StudyManager, db: DBSession, settings: AppSettings
-) -> ParticipantEnrolled:
-    participant = await service.create(db, study_id=access.study.id, participant_in=participant_in)
-    code = await participant_auth_service.issue_code(db, settings, participant=participant)
-    return ParticipantEnrolled(
-        **ParticipantRead.model_validate(participant).model_dump(),
-        access_code=code.access_code,
-        access_code_expires_at=code.expires_at,
     )
 
 
