@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 from server.assessment_sessions.router import router as session_router
 from server.assessment_sessions.router import staff_router as session_staff_router
 from server.auth.router import router as auth_router
+from server.auth.user_sessions_router import router as user_sessions_router
+from server.auth.users_router import router as users_router
 from server.batteries.router import router as batteries_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
@@ -38,8 +40,6 @@ from server.submissions.router import staff_router as submissions_staff_router
 from server.submissions.schemas import SubmissionIn
 from server.sync.router import router as sync_router
 from server.sync.schemas import SyncIn
-from server.user_sessions.router import router as user_sessions_router
-from server.users.router import router as users_router
 
 # Health is left out of the general limit: load balancers poll it from one address.
 RATE_LIMITED_ROUTERS: list[APIRouter] = [

@@ -1,3 +1,7 @@
+"""A user's own login sessions: list them, sign out of one or all. Here, not in
+server.user_sessions, because it needs the caller (server.auth.deps), and server.auth needs
+server.user_sessions to check a token's session."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,3 +1,6 @@
+"""Staff accounts, for administrators: here, not in server.users, because it needs the caller
+(server.auth.deps), and server.auth needs server.users to know who is calling."""
+
 from __future__ import annotations
 
 import uuid
