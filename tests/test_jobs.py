@@ -209,7 +209,7 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
         "payload": event.payload,
     }
     # Nothing due: the relay leaves it alone.
-    assert (await relay.backlog(db, now=utcnow())).pending == 0
+    assert (await outbox.backlog(db, now=utcnow())).pending == 0
 
     admin = await factories.create_user(db, is_admin=True)
     headers = await factories.auth_headers(db, settings, admin)
@@ -224,7 +224,7 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
     assert (row.completed_at, row.published_at, row.lease_until) == (None, None, None)
     job = await job_of(db, event.id)
     assert (job.status, job.attempts, job.error) == (JobStatus.queued, 0, None)
-    state = await relay.backlog(db, now=utcnow())
+    state = await outbox.backlog(db, now=utcnow())
     assert (state.pending, state.unpublished) == (1, 1)
 
     twice = await client.post(f"/api/dead-letters/{dead.id}/rerun", headers=headers)

@@ -18,7 +18,7 @@ from server.jobs import service
 from server.jobs.deps import ValidJob
 from server.jobs.models import JobStatus
 from server.jobs.schemas import BacklogRead, DeadLetterRead, JobRead
-from server.outbox import relay
+from server.outbox import service as outbox
 from server.studies.access import Permission, require_study
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -56,7 +56,7 @@ async def list_jobs(
 # Before /{job_id}, which would otherwise take "backlog" for an id.
 @router.get("/backlog", response_model=BacklogRead)
 async def outbox_backlog(db: DBSession, _: CurrentAdmin) -> BacklogRead:
-    state = await relay.backlog(db, now=utcnow())
+    state = await outbox.backlog(db, now=utcnow())
     return BacklogRead(
         pending=state.pending,
         unpublished=state.unpublished,

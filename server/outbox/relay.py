@@ -23,13 +23,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
@@ -37,6 +37,7 @@ from server.core.db import create_engine, create_sessionmaker, one_of
 from server.core.models import utcnow
 from server.jobs import service as jobs_service
 from server.jobs.models import Job, JobStatus
+from server.outbox import service as outbox
 from server.outbox import topics
 from server.outbox.models import OutboxEvent
 
@@ -301,43 +302,6 @@ async def _watch_broker(
     return epoch if epoch is not None else last
 
 
-@dataclass(frozen=True)
-class Backlog:
-    pending: int  # not completed
-    unpublished: int  # not completed and never published
-    oldest_pending_age_seconds: float | None
-    by_topic: dict[str, int] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "pending": self.pending,
-            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
-        }
-
-
-async def backlog(db: AsyncSession, *, now: datetime, by_topic: bool = True) -> Backlog:
-    """Counts and ages only: nothing about what the rows are about."""
-    pending = OutboxEvent.completed_at.is_(None)
-    row = (
-        await db.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(case((OutboxEvent.published_at.is_(None), 1), else_=0)), 0),
-                func.min(OutboxEvent.created_at),
-            ).where(pending)
-        )
-    ).one()
-    count, unpublished, oldest = int(row[0]), int(row[1]), row[2]
-    topics_count: dict[str, int] = {}
-    if by_topic and count:
-        rows = await db.execute(
-            select(OutboxEvent.topic, func.count()).where(pending).group_by(OutboxEvent.topic)
-        )
-        topics_count = {topic: int(n) for topic, n in rows}
-    age = round(max((now - oldest).total_seconds(), 0.0), 3) if oldest is not None else None
-    return Backlog(count, unpublished, age, topics_count)
-
-
 async def _wait(stop_event: asyncio.Event, seconds: float) -> None:
     with suppress(TimeoutError):
         await asyncio.wait_for(stop_event.wait(), timeout=seconds)
@@ -422,7 +386,7 @@ async def run_relay(
                 last_backlog_log = time.monotonic()
                 with suppress(Exception):
                     async with sessionmaker() as db:
-                        state = await backlog(db, now=utcnow())
+                        state = await outbox.backlog(db, now=utcnow())
                     log.info(
                         "outbox_backlog",
                         pending=state.pending,
