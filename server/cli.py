@@ -89,7 +89,7 @@ async def _archive_rebuild(settings: Settings, study_ref: str) -> int:
 async def _relay(settings: Settings) -> None:
     import signal
 
-    from server.outbox.relay import run_relay
+    from workers.relay import run_relay
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,13 +23,13 @@ from server.core.config import Settings
 from server.core.models import utcnow
 from server.jobs import service as jobs_service
 from server.jobs.models import DeadLetter, Job, JobStatus
-from server.outbox import relay
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.studies.models import Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
+from workers import relay_cycle
 from workers.app import TASK_TIME_LIMIT_S
 from workers.errors import TransientError, is_transient
 from workers.events import Outcome, process_event, record_failure
@@ -238,7 +238,9 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
     async def publish(topic: str, event_id: uuid.UUID) -> None:
         published.append((topic, event_id))
 
-    result = await relay.relay_once(db, publish, now=utcnow(), lease=timedelta(minutes=5), batch=10)
+    result = await relay_cycle.relay_once(
+        db, publish, now=utcnow(), lease=timedelta(minutes=5), batch=10
+    )
     assert result.published == 1 and published == [(outbox.ARCHIVE_SUBMISSION, event.id)]
     ok = await process_event(
         sessions, settings, event_id=event.id, task_name=TASK, handler=handler_returning("k")
@@ -421,7 +423,7 @@ async def test_a_stopped_run_hands_its_event_back_but_not_another_runs(
     # Due for the relay at once, not 11 minutes later.
     recorder = _Recorder()
     async with sessions() as s:
-        due = await relay.relay_once(
+        due = await relay_cycle.relay_once(
             s, recorder, now=utcnow(), lease=timedelta(minutes=5), batch=10
         )
         await s.commit()

@@ -124,7 +124,7 @@ _PRODUCTION_CHECK = textwrap.dedent(
     from pathlib import Path
 
     import server.cli  # migrate, serve, relay, seed-demo, create-admin
-    import server.outbox.relay
+    import workers.relay  # the outbox relay (python -m server relay)
     import workers.app
     from server.main import create_app
 

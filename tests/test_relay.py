@@ -27,7 +27,6 @@ from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.models import utcnow
 from server.jobs.models import DeadLetter, Job, JobStatus
-from server.outbox import relay
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.outbox.topics import ROUTES
@@ -35,6 +34,7 @@ from tests import services
 from tests.conftest import create_database, drop_database, make_settings
 from tests.services import eventually
 from tests.test_jobs import add_event, create_submission
+from workers import relay, relay_cycle
 from workers.publisher import EVENTS_PER_MESSAGE, CeleryPublisher
 
 LEASE = timedelta(minutes=5)
@@ -74,7 +74,7 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     redcap = await add_event(db, submission, outbox.REDCAP_SYNC_SUBMISSION)
     now = utcnow()
 
-    first = await relay.relay_once(db, publisher, now=now, lease=LEASE, batch=10)
+    first = await relay_cycle.relay_once(db, publisher, now=now, lease=LEASE, batch=10)
     assert (first.published, first.republished, first.jobs_created, first.error) == (2, 0, 2, None)
     assert queued(redis_client, "maintenance") == [
         (ROUTES[outbox.ARCHIVE_SUBMISSION].task_name, [[str(archive.id)]])
@@ -93,7 +93,7 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     }
 
     # Within the lease: nothing is due, nothing is sent.
-    again = await relay.relay_once(db, publisher, now=now + LEASE / 2, lease=LEASE, batch=10)
+    again = await relay_cycle.relay_once(db, publisher, now=now + LEASE / 2, lease=LEASE, batch=10)
     assert again.published == 0
     assert redis_client.llen("maintenance") == 1
 
@@ -102,7 +102,7 @@ async def test_relay_publishes_due_rows_once_and_again_after_the_lease(
     archive.completed_at = now + timedelta(minutes=1)
     await db.flush()
     later = now + LEASE + timedelta(seconds=1)
-    third = await relay.relay_once(db, publisher, now=later, lease=LEASE, batch=10)
+    third = await relay_cycle.relay_once(db, publisher, now=later, lease=LEASE, batch=10)
     assert (third.published, third.republished, third.jobs_created) == (1, 1, 0)
     assert [args for _, args in queued(redis_client, "redcap")] == [[[str(redcap.id)]]] * 2
     assert redis_client.llen("maintenance") == 1
@@ -126,7 +126,9 @@ async def test_a_backlog_goes_out_as_few_messages_every_row_once_in_order(
         await db.scalars(select(OutboxEvent).order_by(OutboxEvent.created_at, OutboxEvent.id))
     )
     assert len(events) == 2 * per_topic
-    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=len(events))
+    result = await relay_cycle.relay_once(
+        db, publisher, now=utcnow(), lease=LEASE, batch=len(events)
+    )
     assert (result.published, result.jobs_created, result.error) == (len(events), len(events), None)
     for queue, topic in (("maintenance", outbox.ARCHIVE_SUBMISSION),
                          ("redcap", outbox.REDCAP_SYNC_SUBMISSION)):  # fmt: skip
@@ -153,14 +155,16 @@ async def test_a_full_queue_holds_its_topics_new_rows_in_the_outbox(
     redcap = await add_event(db, submission, outbox.REDCAP_SYNC_SUBMISSION)
     await outbox.add(db, [outbox.Event("reports.nightly", {}, None)])
     limit = 2
-    assert await relay.held_topics(publisher, limit) == frozenset()
+    assert await relay_cycle.held_topics(publisher, limit) == frozenset()
 
     # Two messages wait in the maintenance queue (no worker takes them): it is full.
     for event in archive[:2]:
         await publisher(event.topic, event.id)
-    held = await relay.held_topics(publisher, limit)
+    held = await relay_cycle.held_topics(publisher, limit)
     assert held == {outbox.ARCHIVE_SUBMISSION}
-    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held)
+    result = await relay_cycle.relay_once(
+        db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held
+    )
     # The REDCap row goes; the archive rows wait unpublished; a topic no task handles is
     # dead-lettered all the same.
     assert (result.published, result.dead_lettered) == (1, 1)
@@ -172,9 +176,11 @@ async def test_a_full_queue_holds_its_topics_new_rows_in_the_outbox(
 
     # The workers catch up: the queue takes rows again, the oldest first.
     redis_client.delete("maintenance")
-    held = await relay.held_topics(publisher, limit)
+    held = await relay_cycle.held_topics(publisher, limit)
     assert held == frozenset()
-    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held)
+    result = await relay_cycle.relay_once(
+        db, publisher, now=utcnow(), lease=LEASE, batch=10, held=held
+    )
     assert result.published == 3
     assert queued_ids(redis_client, "maintenance") == [str(e.id) for e in archive]
 
@@ -192,7 +198,14 @@ async def test_publishing_survives_a_flushed_redis(
 
 
 def test_leases_grow_with_each_publish() -> None:
-    assert [relay.lease_for(LEASE, n) / LEASE for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 8, 8]
+    assert [relay_cycle.lease_for(LEASE, n) / LEASE for n in (1, 2, 3, 4, 5, 9)] == [
+        1,
+        2,
+        4,
+        8,
+        8,
+        8,
+    ]
 
 
 async def test_a_topic_no_task_handles_is_a_dead_letter_and_blocks_nothing(
@@ -204,12 +217,14 @@ async def test_a_topic_no_task_handles_is_a_dead_letter_and_blocks_nothing(
     assert stray is not None
     archive = await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
 
-    result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
+    result = await relay_cycle.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
     assert (result.published, result.dead_lettered, result.error) == (1, 1, None)
     assert [args for _, args in queued(redis_client, "maintenance")] == [[[str(archive.id)]]]
     await db.refresh(stray)
     assert stray.completed_at is not None and stray.published_at is None
-    dead = await db.scalar(select(DeadLetter).where(DeadLetter.task_name == relay.UNROUTED_TASK))
+    dead = await db.scalar(
+        select(DeadLetter).where(DeadLetter.task_name == relay_cycle.UNROUTED_TASK)
+    )
     assert dead is not None and dead.error == "no task handles topic 'reports.nightly'"
 
 
@@ -223,7 +238,7 @@ async def test_a_broker_that_is_down_leaves_the_rows_waiting(db: AsyncSession) -
     events = [await add_event(db, submission, t) for t in ROUTES]
     try:
         started = time.monotonic()
-        result = await relay.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
+        result = await relay_cycle.relay_once(db, publisher, now=utcnow(), lease=LEASE, batch=10)
         assert time.monotonic() - started < 5
     finally:
         publisher.close()
@@ -295,7 +310,7 @@ async def test_relay_rides_out_a_redis_restart_without_help(relay_db: str) -> No
             relay_db, REDIS_URL=f"redis://127.0.0.1:{port}/0", RELAY_INTERVAL_SECONDS=0.05
         )
         redis = Redis(port=port)
-        results: list[relay.RelayResult] = []
+        results: list[relay_cycle.RelayResult] = []
         stop = asyncio.Event()
         loop_task = asyncio.create_task(relay.run_relay(settings, stop, on_cycle=results.append))
         try:
@@ -443,9 +458,11 @@ async def test_two_relays_never_take_the_same_rows(relay_db: str) -> None:
     async def publish(topic: str, event_id: uuid.UUID) -> None:
         second_sent.append(event_id)
 
-    async def first_relay() -> relay.RelayResult:
+    async def first_relay() -> relay_cycle.RelayResult:
         async with sessions() as db:
-            result = await relay.relay_once(db, slow_publish, now=utcnow(), lease=LEASE, batch=10)
+            result = await relay_cycle.relay_once(
+                db, slow_publish, now=utcnow(), lease=LEASE, batch=10
+            )
             await db.commit()
             return result
 
@@ -455,14 +472,14 @@ async def test_two_relays_never_take_the_same_rows(relay_db: str) -> None:
         async with sessions() as db:
             # The first relay holds its batch: the second skips those rows, it does not wait.
             second = await asyncio.wait_for(
-                relay.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10), 5
+                relay_cycle.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10), 5
             )
             await db.commit()
         release.set()
         assert (await first).published == 3
         assert second.published == 0 and second_sent == []
         async with sessions() as db:
-            third = await relay.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10)
+            third = await relay_cycle.relay_once(db, publish, now=utcnow(), lease=LEASE, batch=10)
         assert third.published == 0 and len(first_sent) == 3
     finally:
         release.set()

@@ -29,13 +29,13 @@ from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.jobs.models import DeadLetter, Job, JobStatus
 from server.main import create_app
-from server.outbox import relay
 from server.outbox.models import OutboxEvent
 from server.outbox.topics import ROUTES
 from tests import factories, services
 from tests.bench.ingest import seed
 from tests.conftest import create_database, drop_database, make_settings
 from tests.services import eventually
+from workers import relay
 from workers.app import app as celery_app
 from workers.publisher import CeleryPublisher
 

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     ARCHIVE_S3_ACCESS_KEY_ID: str = ""
     ARCHIVE_S3_SECRET_ACCESS_KEY: SecretStr = SecretStr("")
 
-    # The worker tier (workers/, server.outbox.relay).
+    # The worker tier (workers/, the relay included: workers.relay).
     # Redis redelivers a message not acknowledged within this; longer than any task may run
     # (hard time limit) and than any retry countdown a worker holds (TASK_RETRY_BACKOFF_MAX).
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=1800, ge=60)

@@ -1,7 +1,7 @@
 """Which Celery task handles each outbox topic, and on which queue: the one mapping.
 
-The relay publishes by task name (it never imports the worker code); the worker registers the
-tasks under the same names (tests/test_worker_protocol.py checks the two agree).
+The relay (workers.relay) publishes by task name, without importing the task modules; the worker
+registers the tasks under the same names (tests/test_worker.py checks the two agree).
 """
 
 from __future__ import annotations
