@@ -10,8 +10,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from server.assessment_sessions.router import router as session_router
-from server.assessment_sessions.router import staff_router as session_staff_router
 from server.auth.router import router as auth_router
 from server.auth.user_sessions_router import router as user_sessions_router
 from server.auth.users_router import router as users_router
@@ -38,6 +36,8 @@ from server.submissions.reference import router as reference_router
 from server.submissions.router import router as submit_router
 from server.submissions.router import staff_router as submissions_staff_router
 from server.submissions.schemas import SubmissionIn
+from server.submissions.session_router import router as session_router
+from server.submissions.session_router import staff_router as session_staff_router
 from server.sync.router import router as sync_router
 from server.sync.schemas import SyncIn
 

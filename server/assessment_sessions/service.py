@@ -1,32 +1,25 @@
-"""Assessment sessions: started and ended by the participant's device, read by staff."""
+"""Assessment sessions: started and ended by the participant's device.
+
+How a session looks with its submissions (the state a device resumes from, the staff's list)
+is server.submissions.session_state's: a submission belongs to a session, so submissions
+import sessions, never the reverse."""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
-from server.assessment_sessions.schemas import (
-    BatteryModuleRef,
-    SessionEnd,
-    SessionRead,
-    SessionStart,
-    SessionState,
-    SessionWithData,
-    SubmissionBrief,
-    TaskSummaryRead,
-)
+from server.assessment_sessions.schemas import BatteryModuleRef, SessionEnd, SessionStart
 from server.batteries.models import Battery, BatteryModule
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.modules.models import Module
 from server.participants.schemas import ParticipantRef
-from server.submissions.models import Submission, SubmissionTask
 
 
 async def battery_modules(db: AsyncSession, battery_id: uuid.UUID) -> list[BatteryModuleRef]:
@@ -37,20 +30,6 @@ async def battery_modules(db: AsyncSession, battery_id: uuid.UUID) -> list[Batte
         .order_by(BatteryModule.position)
     )
     return [BatteryModuleRef(position=p, module_id=i, key=k, version=v) for p, i, k, v in rows]
-
-
-async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState:
-    submitted = await db.execute(
-        select(SubmissionTask.module_key)
-        .join(Submission, Submission.id == SubmissionTask.submission_id)
-        .where(Submission.session_id == session.id)
-        .distinct()
-    )
-    return SessionState(
-        **SessionRead.model_validate(session).model_dump(),
-        modules=await battery_modules(db, session.battery_id),
-        submitted_module_keys=sorted(submitted.scalars()),
-    )
 
 
 async def get_own(
@@ -84,12 +63,12 @@ def _resumable(
 
 async def start(
     db: AsyncSession, *, participant: ParticipantRef, session_in: SessionStart
-) -> tuple[SessionState, bool]:
-    """Start, or resume when the client retries with the same session id."""
+) -> tuple[AssessmentSession, bool]:
+    """Start, or resume when the client retries with the same session id (created: False)."""
     existing = await db.get(AssessmentSession, session_in.session_id)
     if existing is not None:
         _resumable(participant, session_in, existing)
-        return await state_of(db, existing), False
+        return existing, False
     battery = await db.get(Battery, session_in.battery_id)
     if (
         battery is None
@@ -120,14 +99,14 @@ async def start(
     session = await db.get_one(AssessmentSession, session_in.session_id, populate_existing=True)
     if inserted is None:
         _resumable(participant, session_in, session)
-        return await state_of(db, session), False
-    return await state_of(db, session), True
+        return session, False
+    return session, True
 
 
 async def end(
     db: AsyncSession, *, participant: ParticipantRef, end_in: SessionEnd
-) -> tuple[SessionState, bool]:
-    """End a session. Returns (state, ended_now); False when it had already ended this way,
+) -> tuple[AssessmentSession, bool]:
+    """End a session. Returns (session, ended_now); False when it had already ended this way,
     so an offline replay can report the item as a duplicate rather than as stored."""
     # Locked: two ends at once (a retry racing its first attempt) take turns, so the second
     # sees the first's ending, and is a duplicate or a conflict, not a second "stored".
@@ -140,57 +119,10 @@ async def end(
         session.client_ended_at = end_in.client_ended_at
         session.ended_at = utcnow()
         await db.flush()
-        return await state_of(db, session), True
+        return session, True
     if session.status != target:
         # The same end sent twice is fine; a different ending is a real conflict.
         raise Conflict(
             f"This session already ended as {session.status.value}.", error_code="session_ended"
         )
-    return await state_of(db, session), False
-
-
-async def list_for_participant(
-    db: AsyncSession, *, participant_id: uuid.UUID
-) -> list[SessionWithData]:
-    sessions = list(
-        (
-            await db.execute(
-                select(AssessmentSession)
-                .where(AssessmentSession.participant_id == participant_id)
-                .order_by(AssessmentSession.started_at.desc())
-            )
-        ).scalars()
-    )
-    rows = await db.execute(
-        select(Submission, SubmissionTask)
-        .join(SubmissionTask, SubmissionTask.submission_id == Submission.id)
-        .where(Submission.participant_id == participant_id)
-        .order_by(Submission.received_at, SubmissionTask.position)
-    )
-    briefs: dict[uuid.UUID, dict[uuid.UUID, SubmissionBrief]] = defaultdict(dict)
-    for submission, task in rows:
-        brief = briefs[submission.session_id].setdefault(
-            submission.id,
-            SubmissionBrief(
-                id=submission.id,
-                client_submission_id=submission.client_submission_id,
-                checksum=submission.checksum,
-                received_at=submission.received_at,
-                tasks=[],
-            ),
-        )
-        brief.tasks.append(
-            TaskSummaryRead(
-                module_key=task.module_key,
-                module_version=task.module_version,
-                n_trials=task.n_trials,
-                summary=task.summary,
-            )
-        )
-    return [
-        SessionWithData(
-            **SessionRead.model_validate(s).model_dump(),
-            submissions=list(briefs[s.id].values()),
-        )
-        for s in sessions
-    ]
+    return session, False

@@ -25,19 +25,19 @@ async def _apply(
 ) -> ItemResult:
     loc = ("body", "items", index, "data")
     if kind == "session_start":
-        state, created = await sessions_service.start(
+        session, created = await sessions_service.start(
             db, participant=participant, session_in=parse_model(SessionStart, data, loc)
         )
         return ItemResult(
-            index=index, type=kind, status="stored" if created else "duplicate", id=str(state.id)
+            index=index, type=kind, status="stored" if created else "duplicate", id=str(session.id)
         )
     if kind == "session_end":
-        state, ended = await sessions_service.end(
+        session, ended = await sessions_service.end(
             db, participant=participant, end_in=parse_model(SessionEnd, data, loc)
         )
         # An end the session already had is a replay: nothing was stored this time.
         return ItemResult(
-            index=index, type=kind, status="stored" if ended else "duplicate", id=str(state.id)
+            index=index, type=kind, status="stored" if ended else "duplicate", id=str(session.id)
         )
     submission_in = parse_model(SubmissionIn, data, loc)
     receipt, created = await submissions_service.submit(

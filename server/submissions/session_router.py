@@ -1,3 +1,7 @@
+"""Assessment sessions over HTTP: the device starts, ends and resumes them (/api/session), staff
+list a participant's. Here, not in server.assessment_sessions, because what they answer shows
+the sessions' submissions (server.submissions.session_state)."""
+
 from __future__ import annotations
 
 import uuid
@@ -14,6 +18,7 @@ from server.assessment_sessions.schemas import (
 from server.core.db import DBSession
 from server.participant_auth.deps import CurrentParticipant
 from server.participants.deps import ParticipantReader
+from server.submissions import session_state
 
 router = APIRouter(prefix="/api/session", tags=["sessions"])
 staff_router = APIRouter(prefix="/api/participants", tags=["sessions"])
@@ -23,27 +28,27 @@ staff_router = APIRouter(prefix="/api/participants", tags=["sessions"])
 async def start_session(
     session_in: SessionStart, db: DBSession, me: CurrentParticipant, response: Response
 ) -> SessionState:
-    state, created = await service.start(db, participant=me.participant, session_in=session_in)
+    session, created = await service.start(db, participant=me.participant, session_in=session_in)
     if not created:
         response.status_code = status.HTTP_200_OK  # resumed
-    return state
+    return await session_state.state_of(db, session)
 
 
 @router.post("/end", response_model=SessionState)
 async def end_session(end_in: SessionEnd, db: DBSession, me: CurrentParticipant) -> SessionState:
     # The same end again is answered like the first (200): ending is idempotent.
-    state, _ = await service.end(db, participant=me.participant, end_in=end_in)
-    return state
+    session, _ = await service.end(db, participant=me.participant, end_in=end_in)
+    return await session_state.state_of(db, session)
 
 
 @router.get("/{session_id}", response_model=SessionState)
 async def get_session(session_id: uuid.UUID, db: DBSession, me: CurrentParticipant) -> SessionState:
     session = await service.get_own(db, participant=me.participant, session_id=session_id)
-    return await service.state_of(db, session)
+    return await session_state.state_of(db, session)
 
 
 @staff_router.get("/{participant_id}/sessions", response_model=list[SessionWithData])
 async def list_participant_sessions(
     access: ParticipantReader, db: DBSession
 ) -> list[SessionWithData]:
-    return await service.list_for_participant(db, participant_id=access.participant.id)
+    return await session_state.list_for_participant(db, participant_id=access.participant.id)

@@ -1,0 +1,82 @@
+"""A session as its submissions show it: the state a device resumes from (its battery, and the
+modules already in), and a participant's sessions with their submissions, for staff."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.assessment_sessions.models import AssessmentSession
+from server.assessment_sessions.schemas import (
+    SessionRead,
+    SessionState,
+    SessionWithData,
+    SubmissionBrief,
+    TaskSummaryRead,
+)
+from server.assessment_sessions.service import battery_modules
+from server.submissions.models import Submission, SubmissionTask
+
+
+async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState:
+    submitted = await db.execute(
+        select(SubmissionTask.module_key)
+        .join(Submission, Submission.id == SubmissionTask.submission_id)
+        .where(Submission.session_id == session.id)
+        .distinct()
+    )
+    return SessionState(
+        **SessionRead.model_validate(session).model_dump(),
+        modules=await battery_modules(db, session.battery_id),
+        submitted_module_keys=sorted(submitted.scalars()),
+    )
+
+
+async def list_for_participant(
+    db: AsyncSession, *, participant_id: uuid.UUID
+) -> list[SessionWithData]:
+    sessions = list(
+        (
+            await db.execute(
+                select(AssessmentSession)
+                .where(AssessmentSession.participant_id == participant_id)
+                .order_by(AssessmentSession.started_at.desc())
+            )
+        ).scalars()
+    )
+    rows = await db.execute(
+        select(Submission, SubmissionTask)
+        .join(SubmissionTask, SubmissionTask.submission_id == Submission.id)
+        .where(Submission.participant_id == participant_id)
+        .order_by(Submission.received_at, SubmissionTask.position)
+    )
+    briefs: dict[uuid.UUID, dict[uuid.UUID, SubmissionBrief]] = defaultdict(dict)
+    for submission, task in rows:
+        brief = briefs[submission.session_id].setdefault(
+            submission.id,
+            SubmissionBrief(
+                id=submission.id,
+                client_submission_id=submission.client_submission_id,
+                checksum=submission.checksum,
+                received_at=submission.received_at,
+                tasks=[],
+            ),
+        )
+        brief.tasks.append(
+            TaskSummaryRead(
+                module_key=task.module_key,
+                module_version=task.module_version,
+                n_trials=task.n_trials,
+                summary=task.summary,
+            )
+        )
+    return [
+        SessionWithData(
+            **SessionRead.model_validate(s).model_dump(),
+            submissions=list(briefs[s.id].values()),
+        )
+        for s in sessions
+    ]
