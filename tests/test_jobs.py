@@ -6,8 +6,6 @@ on its own: success and its no-op replay, dead letters and rerun, retries, the a
 
 from __future__ import annotations
 
-import sys
-import types
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -25,6 +23,7 @@ from server.jobs import service as jobs_service
 from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
+from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.studies.models import Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
@@ -438,20 +437,15 @@ class _Recorder:
         self.sent.append(event_id)
 
 
-def test_transient_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_errors() -> None:
     assert is_transient(TransientError("later"))
     assert is_transient(ConnectionRefusedError())
     assert not is_transient(ValueError("bad payload"))
     assert not is_transient(KeyError("submission_id"))
 
-    # The REDCap domain's own transient error counts, once that module exists.
-    class TransientRedcapError(Exception):
-        pass
-
-    module = types.ModuleType("server.redcap.errors")
-    module.TransientRedcapError = TransientRedcapError  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "server.redcap.errors", module)
-    assert is_transient(TransientRedcapError("rate limited"))
+    # The REDCap domain's own transient error counts too (it cannot import workers).
+    assert is_transient(TransientRedcapError("rate limited", retry_after=30))
+    assert not is_transient(RedcapRejected("The token is not valid"))
 
 
 # --- the API ----------------------------------------------------------------------------

@@ -1,17 +1,18 @@
 """Which failures a task retries: transient ones (a service down for now), and nothing else.
 
 A transient error is retried with exponential backoff and jitter, up to TASK_MAX_RETRIES; any
-other error is a dead letter at once. Domains raise `TransientError` (or a subclass, such as
-`server.redcap.errors.TransientRedcapError`) to ask for a retry.
+other error is a dead letter at once. Worker code raises `TransientError` to ask for a retry;
+a domain (which never imports workers) raises its own, listed in transient_types
+(`server.redcap.errors.TransientRedcapError`).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from server.redcap.errors import TransientRedcapError
 
 
 class TransientError(Exception):
@@ -22,28 +23,10 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-# Module and class the REDCap domain defines; looked up lazily so this works before it exists.
-_REDCAP_ERRORS = "server.redcap.errors"
-_REDCAP_TRANSIENT = "TransientRedcapError"
-
-
-def _redcap_transient() -> tuple[type[BaseException], ...]:
-    try:
-        module = importlib.import_module(_REDCAP_ERRORS)
-    except ModuleNotFoundError as exc:
-        if exc.name != _REDCAP_ERRORS:
-            raise  # the module exists but imports something missing: a real bug
-        return ()
-    cls = getattr(module, _REDCAP_TRANSIENT, None)
-    if isinstance(cls, type) and issubclass(cls, BaseException):
-        return (cls,)
-    return ()
-
-
 def transient_types() -> tuple[type[BaseException], ...]:
     return (
         TransientError,
-        *_redcap_transient(),
+        TransientRedcapError,
         # The database or the network, gone for now (connection refused or reset, timeouts,
         # a full disk): asyncpg and the sockets under botocore raise OSError subclasses.
         OSError,

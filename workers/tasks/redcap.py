@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
+from server.redcap import claim, sync
 from workers import runtime
 from workers.events import EventIds, event_task, run_events
 
-# Imported when a task runs, so the worker starts whether or not the REDCap domain is there.
-_SYNC_MODULE = "server.redcap.sync"
-_CLAIM_MODULE = "server.redcap.claim"
-
 
 async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
-    sync = importlib.import_module(_SYNC_MODULE)
-    claim = importlib.import_module(_CLAIM_MODULE)
     # Stopped mid-call (the worker lost the broker), it lets go of its claims on the way out.
     claim.forget_held()
     runtime.on_abandon(claim.release_held)
