@@ -52,6 +52,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check .
 	mypy server workers devservers
+	lint-imports
 
 # Benchmarks (not tests): print figures and a summary line; bench-ingest needs wrk
 # (apt-get install wrk), bench-sync redis-server; both PostgreSQL (TEST_DATABASE_URL).
