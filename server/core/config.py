@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -14,6 +16,18 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
+
+
+# Letters, digits and hyphens in dot-separated labels (no wildcards: each host is named).
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_csv(value: object) -> object:
@@ -105,14 +119,31 @@ class Settings(BaseSettings):
     REDCAP_EXPORT_CHUNK_RECORDS: int = Field(default=1000, ge=1)
     # A sync batch claimed by a worker that then died is taken over after this long.
     REDCAP_SYNC_LEASE_SECONDS: int = Field(default=300, ge=0)
+    # Production sends REDCap tokens only to public addresses over https (server.redcap.
+    # url_policy): these host names and/or networks (CIDR) are let through all the same, for
+    # a REDCap server inside the hospital network. Ignored outside production.
+    REDCAP_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
 
     # Set when the secret came from the default factory, so production can refuse it.
     jwt_secret_generated: bool = Field(default=False, exclude=True)
 
-    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", "REDCAP_ALLOWED_HOSTS", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("REDCAP_ALLOWED_HOSTS")
+    @classmethod
+    def _hosts_or_networks(cls, value: list[str]) -> list[str]:
+        # Compared with a URL's host as urllib reads it: lower case, no brackets, no final dot.
+        entries = [v.strip().strip("[]").rstrip(".").lower() for v in value]
+        for entry in entries:
+            if not (_is_network(entry) or _HOST_NAME.fullmatch(entry)):
+                raise ValueError(
+                    "each entry must be a host name, an address or a CIDR network "
+                    "(e.g. redcap.hospital.org,10.20.0.0/16)"
+                )
+        return entries
 
     @model_validator(mode="before")
     @classmethod
