@@ -27,6 +27,23 @@ class RedcapRejected(RedcapCallError):
         super().__init__(message, details={"redcap_status": redcap_status})
 
 
+class RedcapUrlRefused(RedcapRejected):
+    """The connection's API URL leads where this server does not send a token (an address
+    inside the network, or plain http, in production): refused before anything is sent.
+
+    A RedcapRejected, so a sync marks the submissions failed (resync once the URL or
+    REDCAP_ALLOWED_HOSTS is fixed) rather than retrying; 422, since no REDCap answered.
+    """
+
+    status_code = 422
+    error_code = "redcap_url_refused"
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.details = {"host": host}
+
+
 class TransientRedcapError(RedcapCallError):
     """REDCap could not be reached or failed on its side (timeout, refused, HTTP 5xx).
 

@@ -30,8 +30,10 @@ from server.studies.deps import StudyManager, StudyReader
 
 router = APIRouter(prefix="/api/redcap", tags=["redcap"])
 
-# REDCap's own failures answer 502 (error_code redcap_error) with REDCap's message.
+# REDCap's own failures answer 502 (error_code redcap_error) with REDCap's message; a URL the
+# production policy refuses (server.redcap.url_policy) 422, before anything is sent.
 _REDCAP_ERRORS: dict[int | str, dict[str, str]] = {
+    422: {"description": "The connection's API URL is not allowed here (redcap_url_refused)"},
     502: {"description": "REDCap refused the call or could not be reached (its message)"},
     503: {"description": "The call budget for this REDCap server is used up for now"},
 }
@@ -138,7 +140,10 @@ async def list_sync_states(
 @router.post(
     "/connections/{connection_id}/participant-import",
     response_model=ParticipantImportReport,
-    responses={**_REDCAP_ERRORS, 422: {"description": "Rejected records: nothing imported"}},
+    responses={
+        **_REDCAP_ERRORS,
+        422: {"description": "Rejected records, nothing imported; or the API URL not allowed"},
+    },
 )
 async def import_participants(
     import_in: ParticipantImportIn,

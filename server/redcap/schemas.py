@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,6 +23,15 @@ def _check_api_url(value: str) -> str:
         raise ValueError("must be an http(s) URL")
     if not value.endswith("/api/"):
         raise ValueError("must end with /api/ (REDCap's API address)")
+    parts = urlsplit(value)
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port == 0:
+        raise ValueError("has a port that is not a number from 1 to 65535")
     return value
 
 

@@ -15,6 +15,7 @@ from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.redcap import mapping as mapping_rules
 from server.redcap.client import client_for
+from server.redcap.errors import RedcapUrlRefused
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState, SyncStatus
 from server.redcap.schemas import (
     ConnectionCreate,
@@ -27,6 +28,7 @@ from server.redcap.schemas import (
     SyncStatePage,
     SyncStateRead,
 )
+from server.redcap.url_policy import check_api_url
 from server.studies.models import Site, Study
 
 log = structlog.get_logger(__name__)
@@ -75,19 +77,22 @@ async def _check_site(db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UU
         )
 
 
-def _check_url(settings: Settings, api_url: str) -> None:
-    # The token travels in the body of every call.
-    if settings.ENVIRONMENT == "production" and not api_url.startswith("https://"):
+async def _check_url(settings: Settings, api_url: str) -> None:
+    """Refused as any invalid field is (validation_error, naming api_url): the coordinator's
+    form shows it there. Calls check again, on the addresses they connect to."""
+    try:
+        await check_api_url(settings, api_url)
+    except RedcapUrlRefused as exc:
         raise Unprocessable(
-            "REDCap must be reached over HTTPS.",
-            details=[{"loc": ["body", "api_url"], "msg": "must be an https:// URL in production"}],
-        )
+            exc.message,
+            details=[{"loc": ["body", "api_url"], "msg": exc.message, "type": exc.error_code}],
+        ) from None
 
 
 async def create_connection(
     db: AsyncSession, settings: Settings, *, study_id: uuid.UUID, connection_in: ConnectionCreate
 ) -> RedcapConnection:
-    _check_url(settings, connection_in.api_url)
+    await _check_url(settings, connection_in.api_url)
     if connection_in.site_id is not None:
         await _check_site(db, study_id=study_id, site_id=connection_in.site_id)
     # NULLs are distinct to the unique constraint: one study-wide connection is kept here,
@@ -145,7 +150,7 @@ async def update_connection(
 ) -> RedcapConnection:
     changes = connection_in.model_dump(exclude_unset=True, exclude_none=True)
     if "api_url" in changes:
-        _check_url(settings, changes["api_url"])
+        await _check_url(settings, changes["api_url"])
     token = changes.pop("token", None)
     if token is not None:
         connection.token_encrypted = token_box(settings).encrypt(token)
