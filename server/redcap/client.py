@@ -2,9 +2,12 @@
 
 PyCap is synchronous (requests) and never looks at the HTTP status; its `RedcapError` is
 requests' `RequestException`. Here a response hook turns REDCap-side failures (5xx, 408, 429)
-into `TransientRedcapError` and other unexpected statuses into `RedcapRejected`, REDCap's
-own error answers (`{"error": ...}`) become `RedcapRejected` with REDCap's message, and
-connection failures and timeouts become `TransientRedcapError`. Nothing here logs the token.
+into `TransientRedcapError` and redirects (never followed) and other unexpected statuses into
+`RedcapRejected`, REDCap's own error answers (`{"error": ...}`) become `RedcapRejected` with
+REDCap's message, and connection failures and timeouts become `TransientRedcapError`. Of what
+the server at the URL sends, only REDCap's own error message reaches an answer: never a body,
+nor its status line's wording. Calls go through a session of our own (server.redcap.transport)
+that connects only to addresses the production policy passed. Nothing here logs the token.
 """
 
 from __future__ import annotations
@@ -14,17 +17,21 @@ import html
 import re
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
 import requests
 import structlog
 from redcap.project import Project
+from redcap.request import _ContentConfig, _RCRequest
 
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapConnection
 from server.redcap.throttle import Throttle, server_key
+from server.redcap.transport import checked_session
+from server.redcap.url_policy import UrlPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -37,16 +44,53 @@ _XML_ERROR = re.compile(r"<error>(.*?)</error>", re.IGNORECASE | re.DOTALL)
 
 
 class _HttpFailure(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(status, reason)
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
         self.status = status
-        self.reason = reason
 
     def as_error(self) -> Exception:
-        text = f"REDCap answered HTTP {self.status} {self.reason}".strip()
+        # The standard wording of the status, not the server's: its reason phrase is its own
+        # text, as much as its body (an HTML error page from a proxy stays with the proxy).
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = ""
+        text = f"REDCap answered HTTP {self.status} {phrase}".strip()
         if self.status >= 500 or self.status in _TRANSIENT_STATUSES:
             return TransientRedcapError(text, details={"redcap_status": self.status})
+        if 300 <= self.status < 400:
+            return RedcapRejected(
+                f"{text}, a redirect, which is not followed: give the API URL REDCap answers "
+                "at itself (https, and the exact path).",
+                redcap_status=self.status,
+            )
         return RedcapRejected(f"{text}: is the API URL right?", redcap_status=self.status)
+
+
+class _Project(Project):
+    """PyCap's Project, its calls sent through our session rather than PyCap's global one.
+
+    PyCap offers no way to give it a session: this is its `Base._call_api` (PyCap 2.7) with
+    `session=` added. Should PyCap rename it, calls would bypass the checks: the production
+    policy tests (tests/test_redcap_url_policy.py) then fail.
+    """
+
+    def __init__(self, url: str, token: str, *, session: requests.Session, **kwargs: Any):
+        super().__init__(url, token, **kwargs)
+        self._session = session
+
+    def _call_api(self, payload: dict[str, Any], return_type: str, file: Any = None) -> Any:
+        config = _ContentConfig(
+            return_empty_json=return_type == "empty_json",
+            return_bytes=return_type == "file_map",
+        )
+        request = _RCRequest(url=self.url, payload=payload, config=config, session=self._session)
+        return request.execute(
+            verify_ssl=self.verify_ssl,
+            return_headers=return_type == "file_map",
+            file=file,
+            **self._request_kwargs,
+        )
 
 
 def redcap_message(body: Any) -> str | None:
@@ -84,12 +128,18 @@ class RedcapClient:
         self.throttle = Throttle(settings)
         self.last_status: int | None = None
         self._metadata: list[dict[str, Any]] | None = None
+        policy = UrlPolicy.from_settings(settings)
+        # The scheme now; the addresses on each connection the session opens.
+        policy.check_url(api_url)
         try:
-            self._project = Project(
+            self._project = _Project(
                 api_url,
                 token,
+                session=checked_session(policy),
                 timeout=(settings.REDCAP_CONNECT_TIMEOUT_SECONDS, settings.REDCAP_TIMEOUT_SECONDS),
                 hooks={"response": [self._on_response]},
+                # A redirect answers as itself (an error naming it): a token never follows one.
+                allow_redirects=False,
             )
         except AssertionError:
             # PyCap's own message would quote the token.
@@ -104,10 +154,11 @@ class RedcapClient:
         if (
             status >= 500
             or status in _TRANSIENT_STATUSES
+            or 300 <= status < 400
             or (status >= 400 and status not in _REDCAP_ERROR_STATUSES)
         ):
             response.close()
-            raise _HttpFailure(status, response.reason or "")
+            raise _HttpFailure(status)
 
     def _run(self, fn: Callable[[], T]) -> T:
         self.last_status = None
@@ -165,7 +216,13 @@ class RedcapClient:
     # ----- calls -------------------------------------------------------------------------------
     async def project_info(self) -> dict[str, Any]:
         info = await self._call("project", self._project.export_project_info)
-        return cast("dict[str, Any]", info)
+        if not isinstance(info, dict):
+            # JSON, but not REDCap's (a list, a string): said so, never shown.
+            raise RedcapRejected(
+                "REDCap's answer was not an API answer: is the API URL right?",
+                redcap_status=self.last_status,
+            )
+        return info
 
     async def version(self) -> str | None:
         version = await self._call("version", self._project.export_version)

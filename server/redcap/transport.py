@@ -1,0 +1,115 @@
+"""The HTTP session every REDCap call goes through: checked addresses only, no redirects,
+no proxy.
+
+Checking a URL's host when it is saved is not enough: DNS may answer otherwise a minute later
+(DNS rebinding), and a plain requests session resolves the name again when it connects. So
+the check lives in the socket's creation: each new connection resolves its host once, puts
+every address through the policy (server.redcap.url_policy) and connects to those same
+addresses, nothing else. TLS (SNI and the certificate's name) and the Host header still use
+the name, as before. A kept-alive connection was checked when it was opened.
+
+Proxies from the environment (HTTPS_PROXY) are not used: a proxy would resolve the name and
+connect where no check reaches. A CA bundle from the environment (REQUESTS_CA_BUNDLE) still is.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
+
+from server.redcap.url_policy import UrlPolicy
+
+
+def _connect(conn: HTTPConnection, policy: UrlPolicy) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn, but to the addresses the policy passed.
+
+    The policy's refusal (RedcapUrlRefused) is no OSError: urllib3 and requests let it through
+    untouched, before a byte is sent. Failures are raised as urllib3 raises them, so requests
+    reports them as it always does (ConnectionError, ConnectTimeout).
+    """
+    try:
+        addresses = policy.resolve(conn.host, conn.port)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            # An address literal: getaddrinfo inside only parses it, nothing is looked up.
+            return create_connection(
+                (address, conn.port),
+                conn.timeout,
+                source_address=conn.source_address,
+                socket_options=conn.socket_options,
+            )
+        except OSError as exc:
+            error = exc
+    if isinstance(error, TimeoutError):
+        raise ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        ) from error
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+
+
+def _pool_classes(policy: UrlPolicy) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose connections check against `policy`. A class per policy: urllib3
+    makes connections from a class and a fixed set of arguments, with no room for ours."""
+
+    class CheckedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect(self, policy)
+
+    class CheckedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect(self, policy)
+
+    class CheckedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = CheckedHTTPConnection
+
+    class CheckedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = CheckedHTTPSConnection
+
+    return {"http": CheckedHTTPConnectionPool, "https": CheckedHTTPSConnectionPool}
+
+
+class CheckedAdapter(HTTPAdapter):
+    """requests' adapter with the checked connection pools, and without proxies."""
+
+    def __init__(self, policy: UrlPolicy) -> None:
+        self.policy = policy  # before super().__init__, which builds the pool manager
+        super().__init__()
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.policy)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert)
+
+
+def checked_session(policy: UrlPolicy) -> requests.Session:
+    """A session for one REDCap client: checked connections, never a redirect followed."""
+    session = requests.Session()
+    adapter = CheckedAdapter(policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # Whoever calls it with allow_redirects left on: the first redirect raises, unfollowed.
+    session.max_redirects = 0
+    return session
