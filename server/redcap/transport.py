@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import requests
@@ -104,8 +105,12 @@ class CheckedAdapter(HTTPAdapter):
         return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert)
 
 
+@lru_cache(maxsize=8)
 def checked_session(policy: UrlPolicy) -> requests.Session:
-    """A session for one REDCap client: checked connections, never a redirect followed."""
+    """The session for clients under this policy: checked connections, never a redirect
+    followed. One per policy (a process has one, but tests change settings), so kept-alive
+    connections serve the next client, as PyCap's global session did; urllib3's pools are
+    thread-safe."""
     session = requests.Session()
     adapter = CheckedAdapter(policy)
     session.mount("http://", adapter)
