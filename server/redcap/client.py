@@ -22,15 +22,13 @@ from typing import Any, TypeVar, cast
 
 import requests
 import structlog
-from redcap.project import Project
-from redcap.request import _ContentConfig, _RCRequest
 
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapConnection
 from server.redcap.throttle import Throttle, server_key
-from server.redcap.transport import checked_session
+from server.redcap.transport import CheckedProject
 from server.redcap.url_policy import UrlPolicy
 
 log = structlog.get_logger(__name__)
@@ -65,32 +63,6 @@ class _HttpFailure(Exception):
                 redcap_status=self.status,
             )
         return RedcapRejected(f"{text}: is the API URL right?", redcap_status=self.status)
-
-
-class _Project(Project):
-    """PyCap's Project, its calls sent through our session rather than PyCap's global one.
-
-    PyCap offers no way to give it a session: this is its `Base._call_api` (PyCap 2.7) with
-    `session=` added. Should PyCap rename it, calls would bypass the checks: the production
-    policy tests (tests/test_redcap_url_policy.py) then fail.
-    """
-
-    def __init__(self, url: str, token: str, *, session: requests.Session, **kwargs: Any):
-        super().__init__(url, token, **kwargs)
-        self._session = session
-
-    def _call_api(self, payload: dict[str, Any], return_type: str, file: Any = None) -> Any:
-        config = _ContentConfig(
-            return_empty_json=return_type == "empty_json",
-            return_bytes=return_type == "file_map",
-        )
-        request = _RCRequest(url=self.url, payload=payload, config=config, session=self._session)
-        return request.execute(
-            verify_ssl=self.verify_ssl,
-            return_headers=return_type == "file_map",
-            file=file,
-            **self._request_kwargs,
-        )
 
 
 def redcap_message(body: Any) -> str | None:
@@ -132,10 +104,10 @@ class RedcapClient:
         # The scheme now; the addresses on each connection the session opens.
         policy.check_url(api_url)
         try:
-            self._project = _Project(
+            self._project = CheckedProject(
                 api_url,
                 token,
-                session=checked_session(policy),
+                policy=policy,
                 timeout=(settings.REDCAP_CONNECT_TIMEOUT_SECONDS, settings.REDCAP_TIMEOUT_SECONDS),
                 hooks={"response": [self._on_response]},
                 # A redirect answers as itself (an error naming it): a token never follows one.

@@ -1,5 +1,5 @@
-"""The HTTP session every REDCap call goes through: checked addresses only, no redirects,
-no proxy.
+"""The HTTP session every REDCap call goes through (CheckedProject: PyCap's Project on it):
+checked addresses only, no redirects, no proxy.
 
 Checking a URL's host when it is saved is not enough: DNS may answer otherwise a minute later
 (DNS rebinding), and a plain requests session resolves the name again when it connects. So
@@ -20,6 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 import requests
+from redcap.methods.base import Base
+from redcap.project import Project
+from redcap.request import _ContentConfig, _RCRequest
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -118,3 +121,35 @@ def checked_session(policy: UrlPolicy) -> requests.Session:
     # Whoever calls it with allow_redirects left on: the first redirect raises, unfollowed.
     session.max_redirects = 0
     return session
+
+
+# Fail closed: a PyCap whose calls no longer go through _call_api would bypass the override.
+if "_call_api" not in vars(Base):
+    raise ImportError("PyCap no longer sends its calls through Base._call_api")
+
+
+class CheckedProject(Project):
+    """PyCap's Project, its calls sent through the checked session rather than PyCap's global
+    one.
+
+    PyCap offers no way to give it a session: this is its `Base._call_api` (PyCap 2.7) with
+    `session=` added. Should a PyCap upgrade rename it, calls would go round the checks: the
+    import fails first (the check above), and tests/test_redcap_url_policy.py would.
+    """
+
+    def __init__(self, url: str, token: str, *, policy: UrlPolicy, **kwargs: Any) -> None:
+        super().__init__(url, token, **kwargs)
+        self._session = checked_session(policy)
+
+    def _call_api(self, payload: dict[str, Any], return_type: str, file: Any = None) -> Any:
+        config = _ContentConfig(
+            return_empty_json=return_type == "empty_json",
+            return_bytes=return_type == "file_map",
+        )
+        request = _RCRequest(url=self.url, payload=payload, config=config, session=self._session)
+        return request.execute(
+            verify_ssl=self.verify_ssl,
+            return_headers=return_type == "file_map",
+            file=file,
+            **self._request_kwargs,
+        )
