@@ -20,6 +20,9 @@
   this call raise TransientRedcapError (the task retries later and finds the work done); with
   backlog_seconds, it first sends the connection's next batches alongside that worker (see
   Backlog), and returns the outcome if that worker's batch settled this submission meanwhile.
+- Shape: before a batch is sent, the project is checked against the mapping
+  (server.redcap.shape); a project changed since the mapping was saved fails the batch's
+  submissions with the mapping error, and nothing is sent.
 - Throttle: every call waits for a slot of its REDCap server's budget (server.redcap.throttle).
 - Transient failures (unreachable, timeout, HTTP 5xx): the attempt and error are written on
   the states, which stay pending, committed at once; then TransientRedcapError.
