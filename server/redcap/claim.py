@@ -66,6 +66,9 @@ class Plan:
     batch_size: int
     document: dict[str, Any]
     lease: timedelta
+    # The mapping and connection as read (saved / edited when): the project's shape is checked
+    # afresh for a new one (server.redcap.shape).
+    mapping_version: str = ""
 
     @property
     def rows_for_all(self) -> bool:

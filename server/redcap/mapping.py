@@ -98,10 +98,12 @@ class ProjectStructure:
         return sorted(f for e, f in self.repeating if e == event and f)
 
 
-async def fetch_structure(client: RedcapClient) -> ProjectStructure:
+async def fetch_structure(client: RedcapClient, *, hints: bool = True) -> ProjectStructure:
+    """The project as REDCap reports it now. Without hints, no exportFieldNames call: those
+    names only help someone correct a mapping (the sync's check has no one to show them to)."""
     info = await client.project_info()
     metadata = await client.metadata()
-    names = await client.field_names()
+    names = await client.field_names() if hints else []
     longitudinal = bool(int(info.get("is_longitudinal") or 0))
     structure = ProjectStructure(
         record_id_field=str(metadata[0]["field_name"]) if metadata else "",
@@ -174,9 +176,10 @@ def _hint(names: list[str]) -> list[str]:
 
 
 def validate(
-    mapping: MappingIn, structure: ProjectStructure, catalogue: dict[str, set[str]]
+    mapping: MappingIn, structure: ProjectStructure, catalogue: dict[str, set[str]] | None
 ) -> dict[str, dict[str, str]]:
-    """Check a mapping against the project; the targets (form, type) of its fields, or 422."""
+    """Check a mapping against the project; the targets (form, type) of its fields, or 422.
+    Without a catalogue, the REDCap side only (the sources are not looked at)."""
     problems = _Problems()
     if mapping.record_id_field != structure.record_id_field:
         problems.add(
@@ -208,7 +211,8 @@ def validate(
         )
     targets: dict[str, dict[str, str]] = {}
     for i, item in enumerate(mapping.fields):
-        _check_source(problems, i, item.source, catalogue)
+        if catalogue is not None:
+            _check_source(problems, i, item.source, catalogue)
         row = structure.metadata.get(item.field)
         if row is None or str(row.get("field_type")) == "descriptive":
             problems.add(
@@ -261,6 +265,17 @@ def validate(
             details=problems.items,
         )
     return targets
+
+
+def misfits(document: dict[str, Any], structure: ProjectStructure) -> list[str]:
+    """What in a saved mapping (RedcapMapping.document) the project no longer fits, by the
+    rules its save was checked with; [] when it fits. Each names the part: "event: ..."."""
+    mapping = MappingIn.model_validate({k: v for k, v in document.items() if k != "targets"})
+    try:
+        validate(mapping, structure, None)
+    except Unprocessable as exc:
+        return [f"{problem['loc'][1]}: {problem['msg']}" for problem in exc.details]
+    return []
 
 
 def _check_source(problems: _Problems, i: int, source: str, catalogue: dict[str, set[str]]) -> None:

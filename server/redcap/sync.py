@@ -20,6 +20,9 @@
   this call raise TransientRedcapError (the task retries later and finds the work done); with
   backlog_seconds, it first sends the connection's next batches alongside that worker (see
   Backlog), and returns the outcome if that worker's batch settled this submission meanwhile.
+- Shape: before a batch is sent, the project is checked against the mapping
+  (server.redcap.shape); a project changed since the mapping was saved fails the batch's
+  submissions with the mapping error, and nothing is sent.
 - Throttle: every call waits for a slot of its REDCap server's budget (server.redcap.throttle).
 - Transient failures (unreachable, timeout, HTTP 5xx): the attempt and error are written on
   the states, which stay pending, committed at once; then TransientRedcapError.
@@ -69,7 +72,7 @@ from server.jobs.models import Job, JobStatus
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
-from server.redcap import service
+from server.redcap import service, shape
 from server.redcap.claim import (
     NOTHING_TO_SEND,
     Claim,
@@ -244,6 +247,8 @@ async def _send(
     """Import until everything is synced or failed; what is left after MAX_ROUNDS.
     `claimed_at`: when the items were claimed (time.monotonic())."""
     record_id_field = plan.document["record_id_field"]
+    if await _misfit(client, plan, items, results):
+        return []
     remaining = items
     for _round in range(MAX_ROUNDS):
         if not remaining:
@@ -284,6 +289,28 @@ async def _send(
             results.synced.extend(i.submission_id for i in chunk)
         remaining = again
     return remaining
+
+
+async def _misfit(client: RedcapClient, plan: Plan, items: list[Item], results: _Results) -> bool:
+    """A project whose shape no longer fits the mapping (server.redcap.shape) gets none of the
+    batch: each of its submissions fails with the mapping error. True if so."""
+    try:
+        problem = await shape.misfit(
+            client, plan.connection_id, plan.mapping_version, plan.document
+        )
+    except RedcapRejected as exc:  # a revoked token, say: its import would be refused too
+        problem = exc.redcap_message
+    if problem is None:
+        return False
+    for item in items:
+        results.failed[item.submission_id] = (problem, None)
+    log.warning(
+        "redcap_mapping_misfit",
+        connection_id=str(plan.connection_id),
+        batch=len(items),
+        problem=problem,
+    )
+    return True
 
 
 def _expire(db: AsyncSession, submission_ids: set[uuid.UUID]) -> None:
@@ -399,6 +426,7 @@ async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.
         batch_size=max(1, connection.batch_size),
         document=dict(mapping.document),
         lease=timedelta(seconds=settings.REDCAP_SYNC_LEASE_SECONDS),
+        mapping_version=f"{mapping.validated_at.isoformat()}/{connection.updated_at.isoformat()}",
     )
     claimed = await claim_batch(session, plan, submission_id, utcnow())
     return _Start(plan=plan, client=client, claim=claimed)

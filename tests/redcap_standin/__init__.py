@@ -6,6 +6,8 @@ In-process::
         project = redcap.Project(standin.url, standin.token)
         standin.fail(503, times=2)          # next 2 calls: 503 + HTML page
         standin.fail(502, times=1, after_processing=True)  # call is carried out, answer lost
+        standin.fail(502, times=1, content="record")  # only the next record call fails
+        standin.reshape(longitudinal_project())  # the project's design changes, same tokens
         standin.delay_seconds = 0.5         # sleep before every answer
         standin.calls, standin.hits         # CallRecord log (content, action, rows, times)
         standin.records                     # stored rows

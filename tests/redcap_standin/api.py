@@ -10,7 +10,7 @@ from typing import Any
 from .fields import NO_DATA_TYPES, choices, export_names
 from .formats import ApiError, Params, Reply, data_reply, error_format, error_reply, text_reply
 from .project import ProjectModel, Token
-from .records import delete_records, export_records, import_records
+from .records import delete_records, export_records, import_records, invalid_param
 from .store import RecordStore
 
 NO_PERMISSION = "You do not have permissions to use the API"
@@ -116,34 +116,31 @@ class Api:
         fields, forms = params.listed("fields"), params.listed("forms")
         bad = [f for f in fields if f not in self.project.fields_by_name]
         if bad:
-            raise ApiError(
-                400,
-                f'The following values in the parameter "fields" are not valid: '
-                f"{', '.join(repr(b) for b in bad)}",
-            )
+            raise invalid_param("fields", bad)
         rows = self.project.metadata
         if fields or forms:
             rows = [r for r in rows if r["field_name"] in fields or r["form_name"] in forms]
         return [dict(r) for r in rows]
 
     def field_names(self, params: Params) -> list[dict[str, str]]:
+        """REDCap's export names: one row per checkbox choice, each form's `<form>_complete`
+        after its fields; descriptive fields (no data) and file-upload fields left out."""
         wanted = params.get("field")
-        if wanted and wanted not in self.project.fields_by_name:
+        project = self.project
+        known = set(project.fields_by_name) | {f"{form}_complete" for form in project.form_names}
+        if wanted and wanted not in known:
             raise ApiError(400, f"The field '{wanted}' does not exist in the project")
         out: list[dict[str, str]] = []
-        for row in self.project.metadata:
-            if row["field_type"] in NO_DATA_TYPES or (wanted and row["field_name"] != wanted):
-                continue
-            codes = [c for c, _ in choices(row)] if row["field_type"] == "checkbox" else [""]
-            for code, column in zip(codes, export_names(row), strict=True):
-                out.append(
-                    {
-                        "original_field_name": row["field_name"],
-                        "choice_value": code,
-                        "export_field_name": column,
-                    }
-                )
-        return out
+        for form in project.form_names:
+            for row in project.fields_of_form(form):
+                if row["field_type"] in NO_DATA_TYPES | {"file"}:
+                    continue
+                codes = [c for c, _ in choices(row)] if row["field_type"] == "checkbox" else [""]
+                for code, column in zip(codes, export_names(row), strict=True):
+                    out.append(_field_name(row["field_name"], code, column))
+            complete = f"{form}_complete"
+            out.append(_field_name(complete, "", complete))
+        return [n for n in out if not wanted or n["original_field_name"] == wanted]
 
     def _require_longitudinal(self, what: str) -> None:
         if not self.project.is_longitudinal:
@@ -204,3 +201,7 @@ class Api:
                 row = {"event_name": r.event_name, **row}
             out.append(row)
         return out
+
+
+def _field_name(original: str, choice: str, export: str) -> dict[str, str]:
+    return {"original_field_name": original, "choice_value": choice, "export_field_name": export}

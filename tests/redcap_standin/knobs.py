@@ -40,6 +40,7 @@ class Knobs:
         self._fail_status: int | None = None
         self._fail_after = False
         self._fail_remaining: int | None = None  # None = until cleared
+        self._fail_content: str | None = None  # None = any call
         self._calls: list[CallRecord] = []
         self._hits = 0
 
@@ -65,28 +66,37 @@ class Knobs:
         self.fail(status, times=None)
 
     def fail(
-        self, status: int | None, times: int | None = None, *, after_processing: bool = False
+        self,
+        status: int | None,
+        times: int | None = None,
+        *,
+        after_processing: bool = False,
+        content: str | None = None,
     ) -> None:
-        """Answer the next `times` calls (all calls if None) with `status` and an HTML page."""
+        """Answer the next `times` calls (all calls if None) with `status` and an HTML page;
+        with `content`, only calls of that content (the others are answered as usual)."""
         with self._lock:
             self._fail_status = status
             self._fail_remaining = times if status is not None else None
             self._fail_after = after_processing and status is not None
+            self._fail_content = content if status is not None else None
 
     def clear_failure(self) -> None:
         self.fail(None)
 
-    def take_failure(self) -> Failure | None:
+    def take_failure(self, content: str = "") -> Failure | None:
         """How to fail this call, if at all; consumes one of the remaining failures."""
         with self._lock:
             if self._fail_status is None:
+                return None
+            if self._fail_content is not None and content != self._fail_content:
                 return None
             failure = Failure(self._fail_status, self._fail_after)
             if self._fail_remaining is not None:
                 self._fail_remaining -= 1
                 if self._fail_remaining <= 0:
                     self._fail_status, self._fail_remaining = None, None
-                    self._fail_after = False
+                    self._fail_after, self._fail_content = False, None
             return failure
 
     # ----- call log ----------------------------------------------------------------------------
@@ -111,7 +121,7 @@ class Knobs:
     def reset(self) -> None:
         with self._lock:
             self._delay = 0.0
-            self._fail_status = self._fail_remaining = None
+            self._fail_status = self._fail_remaining = self._fail_content = None
             self._fail_after = False
             self._calls.clear()
             self._hits = 0
@@ -123,6 +133,7 @@ class Knobs:
                 "fail_with_status": self._fail_status,
                 "fail_remaining": self._fail_remaining,
                 "fail_after_processing": self._fail_after,
+                "fail_content": self._fail_content,
                 "hits": self._hits,
                 "calls": [asdict(c) for c in self._calls],
             }

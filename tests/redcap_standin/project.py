@@ -168,6 +168,23 @@ class ProjectModel:
     def event(self, unique_name: str) -> Event | None:
         return next((e for e in self.events if e.unique_event_name == unique_name), None)
 
+    @property
+    def first_event(self) -> str:
+        """Where REDCap files a longitudinal row that names no event: the first event of the
+        first arm ("" in a classic project)."""
+        if not self.events:
+            return ""
+        first_arm = min(e.arm_num for e in self.events)
+        return next(e.unique_event_name for e in self.events if e.arm_num == first_arm)
+
+    def event_label(self, unique_name: str) -> str:
+        """How REDCap names an event in its import errors: 'Month 6 (Arm 1: Arm 1)'."""
+        event = self.event(unique_name)
+        if event is None:
+            return unique_name
+        arm = next((a.name for a in self.arms if a.arm_num == event.arm_num), "")
+        return f"{event.event_name} (Arm {event.arm_num}: {arm or f'Arm {event.arm_num}'})"
+
     def forms_in_event(self, event: str) -> list[str]:
         """Forms designated for an event ("" = classic project: every form)."""
         if not self.is_longitudinal:

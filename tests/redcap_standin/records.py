@@ -16,14 +16,15 @@ from .validation import ImportPlan, ImportRejected, plan_import
 
 NO_IMPORT_RIGHT = "You do not have API Import/Update privileges"
 NO_DELETE_RIGHT = "You do not have Delete Record privileges"
-NOT_VALID_PARAM = 'The following values in the parameter "{}" are not valid: {}'
+# REDCap names the parameter bare: "... in the parameter fields are not valid: 'a', 'b'".
+NOT_VALID_PARAM = "The following values in the parameter {} are not valid: {}"
 MISSING_RECORDS = (
     "One or more of the records provided cannot be deleted because they do not exist in the "
     "project. The following records do not exist: {}"
 )
 
 
-def _invalid(param: str, values: list[str]) -> ApiError:
+def invalid_param(param: str, values: list[str]) -> ApiError:
     return ApiError(400, NOT_VALID_PARAM.format(param, ", ".join(f"'{v}'" for v in values)))
 
 
@@ -34,10 +35,10 @@ def _selected_fields(project: ProjectModel, params: Params) -> set[str]:
     known = set(project.import_columns) | set(project.fields_by_name)
     bad = [f for f in fields if f not in known]
     if bad:
-        raise _invalid("fields", bad)
+        raise invalid_param("fields", bad)
     bad = [f for f in forms if f not in project.form_names]
     if bad:
-        raise _invalid("forms", bad)
+        raise invalid_param("forms", bad)
     if not fields and not forms:
         return set(project.fields_by_name) | {f"{form}_complete" for form in project.form_names}
     selected = {by_column.get(f, f) for f in fields}
@@ -94,7 +95,7 @@ def export_records(project: ProjectModel, store: RecordStore, params: Params) ->
     events = params.listed("events") if project.is_longitudinal else []
     bad = [e for e in events if e not in project.event_names]
     if bad:
-        raise _invalid("events", bad)
+        raise invalid_param("events", bad)
     wanted = set(params.listed("records"))
     begin, end = _time_window(params)
     gray = "" if params.flag("exportBlankForGrayFormStatus") else "0"
@@ -239,9 +240,9 @@ def delete_records(
     event = params.get("event") or None
     instance_text = params.get("repeat_instance")
     if instrument is not None and instrument not in project.form_names:
-        raise _invalid("instrument", [instrument])
+        raise invalid_param("instrument", [instrument])
     if event is not None and event not in project.event_names:
-        raise _invalid("event", [event])
+        raise invalid_param("event", [event])
     if instrument and project.is_longitudinal and event is None:
         raise ApiError(400, "The event parameter is required when instrument is provided")
     arm = params.get("arm")

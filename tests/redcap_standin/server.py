@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -222,14 +223,20 @@ class RedcapStandin:
         self.knobs.fail(status)
 
     def fail(
-        self, status: int, times: int | None = None, *, after_processing: bool = False
+        self,
+        status: int,
+        times: int | None = None,
+        *,
+        after_processing: bool = False,
+        content: str | None = None,
     ) -> None:
         """Answer the next `times` calls (every call if None) with `status` and an HTML page.
 
         With after_processing=True the call is carried out first (an import is stored) and
-        only the answer is lost, as behind a proxy that times out.
+        only the answer is lost, as behind a proxy that times out. With `content` ("record",
+        say), only calls of that content fail: a client's look-ups before them go through.
         """
-        self.knobs.fail(status, times, after_processing=after_processing)
+        self.knobs.fail(status, times, after_processing=after_processing, content=content)
 
     def clear_failure(self) -> None:
         self.knobs.clear_failure()
@@ -247,6 +254,13 @@ class RedcapStandin:
         """Stored rows: key columns plus the values actually stored."""
         return self.store.flat_rows()
 
+    def reshape(self, project: ProjectModel) -> None:
+        """The project's design changes under the same URL and tokens (an admin made it
+        longitudinal, say): REDCap answers for `project` from now on; stored rows are kept."""
+        project = replace(project, tokens=self.project.tokens)
+        self.store.adopt(project)
+        self.project, self.api = project, Api(project, self.store)
+
     def reset(self) -> None:
         """Back to the project's initial records; knobs and call log cleared."""
         self.store.reset()
@@ -261,7 +275,7 @@ class RedcapStandin:
         if delay and self._stopping.wait(delay):
             handler.close_connection = True  # went down while "busy": no answer at all
             return
-        failure = self.knobs.take_failure()
+        failure = self.knobs.take_failure(params.get("content"))
         reply: Reply | None = None
         error: str | None = None
         if failure is None or failure.after_processing:
@@ -303,6 +317,7 @@ class RedcapStandin:
                     command["fail_with_status"],
                     command.get("times"),
                     after_processing=bool(command.get("after_processing", False)),
+                    content=command.get("content"),
                 )
         elif op == "clear_failure":
             self.knobs.clear_failure()

@@ -7,7 +7,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,17 @@ class RecordStore:
                     self.dag_of[record] = dag
                 self.rows.setdefault(key, StoredRow(key)).values.update(values)
                 self.modified.setdefault(record, time.time())
+
+    def adopt(self, project: ProjectModel) -> None:
+        """Another design of the same project: a classic project's rows move into the first
+        event when it becomes longitudinal, as REDCap moves them; other rows stay as they are."""
+        with self.lock:
+            self.project = project
+            for key in [k for k in self.rows if k.event == "" and project.is_longitudinal]:
+                row = self.rows.pop(key)
+                row.key = replace(key, event=project.first_event)
+                self.rows[row.key] = row
+            self.persist()
 
     def reset(self) -> None:
         with self.lock:

@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .project import ProjectModel
+from .project import ImportColumn, ProjectModel
 from .store import DAG, EVENT, INSTANCE, INSTRUMENT, RowKey
 from .values import check_complete, check_value, convert_date, validation_type
 
+# REDCap's own texts, as REDCap users quote them (PyCap issues #142 and #154, redcapAPI #348,
+# INTERPOLAR #308); events named as REDCap names them: 'Month 6 (Arm 1: Arm 1)'.
 UNKNOWN_FIELDS = "The following fields were not found in the project as real data fields: {}"
 BAD_EVENTS = "The following values of redcap_event_name are invalid: {}"
 NOT_A_REPEATING_INSTRUMENT = (
@@ -23,17 +25,23 @@ INSTANCE_NOT_ALLOWED = (
     "repeating instrument or repeating event, respectively.  The redcap_repeat_instance field "
     "must be left blank for this row of data."
 )
+NOT_IN_EVENT = (
+    "This field ('{field}') exists on an instrument that is not designated for the event named "
+    "'{event}'. You are not allowed to import data for this field into this event."
+)
+NEEDS_REPEAT = (
+    "This field ('{field}') exists on a Repeating Instrument named '{form}'. However, the "
+    "fields 'redcap_repeat_instance' and/or 'redcap_repeat_instrument' for this row of data have "
+    "no value, which are both required for importing data into a Repeating Instrument.  You are "
+    "not allowed to import data for this field into a non-repeating instrument."
+)
+# No real REDCap answer to these is on record: the stand-in's own words.
 INSTANCE_INVALID = (
     'redcap_repeat_instance must be an integer greater than 0 (or "new") for a repeating '
     "instrument or repeating event."
 )
 BLANK_RECORD = "The record ID cannot be blank."
 BAD_DAG = "The value is not a valid unique group name of a Data Access Group."
-NOT_IN_EVENT = 'This field is on the instrument "{form}", which is not designated for the event.'
-NEEDS_REPEAT = (
-    'This field is on the repeating instrument "{form}", so redcap_repeat_instrument and '
-    "redcap_repeat_instance must be provided for this row of data."
-)
 OTHER_INSTRUMENT = (
     'This field is not on the instrument "{instrument}" named in redcap_repeat_instrument.'
 )
@@ -98,7 +106,8 @@ def _check_columns(project: ProjectModel, rows: list[dict[str, str]]) -> None:
     if unknown:
         raise ImportRejected(UNKNOWN_FIELDS.format(", ".join(unknown)))
     if project.is_longitudinal:
-        names = set(project.event_names)
+        # A row without an event is no error: REDCap files it under the first event.
+        names = set(project.event_names) | {""}
         bad = list(dict.fromkeys(r.get(EVENT, "") for r in rows if r.get(EVENT, "") not in names))
         if bad:
             raise ImportRejected(BAD_EVENTS.format(", ".join(bad)))
@@ -108,7 +117,8 @@ def _row_key(
     project: ProjectModel, record: str, row: dict[str, str], lines: list[str]
 ) -> tuple[RowKey, bool] | None:
     """Resolve the row's context; append REDCap's per-row lines for repeating misuse."""
-    event = row.get(EVENT, "") if project.is_longitudinal else ""
+    # REDCap files a longitudinal row without redcap_event_name under the first event.
+    event = (row.get(EVENT) or project.first_event) if project.is_longitudinal else ""
     instrument = row.get(INSTRUMENT, "")
     instance_text = row.get(INSTANCE, "")
     before = len(lines)
@@ -129,13 +139,14 @@ def _row_key(
     return RowKey(record, event, instrument, int(instance_text)), False
 
 
-def _context_problem(project: ProjectModel, key: RowKey, form: str) -> str | None:
+def _context_problem(project: ProjectModel, key: RowKey, meta: ImportColumn) -> str | None:
+    form = meta.form
     if form not in project.forms_in_event(key.event):
-        return NOT_IN_EVENT.format(form=form)
+        return NOT_IN_EVENT.format(field=meta.field_name, event=project.event_label(key.event))
     if key.instrument and form != key.instrument:
         return OTHER_INSTRUMENT.format(instrument=key.instrument)
     if not key.instrument and project.is_repeating_form(key.event, form):
-        return NEEDS_REPEAT.format(form=form)
+        return NEEDS_REPEAT.format(field=meta.field_name, form=form)
     return None
 
 
@@ -155,7 +166,7 @@ def _check_values(
         if raw == "":
             values[column] = ""
             continue
-        problem = _context_problem(project, key, meta.form)
+        problem = _context_problem(project, key, meta)
         if problem:
             lines.append(csv_line(key.record, column, raw, problem))
             continue
