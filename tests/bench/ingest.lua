@@ -1,15 +1,21 @@
 -- wrk script for the ingest benchmark: POSTs one realistic submission, each request with a
 -- fresh idempotency key, and prints percentiles wrk's own summary leaves out (p95).
--- args: <path> <body file> <bearer token>
+-- args: <path> <body file> <bearer token> <run nonce>
 
 local counter = 0
-local tag = ""
+local tag
+local threads = 0
 
+-- setup runs in the main state; thread:set writes a global of the thread's own state.
 function setup(thread)
-  thread:set("tag", string.format("t%d-%d", math.random(1, 1000000000), os.time()))
+  threads = threads + 1
+  thread:set("thread_id", threads)
 end
 
 function init(args)
+  -- Unique across threads and across runs (the nonce is per wrk run): a repeated key would
+  -- be an idempotent replay, not the new submission this benchmark means to measure.
+  tag = args[4] .. "-" .. thread_id
   path = args[1]
   local file = assert(io.open(args[2], "rb"))
   local body = file:read("*a")

@@ -106,7 +106,9 @@ async def seed(database_url: str, secret: str) -> tuple[str, bytes]:
         )
         db.add(login)
         await db.flush()
-        settings = Settings(JWT_SECRET_KEY=secret)
+        settings = Settings(
+            DATABASE_URL=database_url, REDIS_URL=services.TEST_REDIS_URL, JWT_SECRET_KEY=secret
+        )
         token, _ = create_access_token(
             settings,
             subject=participant.id,
@@ -182,6 +184,7 @@ def wrk(
             path,
             str(body),
             token,
+            uuid.uuid4().hex[:12],
         ],
         capture_output=True,
         text=True,
@@ -218,7 +221,7 @@ def main() -> int:
     secret = secrets.token_urlsafe(48)
     proc = None
     try:
-        migrate(Settings(DATABASE_URL=url))
+        migrate(Settings(DATABASE_URL=url, REDIS_URL=services.TEST_REDIS_URL))
         token, body = asyncio.run(seed(url, secret))
         body_file = workdir / "submission.json"
         body_file.write_bytes(body)
