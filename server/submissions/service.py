@@ -126,9 +126,9 @@ async def submit(
     battery_id = await _session_battery(
         db, participant=participant, session_id=submission_in.session_id
     )
-    validate_or_raise(submission_in, await modules_of_battery(db, battery_id))
-    digest = checksum(payload)
     modules = await modules_of_battery(db, battery_id)
+    validate_or_raise(submission_in, modules)
+    digest = checksum(payload)
     submission_id = uuid.uuid4()
     new = store.NewSubmission(
         id=submission_id,
