@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.deps import oauth2_scheme
 from server.core.config import AppSettings, Settings
-from server.core.db import AutocommitSession, DBSession, driver_connection
+from server.core.db import AutocommitSession, DBSession, statement_connection
 from server.core.errors import Unauthorized
 from server.core.models import utcnow
 from server.core.security import decode_access_token
@@ -37,7 +37,8 @@ _LOGIN_SQL = """
 async def _login(db: AsyncSession, login_id: uuid.UUID) -> Sequence[Any] | None:
     """One round trip, columns only: this runs before every submission."""
     # Straight to asyncpg, like the insert that follows it (server.submissions.store).
-    return await (await driver_connection(db)).fetchrow(_LOGIN_SQL, login_id)  # type: ignore[no-any-return]
+    async with statement_connection(db) as connection:
+        return await connection.fetchrow(_LOGIN_SQL, login_id)  # type: ignore[no-any-return]
 
 
 async def authenticate_participant(
@@ -78,7 +79,8 @@ async def current_participant_autocommit(
     settings: AppSettings,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> ParticipantPrincipal:
-    """The same check on the ingest route's session, so a request uses one connection."""
+    """The same check on the ingest route's autocommit session: the login is read on a pooled
+    connection given back at once (statement_connection), not held while the route works."""
     return await authenticate_participant(db, settings, token)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.db import driver_connection
+from server.core.db import statement_connection
 from server.outbox import service as outbox
 
 
@@ -85,5 +85,7 @@ async def insert_once(db: AsyncSession, new: NewSubmission) -> bool:
         [e.topic for e in new.events],
         [_json(e.payload) for e in new.events],
     )
-    inserted = await (await driver_connection(db)).fetchval(_INSERT, *args)
+    # Arguments first: the connection is held for the round trip only.
+    async with statement_connection(db) as connection:
+        inserted = await connection.fetchval(_INSERT, *args)
     return inserted is not None
