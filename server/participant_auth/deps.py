@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.deps import oauth2_scheme
@@ -75,13 +75,17 @@ async def current_participant(
 
 
 async def current_participant_autocommit(
+    request: Request,
     db: AutocommitSession,
-    settings: AppSettings,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> ParticipantPrincipal:
     """The same check on the ingest route's autocommit session: the login is read on a pooled
-    connection given back at once (statement_connection), not held while the route works."""
-    return await authenticate_participant(db, settings, token)
+    connection given back at once (statement_connection), not held while the route works.
+
+    Settings come straight from the app: AppSettings is a plain `def`, which FastAPI runs in
+    its thread pool, a thread hand-off per request.
+    """
+    return await authenticate_participant(db, request.app.state.settings, token)
 
 
 CurrentParticipant = Annotated[ParticipantPrincipal, Depends(current_participant)]

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 
 from server.core.catalogue import PublicationStatus
-from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.modules.models import Module
 from server.submissions import service, validation
@@ -31,8 +30,9 @@ async def _modules(db: DBSession) -> dict[tuple[str, int], validation.CompiledMo
 
 
 @router.post("/reference", status_code=status.HTTP_200_OK)
-async def reference(request: Request, settings: AppSettings, db: DBSession) -> dict[str, str]:
-    raw = await read_body(request, settings.MAX_SUBMISSION_BYTES)
+async def reference(request: Request, db: DBSession) -> dict[str, str]:
+    # Settings as POST /api/submit reads them (not the thread-pool AppSettings dependency).
+    raw = await read_body(request, request.app.state.settings.MAX_SUBMISSION_BYTES)
     payload = parse_json(raw)
     submission_in = parse_model(SubmissionIn, payload)
     known = await _modules(db)

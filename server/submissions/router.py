@@ -4,7 +4,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from server.core.config import AppSettings
 from server.core.db import AutocommitSession, DBSession
 from server.core.errors import error_responses
 from server.participant_auth.deps import IngestParticipant
@@ -48,10 +47,10 @@ async def submit(
     request: Request,
     response: Response,
     db: AutocommitSession,
-    settings: AppSettings,
     me: IngestParticipant,
 ) -> Receipt:
-    raw = await read_body(request, settings.MAX_SUBMISSION_BYTES)
+    # Not AppSettings: a plain `def` dependency, run in the thread pool (see IngestParticipant).
+    raw = await read_body(request, request.app.state.settings.MAX_SUBMISSION_BYTES)
     payload = parse_json(raw)
     submission_in = parse_model(SubmissionIn, payload)
     receipt, created = await service.submit(
