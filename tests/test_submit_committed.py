@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 import pytest
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import event
 
 from server.cli import migrate
 from server.main import create_app
@@ -84,3 +85,33 @@ async def test_submit_commits_once_and_replays(committed_db: str) -> None:
         assert [t["topic"] for t in topics] == ["archive.submission", "redcap.sync_submission"]
     finally:
         await conn.close()
+
+
+@pytest.mark.slow
+async def test_concurrent_submits_open_no_connection_beyond_the_pool(committed_db: str) -> None:
+    """More requests in flight than the pool holds take turns on its connections, one
+    statement at a time, rather than open overflow connections the pool closes on return."""
+    token, body_template = await seed(committed_db, SECRET)
+    app = create_app(make_settings(committed_db, JWT_SECRET_KEY=SECRET, DATABASE_POOL_SIZE=2))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def body(key: str) -> bytes:
+        return body_template.replace(b"__KEY__", key.encode())
+
+    opened: list[object] = []
+    event.listen(app.state.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
+            # The first submission of a session looks its battery up through the session, once
+            # per process; the burst after it is the steady state.
+            first = await http.post("/api/submit", content=body("first"), headers=headers)
+            burst = await asyncio.gather(
+                *(
+                    http.post("/api/submit", content=body(f"burst-{i}"), headers=headers)
+                    for i in range(12)
+                )
+            )
+    finally:
+        await app.state.engine.dispose()
+    assert [r.status_code for r in [first, *burst]] == [201] * 13
+    assert len(opened) <= 2
