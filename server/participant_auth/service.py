@@ -24,6 +24,24 @@ from server.participants.models import Participant, ParticipantStatus
 log = structlog.get_logger(__name__)
 
 INACTIVE = (ParticipantStatus.withdrawn, ParticipantStatus.completed)
+INACTIVE_STATUSES = [status.value for status in INACTIVE]
+
+
+def login_ended() -> Unauthorized:
+    return Unauthorized("This participant login has ended.")
+
+
+# The rule of a live login, in the one place it is written: not revoked, not expired, the
+# token's own participant, who is neither withdrawn nor completed (INACTIVE_STATUSES). A
+# query of the participant's (id, study_id, site_id, status), no row once the login has
+# ended: the participant check (deps.check_login) runs it alone, the ingest insert as its
+# first CTE (server.submissions.store), so that a submission is one round trip.
+LIVE_LOGIN_SQL = """
+    SELECT p.id, p.study_id, p.site_id, p.status
+    FROM participant_logins l JOIN participants p ON p.id = l.participant_id
+    WHERE l.id = {login_id} AND p.id = {participant_id} AND l.revoked_at IS NULL
+      AND l.expires_at > {now} AND p.status <> ALL({inactive}::text[])
+"""
 
 
 async def issue_code(

@@ -5,8 +5,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from server.core.db import AutocommitSession, DBSession
-from server.core.errors import error_responses
-from server.participant_auth.deps import IngestParticipant
+from server.core.errors import Unauthorized, error_responses
+from server.participant_auth.deps import IngestCredentials, check_login
 from server.submissions import service
 from server.submissions.body import parse_json, parse_model, read_body
 from server.submissions.deps import SubmissionReader
@@ -47,15 +47,23 @@ async def submit(
     request: Request,
     response: Response,
     db: AutocommitSession,
-    me: IngestParticipant,
+    credentials: IngestCredentials,
 ) -> Receipt:
-    # Not AppSettings: a plain `def` dependency, run in the thread pool (see IngestParticipant).
-    raw = await read_body(request, request.app.state.settings.MAX_SUBMISSION_BYTES)
-    payload = parse_json(raw)
-    submission_in = parse_model(SubmissionIn, payload)
-    receipt, created = await service.submit(
-        db, participant=me.participant, submission_in=submission_in, payload=payload, raw=raw
-    )
+    try:
+        # Not AppSettings: a plain `def` dependency, run in the thread pool.
+        raw = await read_body(request, request.app.state.settings.MAX_SUBMISSION_BYTES)
+        payload = parse_json(raw)
+        submission_in = parse_model(SubmissionIn, payload)
+        receipt, created = await service.submit_with_login_check(
+            db, token=credentials, submission_in=submission_in, payload=payload, raw=raw
+        )
+    except Unauthorized:
+        raise
+    except Exception:
+        # The login is checked with the insert; a request failing before it (413, 422, 404,
+        # 409...) checks it now, so that a login that has ended still answers 401 first.
+        await check_login(db, credentials)
+        raise
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"

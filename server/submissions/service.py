@@ -20,6 +20,7 @@ from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.modules.models import Module
 from server.outbox import service as outbox
+from server.participant_auth.deps import ParticipantCredentials
 from server.participants.schemas import ParticipantRef
 from server.submissions import store, validation
 from server.submissions.models import Submission, SubmissionTask
@@ -68,11 +69,11 @@ def validate_or_raise(
 
 
 async def _session_battery(
-    db: AsyncSession, *, participant: ParticipantRef, session_id: uuid.UUID
+    db: AsyncSession, *, participant_id: uuid.UUID, session_id: uuid.UUID
 ) -> uuid.UUID:
     # A session's participant and battery never change: remember them, skip a round trip.
     known = _session_owner.get(session_id)
-    if known is not None and known[0] == participant.id:
+    if known is not None and known[0] == participant_id:
         return known[1]
     row = (
         await db.execute(
@@ -81,7 +82,7 @@ async def _session_battery(
             )
         )
     ).one_or_none()
-    if row is None or row[0] != participant.id:
+    if row is None or row[0] != participant_id:
         raise NotFound(
             "No such session: start it before submitting.",
             details=[{"loc": ["body", "session_id"], "msg": "unknown session"}],
@@ -123,8 +124,50 @@ async def submit(
     raw: bytes,
 ) -> tuple[Receipt, bool]:
     """Store a submission once. Returns (receipt, created); a replay returns the first receipt."""
+    return await _submit(
+        db,
+        participant_id=participant.id,
+        study_id=participant.study_id,
+        login_id=None,
+        submission_in=submission_in,
+        payload=payload,
+        raw=raw,
+    )
+
+
+async def submit_with_login_check(
+    db: AsyncSession,
+    *,
+    token: ParticipantCredentials,
+    submission_in: SubmissionIn,
+    payload: Any,
+    raw: bytes,
+) -> tuple[Receipt, bool]:
+    """submit, for a token whose login is checked by the insert itself: one round trip for
+    both, and a login that has ended answers 401 having written nothing."""
+    return await _submit(
+        db,
+        participant_id=token.participant_id,
+        study_id=None,
+        login_id=token.login_id,
+        submission_in=submission_in,
+        payload=payload,
+        raw=raw,
+    )
+
+
+async def _submit(
+    db: AsyncSession,
+    *,
+    participant_id: uuid.UUID,
+    study_id: uuid.UUID | None,
+    login_id: uuid.UUID | None,
+    submission_in: SubmissionIn,
+    payload: Any,
+    raw: bytes,
+) -> tuple[Receipt, bool]:
     battery_id = await _session_battery(
-        db, participant=participant, session_id=submission_in.session_id
+        db, participant_id=participant_id, session_id=submission_in.session_id
     )
     modules = await modules_of_battery(db, battery_id)
     validate_or_raise(submission_in, modules)
@@ -133,8 +176,8 @@ async def submit(
     new = store.NewSubmission(
         id=submission_id,
         client_submission_id=submission_in.client_submission_id,
-        participant_id=participant.id,
-        study_id=participant.study_id,
+        participant_id=participant_id,
+        study_id=study_id,
         session_id=submission_in.session_id,
         checksum=digest,
         raw_payload=raw,
@@ -154,10 +197,14 @@ async def submit(
             for topic in (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
         ],
     )
-    if not await store.insert_once(db, new):
+    if login_id is None:
+        inserted = await store.insert_once(db, new)
+    else:
+        inserted = await store.insert_once_if_live(db, new, login_id)
+    if not inserted:
         existing = await _existing(
             db,
-            participant_id=participant.id,
+            participant_id=participant_id,
             client_submission_id=submission_in.client_submission_id,
         )
         if existing.checksum != digest or existing.session_id != submission_in.session_id:
@@ -167,14 +214,13 @@ async def submit(
                 details={"client_submission_id": submission_in.client_submission_id},
             )
         return existing, False
-    received_at = new.received_at
     return (
         Receipt(
             submission_id=submission_id,
             client_submission_id=submission_in.client_submission_id,
             session_id=submission_in.session_id,
             checksum=digest,
-            received_at=received_at,
+            received_at=new.received_at,
         ),
         True,
     )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import statement_connection
 from server.outbox import service as outbox
+from server.participant_auth.service import INACTIVE_STATUSES, LIVE_LOGIN_SQL, login_ended
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class NewSubmission:
     id: uuid.UUID
     client_submission_id: str
     participant_id: uuid.UUID
-    study_id: uuid.UUID
+    # None when the study comes with the login check (insert_once_if_live).
+    study_id: uuid.UUID | None
     session_id: uuid.UUID
     checksum: str
     raw_payload: bytes
@@ -33,13 +35,19 @@ class NewSubmission:
     events: list[outbox.Event]
 
 
-# Positional ($n) for asyncpg, which this path talks to directly (see insert_once).
-# Outbox ids come from gen_random_uuid(): nothing in the request needs them.
+# Positional ($n) for asyncpg, which this path talks to directly. `l` is the row the
+# submission takes its study from: given ($4) when the caller is checked already, or the
+# live login's participant ($4 the login) when the check rides on the insert: no row, then
+# nothing is written. Outbox ids come from gen_random_uuid(): nothing in the request needs them.
+_STUDY_GIVEN = "SELECT $4::uuid AS study_id"
+_STUDY_OF_LIVE_LOGIN = LIVE_LOGIN_SQL.format(
+    login_id="$4", participant_id="$3", now="$8", inactive="$18"
+)
 _INSERT = """
-    WITH s AS (
+    WITH l AS ({study}), s AS (
         INSERT INTO submissions (id, client_submission_id, participant_id, study_id,
                                  session_id, checksum, raw_payload, received_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT $1, $2, $3, l.study_id, $5, $6, $7, $8 FROM l
         ON CONFLICT (participant_id, client_submission_id) DO NOTHING
         RETURNING id
     ), t AS (
@@ -55,22 +63,23 @@ _INSERT = """
         SELECT gen_random_uuid(), y.topic, y.payload::jsonb, $8, 0, s.id
         FROM s, unnest($16::text[], $17::text[]) AS y(topic, payload)
     )
-    SELECT id FROM s
+    SELECT (SELECT id FROM s), EXISTS (SELECT FROM l)
 """
+_INSERT_GIVEN = _INSERT.format(study=_STUDY_GIVEN)
+_INSERT_IF_LIVE = _INSERT.format(study=_STUDY_OF_LIVE_LOGIN)
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def insert_once(db: AsyncSession, new: NewSubmission) -> bool:
-    """Insert unless this participant already used the idempotency key; True if inserted."""
+def _arguments(new: NewSubmission, fourth: uuid.UUID) -> list[Any]:
     tasks = new.tasks
-    args = (
+    return [
         new.id,
         new.client_submission_id,
         new.participant_id,
-        new.study_id,
+        fourth,
         new.session_id,
         new.checksum,
         new.raw_payload,
@@ -84,8 +93,28 @@ async def insert_once(db: AsyncSession, new: NewSubmission) -> bool:
         [len(t[4]) for t in tasks],
         [e.topic for e in new.events],
         [_json(e.payload) for e in new.events],
-    )
+    ]
+
+
+async def insert_once(db: AsyncSession, new: NewSubmission) -> bool:
+    """Insert unless this participant already used the idempotency key; True if inserted."""
+    if new.study_id is None:
+        raise ValueError("insert_once needs the study; insert_once_if_live finds it")
+    args = _arguments(new, new.study_id)
     # Arguments first: the connection is held for the round trip only.
     async with statement_connection(db) as connection:
-        inserted = await connection.fetchval(_INSERT, *args)
+        inserted, _ = await connection.fetchrow(_INSERT_GIVEN, *args)
+    return inserted is not None
+
+
+async def insert_once_if_live(db: AsyncSession, new: NewSubmission, login_id: uuid.UUID) -> bool:
+    """insert_once for the study of the participant whose login this is, if it is live
+    (participant_auth.service.LIVE_LOGIN_SQL); the login check and the write in one round
+    trip. Raises the login's 401 when it has ended, having written nothing."""
+    args = _arguments(new, login_id)
+    args.append(INACTIVE_STATUSES)
+    async with statement_connection(db) as connection:
+        inserted, live = await connection.fetchrow(_INSERT_IF_LIVE, *args)
+    if not live:
+        raise login_ended()
     return inserted is not None
