@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,27 @@ def wrk(
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
+def alternating(
+    run: Callable[[str, int], dict[str, int]], paths: tuple[str, str], seconds: int, rounds: int = 3
+) -> list[dict[str, int]]:
+    """Both paths in turns (a b, b a, a b...), `seconds` each in all: on a shared machine the
+    load of other processes drifts, and two back-to-back runs would each take a different
+    share of it into their ratio. Counts add up; a percentile is the worst round's."""
+    results: list[list[dict[str, int]]] = [[], []]
+    for n in range(rounds):
+        order = (0, 1) if n % 2 == 0 else (1, 0)
+        for i in order:
+            results[i].append(run(paths[i], max(1, round(seconds / rounds))))
+    merged = []
+    for runs in results:
+        total = {k: sum(r[k] for r in runs) for k in ("requests", "duration_us", "non2xx")}
+        total["socket_errors"] = sum(r["socket_errors"] for r in runs)
+        for k in ("p50_us", "p95_us", "p99_us"):
+            total[k] = max(r[k] for r in runs)
+        merged.append(total)
+    return merged
+
+
 def rate(result: dict[str, int]) -> float:
     return result["requests"] / (result["duration_us"] / 1e6)
 
@@ -247,14 +269,15 @@ def main() -> int:
         for path in (real, ref):  # warm up: pools, compiled schemas, JIT-free but cache-full
             wrk(base, path, body_file, token, 8, 3)
 
-        print("throughput, 32 connections:")
-        t_real = wrk(base, real, body_file, token, 32, args.seconds)
-        t_ref = wrk(base, ref, body_file, token, 32, args.seconds)
+        def at(connections: int) -> Callable[[str, int], dict[str, int]]:
+            return lambda path, seconds: wrk(base, path, body_file, token, connections, seconds)
+
+        print(f"throughput, 32 connections (3 alternating rounds, {args.seconds}s per path):")
+        t_real, t_ref = alternating(at(32), (real, ref), args.seconds)
         print(report("submit", t_real))
         print(report("reference", t_ref))
-        print("latency, 4 connections:")
-        l_real = wrk(base, real, body_file, token, 4, args.seconds)
-        l_ref = wrk(base, ref, body_file, token, 4, args.seconds)
+        print("latency, 4 connections (3 alternating rounds; percentiles of the worst round):")
+        l_real, l_ref = alternating(at(4), (real, ref), args.seconds)
         print(report("submit", l_real))
         print(report("reference", l_ref))
         if any(r["non2xx"] or r["socket_errors"] for r in (t_real, t_ref, l_real, l_ref)):

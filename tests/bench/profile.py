@@ -17,9 +17,9 @@ BUCKETS = [
     ("module JSON Schema checks", "validate_trials"),
     ("summary consistency", "_consistency"),
     ("checksum (canonical JSON + sha256)", "checksum"),
-    ("participant auth (token + DB)", "current_participant"),
-    ("INSERT submission/tasks/outbox", "submit (server/submissions/service.py"),
-    ("commit", "commit"),
+    ("participant token (JWT)", "read_participant_token"),
+    ("INSERT login check/submission/tasks/outbox", "insert_once_if_live"),
+    ("pool checkout/return", "statement_connection"),
     ("asyncpg protocol", "asyncpg"),
     ("response + logging", "log"),
     ("read body", "read_body"),
@@ -76,7 +76,8 @@ def profile_under_load(pid: int, load: Callable[[], Any], workdir: Path) -> str:
     ]
     return "\n".join(
         [
-            f"  {total} samples (inclusive: a frame counts in every bucket it is in)",
+            f"  {total} samples (inclusive: a frame counts in every bucket it is in; a worker"
+            " waiting for a core that PostgreSQL holds still samples the frame it stopped in)",
             *lines,
             f"  raw stacks: {raw}",
         ]
