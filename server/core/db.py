@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import asyncpg
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy import ColumnElement, any_, bindparam
@@ -111,19 +112,17 @@ _statement_slots: weakref.WeakKeyDictionary[Pool, asyncio.Semaphore] = weakref.W
 async def statement_connection(db: AsyncSession) -> AsyncIterator[Any]:
     """The asyncpg connection to run one statement on.
 
-    In an autocommit session (get_autocommit_session) a statement commits on its own, so it
-    can run on any connection: it takes one from the pool and gives it back at once, and a
-    request holds none while it works between statements. Taken through the session, the
-    connection stayed checked out to the end of the request (a pool's worth of requests in
-    flight opened connections beyond it, closed again at once) and cost 0.1 ms more CPU.
-    At most the pool's size run at once; the others wait their turn (a statement takes about
-    a millisecond) rather than open connections beyond it: the pool closes those on return,
-    and each new one cost PostgreSQL 30-60 ms of CPU (a backend, then asyncpg's type
-    introspection). At 32 clients that was a connection every 15 requests, 1 ms of CPU each.
+    An autocommit session (get_autocommit_session) commits each statement on its own, so the
+    statement can run on any connection: one from the pool, given back as soon as it has run,
+    none held while the request works between statements. Held to the end of the request, a
+    pool's worth of requests in flight opened connections beyond it, which the pool closed
+    again on return: each cost PostgreSQL 30-60 ms of CPU (a backend, asyncpg's type
+    introspection), 1 ms per submission at 32 clients. So at most the pool's size run at once
+    and the others wait (a statement takes about a millisecond). The pool's raw connection
+    costs 25 us against a session's checkout and close, 120 us.
 
-    A session already holding a connection (it ran an ORM query, or it is a unit of work or
-    a test's transaction) lends it: a request never waits for a second connection while it
-    holds one, which a busy pool could never give.
+    A session already holding a connection (it ran an ORM query; a unit of work; a test's
+    transaction) lends it: a request never waits for a second connection while it holds one.
     """
     bind = db.bind
     if (
@@ -143,8 +142,12 @@ async def statement_connection(db: AsyncSession) -> AsyncIterator[Any]:
         pooled = await bind.raw_connection()
         try:
             yield pooled.driver_connection
+        except asyncpg.PostgresError:
+            # PostgreSQL refused the statement and said so: the connection is as good as before.
+            await greenlet_spawn(pooled.close)
+            raise
         except BaseException:
-            # Cancelled mid-statement, or failed: the connection's state is unknown, so it
+            # Cancelled mid-statement, or the connection failed: its state is unknown, so it
             # is closed rather than handed to the next request.
             await greenlet_spawn(pooled.invalidate)
             raise
