@@ -75,7 +75,8 @@ async def test_submissions_wait_for_redcap_and_go_in_order_once(stack: Stack) ->
     )
     # Nothing lost, nothing given up on.
     jobs = await sync_jobs(stack, ids)
-    assert all(UNREACHABLE in (j.error or "") for j in jobs.values()), [j.error for j in jobs.values()]
+    errors = [j.error for j in jobs.values()]
+    assert all(UNREACHABLE in (e or "") for e in errors), errors
     syncs = [e for e in await outbox_rows(stack, ids) if e.topic == outbox.REDCAP_SYNC_SUBMISSION]
     assert len(syncs) == N and all(e.completed_at is None for e in syncs)
     assert await dead_letters(stack) == []
