@@ -4,7 +4,8 @@ same run as a reference endpoint that parses and validates the same payload and 
     make bench-ingest        (python -m tests.bench.ingest)
 
 Real PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL), uvicorn with 2 worker processes,
-wrk as the load generator. The last line is the summary the issue asks for.
+wrk as the load generator, a new idempotency key per request. Submit and reference run in
+alternating rounds (see alternating). The last line is the summary the issue asks for.
 """
 
 from __future__ import annotations

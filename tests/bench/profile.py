@@ -10,19 +10,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# Frames worth naming, matched on "function (file)" as py-spy writes them.
+# Frames worth naming, matched on "function (file" as py-spy writes them: the name and its
+# opening parenthesis, so that a name inside another ("log" in "..._login_check") does not.
 BUCKETS = [
-    ("json parse (orjson)", "loads"),
-    ("pydantic model validation", "validate_python"),
-    ("module JSON Schema checks", "validate_trials"),
-    ("summary consistency", "_consistency"),
-    ("checksum (canonical JSON + sha256)", "checksum"),
-    ("participant token (JWT)", "read_participant_token"),
-    ("INSERT login check/submission/tasks/outbox", "insert_once_if_live"),
-    ("pool checkout/return", "statement_connection"),
-    ("asyncpg protocol", "asyncpg"),
-    ("response + logging", "log"),
-    ("read body", "read_body"),
+    ("read body", "read_body ("),
+    ("json parse (orjson)", "parse_json ("),
+    ("pydantic model validation", "parse_model ("),
+    ("module checks (JSON Schema, consistency)", "check_task ("),
+    ("summary consistency", "_consistency ("),
+    ("checksum (canonical JSON + sha256)", "checksum ("),
+    ("participant token (JWT)", "read_participant_token ("),
+    ("INSERT login check/submission/tasks/outbox", "insert_once_if_live ("),
+    ("pool checkout/return", "statement_connection ("),
+    ("asyncpg protocol", "(asyncpg/"),
+    ("access log", "BoundLogger.info ("),
 ]
 
 
