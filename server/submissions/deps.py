@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
 from sqlalchemy import select
 
-from server.auth.deps import CurrentPrincipal
+from server.auth.deps import CurrentPrincipal, Principal
 from server.core.db import DBSession
 from server.core.errors import NotFound
 from server.studies.access import Permission, StudyAccess, require_study_of
@@ -20,16 +21,24 @@ from server.submissions.models import Submission
 class SubmissionAccess:
     submission_id: uuid.UUID
     study: StudyAccess
+    principal: Principal
 
 
-async def submission_reader(
-    submission_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
-) -> SubmissionAccess:
-    study_id = await db.scalar(select(Submission.study_id).where(Submission.id == submission_id))
-    if study_id is None:
-        raise NotFound("No such submission.")
-    access = await require_study_of(db, principal, study_id, Permission.READ, thing="submission")
-    return SubmissionAccess(submission_id=submission_id, study=access)
+def submission_access(permission: str) -> Callable[..., Awaitable[SubmissionAccess]]:
+    async def dependency(
+        submission_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
+    ) -> SubmissionAccess:
+        study_id = await db.scalar(
+            select(Submission.study_id).where(Submission.id == submission_id)
+        )
+        if study_id is None:
+            raise NotFound("No such submission.")
+        access = await require_study_of(db, principal, study_id, permission, thing="submission")
+        return SubmissionAccess(submission_id=submission_id, study=access, principal=principal)
+
+    return dependency
 
 
-SubmissionReader = Annotated[SubmissionAccess, Depends(submission_reader)]
+SubmissionReader = Annotated[SubmissionAccess, Depends(submission_access(Permission.READ))]
+# Coordinators (and administrators): reprocessing releases data to REDCap.
+SubmissionManager = Annotated[SubmissionAccess, Depends(submission_access(Permission.MANAGE))]
