@@ -292,3 +292,25 @@ async def test_the_list_pages_oldest_first(
         headers=world.headers,
     )
     assert bad.status_code == 422
+
+
+async def test_the_session_counts_its_module_in_and_staff_see_it_quarantined(
+    client: AsyncClient, db: AsyncSession, settings: Settings, world: World
+) -> None:
+    plain, headers = await visit_body(db, settings, world, "P-GIL")
+    session_id = plain["session_id"]
+    response = await client.post("/api/submit", json=with_focus_events(plain), headers=headers)
+    assert response.status_code == 202
+    # The device resuming the session is not sent back to a module it has handed in.
+    state = await client.get(f"/api/session/{session_id}", headers=headers)
+    assert state.json()["submitted_module_keys"] == [world.srt]
+    who = world.participants["P-GIL"]
+    sessions = await client.get(f"/api/participants/{who.id}/sessions", headers=world.headers)
+    [session] = sessions.json()
+    [brief] = session["submissions"]
+    assert (brief["id"], brief["status"], brief["tasks"]) == (
+        response.json()["submission_id"],
+        "quarantined",
+        [],
+    )
+    assert brief["problems"] == response.json()["problems"]
