@@ -15,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.models import Base, JSONType, text_enum, utcnow
@@ -70,7 +71,11 @@ class Submission(Base):
         server_default=SubmissionStatus.accepted.value,
     )
     # What kept it in quarantine, each with its place (schemas.Problem); None once accepted.
-    problems: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, default=None)
+    problems: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        # None is SQL NULL (not JSON null), as the ingest statement writes it.
+        JSONB(none_as_null=True),
+        default=None,
+    )
     # The last reprocess, and the staff user who asked for it.
     reprocessed_at: Mapped[datetime | None] = mapped_column(default=None)
     reprocessed_by: Mapped[uuid.UUID | None] = mapped_column(
