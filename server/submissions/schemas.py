@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -99,10 +99,14 @@ class SubmissionPage(BaseModel):
     next_cursor: str | None
 
 
+ModuleKey = Annotated[str, Field(min_length=1, max_length=64)]
+ModuleVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
 class ReprocessIn(BaseModel):
     """Which module versions a quarantined submission's tasks are checked against again."""
 
-    module_versions: Literal["battery", "latest"] | dict[str, int] = Field(
+    module_versions: Literal["battery", "latest"] | dict[ModuleKey, ModuleVersion] = Field(
         default="battery",
         description='"battery": the versions the session\'s battery names (after a server '
         'fix); "latest": for each module of the battery, its newest published version (after '
