@@ -100,7 +100,7 @@ async def test_quarantined_is_kept_listed_unsynced_then_released_and_synced_once
     world: World,
     classic: RedcapStandin,
 ) -> None:
-    await connect_and_map(client, world, classic)
+    connection_id = await connect_and_map(client, world, classic)
     good_body, bob_headers = await visit_body(db, settings, world, "P-BOB", n_trials=30)
     good = await client.post("/api/submit", json=good_body, headers=bob_headers)
     assert good.status_code == 201, good.text
@@ -128,6 +128,12 @@ async def test_quarantined_is_kept_listed_unsynced_then_released_and_synced_once
     assert (await sync_submission(db, settings, submission_id)).status == "quarantined"
     assert await db.get(RedcapSyncState, submission_id) is None
     assert {record for record, _, _ in instances(classic)} == {"P-BOB"}
+    preview = await client.get(
+        f"/api/redcap/connections/{connection_id}/preview",
+        params={"submission_id": str(submission_id)},
+        headers=world.headers,
+    )
+    assert (preview.status_code, preview.json()["error_code"]) == (409, "submission_quarantined")
 
     # The coordinator sees it, with its problems; the device's replay gets the same receipt.
     [listed] = await quarantine_list(client, world)
@@ -169,6 +175,14 @@ async def test_quarantined_is_kept_listed_unsynced_then_released_and_synced_once
         select(OutboxEvent.topic).where(OutboxEvent.subject_id == submission_id)
     )
     assert sorted(topics) == ["archive.submission", "redcap.sync_submission"]
+
+    preview = await client.get(
+        f"/api/redcap/connections/{connection_id}/preview",
+        params={"submission_id": str(submission_id)},
+        headers=world.headers,
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["records"][0]["srt_n_trials"] == "20"
 
     # Now it goes to REDCap, once.
     outcome = await sync_submission(db, settings, submission_id)
