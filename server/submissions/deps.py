@@ -1,4 +1,5 @@
-"""valid_submission_id: another study's submission answers 404."""
+"""valid_submission_id: another study's submission (or another site's, for a site-scoped
+member) answers 404."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
 from server.core.errors import NotFound
+from server.participants.models import Participant
 from server.studies.access import Permission, StudyAccess, require_study_of
 from server.submissions.models import Submission
 
@@ -25,10 +27,18 @@ class SubmissionAccess:
 async def submission_reader(
     submission_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
 ) -> SubmissionAccess:
-    study_id = await db.scalar(select(Submission.study_id).where(Submission.id == submission_id))
-    if study_id is None:
+    row = (
+        await db.execute(
+            select(Submission.study_id, Participant.site_id)
+            .join(Participant, Participant.id == Submission.participant_id)
+            .where(Submission.id == submission_id)
+        )
+    ).one_or_none()
+    if row is None:
         raise NotFound("No such submission.")
-    access = await require_study_of(db, principal, study_id, Permission.READ, thing="submission")
+    access = await require_study_of(
+        db, principal, row.study_id, Permission.READ, thing="submission", site_id=row.site_id
+    )
     return SubmissionAccess(submission_id=submission_id, study=access)
 
 
