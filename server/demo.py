@@ -32,7 +32,10 @@ DEMO_LOGINS = [
     ("admin@demo.metricis.org", "walnut-orbit-7421", None),
     ("coordinator@demo.metricis.org", "cedar-lantern-3958", StudyRole.coordinator),
     ("researcher@demo.metricis.org", "maple-comet-6180", StudyRole.researcher),
+    ("london.coordinator@demo.metricis.org", "harbor-quill-5207", StudyRole.coordinator),
 ]
+# Logins whose membership is limited to some sites (by code); the others see the whole study.
+DEMO_SITE_SCOPES = {"london.coordinator@demo.metricis.org": ("LON",)}
 
 
 async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
@@ -78,8 +81,13 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                     ),
                 )
                 if role is not None:
+                    scope = DEMO_SITE_SCOPES.get(email, ())
                     await studies_service.add_membership(
-                        db, study_id=study.id, user_id=user.id, role=role
+                        db,
+                        study_id=study.id,
+                        user_id=user.id,
+                        role=role,
+                        site_ids=[site.id for site in sites if site.code in scope],
                     )
             for n in range(1, 21):
                 site = sites[n % 2]
@@ -123,4 +131,6 @@ async def seed_demo_batteries(db: AsyncSession, *, study_id: uuid.UUID) -> list[
 def _print_logins() -> None:
     print("demo logins (email / password / role):")
     for email, password, role in DEMO_LOGINS:
-        print(f"  {email} / {password} / {role.value if role else 'admin'}")
+        scope = DEMO_SITE_SCOPES.get(email)
+        at = f" (site {', '.join(scope)} only)" if scope else ""
+        print(f"  {email} / {password} / {role.value if role else 'admin'}{at}")

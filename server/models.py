@@ -10,7 +10,7 @@ from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
-from server.studies.models import Site, Study, StudyMembership
+from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
 from server.user_sessions.models import UserSession
 from server.users.models import User
@@ -35,6 +35,7 @@ __all__ = [
     "Site",
     "Study",
     "StudyMembership",
+    "StudyMembershipSite",
     "Submission",
     "SubmissionTask",
     "User",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.config import Settings
 from server.core.security import create_access_token, hash_password
 from server.participants.models import Participant, ParticipantContact
-from server.studies.models import Site, Study, StudyMembership, StudyRole
+from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite, StudyRole
 from server.user_sessions import service as sessions_service
 from server.users.models import User
 
@@ -62,10 +63,13 @@ async def create_site(db: AsyncSession, study: Study, *, code: str | None = None
 
 
 async def add_member(
-    db: AsyncSession, study: Study, user: User, role: StudyRole
+    db: AsyncSession, study: Study, user: User, role: StudyRole, *, sites: Sequence[Site] = ()
 ) -> StudyMembership:
+    """A membership of the whole study, or of only these sites."""
     membership = StudyMembership(study_id=study.id, user_id=user.id, role=role)
     db.add(membership)
+    await db.flush()
+    db.add_all(StudyMembershipSite(membership_id=membership.id, site_id=s.id) for s in sites)
     await db.flush()
     return membership
 

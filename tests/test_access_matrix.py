@@ -16,11 +16,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.jobs.models import Job
-from server.redcap.models import RedcapConnection
-from server.studies.models import StudyRole
+from server.redcap.models import RedcapConnection, RedcapMapping
+from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
@@ -148,3 +149,162 @@ async def test_lists_show_only_own_studies_and_participants(
     studies = (await client.get("/api/studies", headers=world.headers_a)).json()
     assert str(world.ids_b["study_id"]) not in {s["id"] for s in studies}
     assert len(studies) == 1
+
+
+# The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
+# whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
+# but the world here gives each site its own).
+SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+
+
+@dataclass
+class Sites:
+    ids: dict[str, dict[str, uuid.UUID]]  # "A" / "B": parameter name -> that site's object
+    headers: dict[str, dict[str, str]]  # "scoped" (site A only) / "full" (the whole study)
+
+
+async def _site_objects(
+    db: AsyncSession, settings: Settings, study: Study, site: Site, battery: Battery
+) -> dict[str, uuid.UUID]:
+    participant = await factories.create_participant(db, site, email="p@example.org")
+    session = await ingest.start_session(db, participant, battery)
+    submission = Submission(
+        client_submission_id=f"{site.code}-1",
+        participant_id=participant.id,
+        study_id=study.id,
+        session_id=session.id,
+        checksum="0" * 64,
+        raw_payload=b"{}",
+    )
+    db.add(submission)
+    await db.flush()
+    job = Job(kind="archive.submission", study_id=study.id, subject_id=submission.id)
+    connection = RedcapConnection(
+        study_id=study.id,
+        site_id=site.id,
+        api_url="https://redcap.example.org/api/",
+        token_encrypted=token_box(settings).encrypt("0" * 32),
+        token_last4="0000",
+    )
+    db.add_all([job, connection])
+    await db.flush()
+    db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
+    await db.flush()
+    return {
+        "study_id": study.id,
+        "battery_id": battery.id,
+        "site_id": site.id,
+        "participant_id": participant.id,
+        "submission_id": submission.id,
+        "job_id": job.id,
+        "connection_id": connection.id,
+    }
+
+
+# As PUT .../mapping stores it (the REDCap project it was checked against is not needed here).
+MAPPING = {
+    "record_id_field": "record_id",
+    "record_id_source": "participant_code",
+    "event": None,
+    "repeating_instrument": None,
+    "instance_rule": "per_submission",
+    "fields": [{"source": "session.date", "field": "visit_date"}],
+    "targets": {"visit_date": {"form": "visit", "field_type": "text", "validation": "date_ymd"}},
+}
+
+
+@pytest.fixture
+async def sites(db: AsyncSession, settings: Settings) -> Sites:
+    study = await factories.create_study(db)
+    site_a = await factories.create_site(db, study, code="A")
+    site_b = await factories.create_site(db, study, code="B")
+    battery = await ingest.create_battery(db, study, await ingest.standard_modules(db))
+    scoped, full = await factories.create_user(db), await factories.create_user(db)
+    await factories.add_member(db, study, scoped, StudyRole.coordinator, sites=[site_a])
+    await factories.add_member(db, study, full, StudyRole.coordinator)
+    ids = {
+        "A": await _site_objects(db, settings, study, site_a, battery),
+        "B": await _site_objects(db, settings, study, site_b, battery),
+    }
+    for side in ids.values():
+        side["user_id"] = full.id  # member routes: another member, the same on both sides
+    return Sites(
+        ids=ids,
+        headers={
+            "scoped": await factories.auth_headers(db, settings, scoped),
+            "full": await factories.auth_headers(db, settings, full),
+        },
+    )
+
+
+def site_scoped_operations(app: FastAPI) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """Deletions last: here they succeed, and would take their object from the routes after."""
+    operations = [
+        (method, path, params)
+        for method, path, params in study_scoped_operations(app)
+        if {p["name"] for p in params} & SITE_SCOPED
+    ]
+    return sorted(operations, key=lambda operation: operation[0] == "DELETE")
+
+
+async def _call(
+    client: AsyncClient,
+    method: str,
+    path: str,
+    params: list[dict[str, Any]],
+    ids: dict[str, uuid.UUID],
+    headers: dict[str, str],
+) -> tuple[int, str | None]:
+    url, query = path, {}
+    for param in params:
+        value = ids.get(param["name"])
+        if param["in"] == "path":
+            url = url.replace("{" + param["name"] + "}", str(value))
+        elif value is not None:
+            query[param["name"]] = str(value)
+    body = {} if method in ("POST", "PUT", "PATCH") else None
+    response = await client.request(method, url, params=query, json=body, headers=headers)
+    envelope = response.json() if response.content else {}
+    return response.status_code, envelope.get("error_code") if isinstance(envelope, dict) else None
+
+
+def test_site_matrix_covers_the_participant_routes(app_instance: FastAPI) -> None:
+    covered = {f"{m} {p}" for m, p, _ in site_scoped_operations(app_instance)}
+    # A floor, not the list: the list is whatever the app serves.
+    assert "GET /api/participants/{participant_id}/contact" in covered
+    assert "GET /api/participants/{participant_id}/sessions" in covered
+    assert "GET /api/submissions/{submission_id}" in covered
+    assert "GET /api/redcap/connections/{connection_id}/preview" in covered
+    assert len(covered) >= 20
+
+
+async def test_site_scoped_coordinator_gets_404_on_every_route_of_the_other_site(
+    client: AsyncClient, app_instance: FastAPI, sites: Sites
+) -> None:
+    """Own site: the route answers as it does for anyone (never 404). Other site: 404, like
+    another study; or, for a route refused to site-scoped members whatever the object (403
+    site_scoped on their own site too), that same 403, which tells nothing about the object."""
+    failures = []
+    for method, path, params in site_scoped_operations(app_instance):
+        own = await _call(client, method, path, params, sites.ids["A"], sites.headers["scoped"])
+        other = await _call(client, method, path, params, sites.ids["B"], sites.headers["scoped"])
+        allowed = {(404, "not_found")}
+        if own == (403, "site_scoped"):
+            allowed.add(own)
+        if own[0] == 404 or other not in allowed:
+            failures.append(f"{method} {path}: own site {own}, other site {other}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_full_study_member_sees_both_sites_on_every_route(
+    client: AsyncClient, app_instance: FastAPI, sites: Sites
+) -> None:
+    failures = []
+    for method, path, params in site_scoped_operations(app_instance):
+        for side in ("A", "B"):
+            status, code = await _call(
+                client, method, path, params, sites.ids[side], sites.headers["full"]
+            )
+            if status in (403, 404):
+                failures.append(f"{method} {path} site {side}: {status} {code}")
+    assert not failures, "\n".join(failures)

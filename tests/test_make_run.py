@@ -105,18 +105,30 @@ def tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _study_codes(run: MakeRun) -> list[str]:
-    email, password, _ = DEMO_LOGINS[0]  # the admin
+def _login(run: MakeRun, email: str) -> dict[str, str]:
+    password = next(p for e, p, _ in DEMO_LOGINS if e == email)
     login = httpx.post(
         run.url("/api/auth/login"), data={"username": email, "password": password}, timeout=10
     )
     assert login.status_code == 200, login.text
-    token = login.json()["access_token"]
-    studies = httpx.get(
-        run.url("/api/studies"), headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def _study_codes(run: MakeRun) -> list[str]:
+    headers = _login(run, DEMO_LOGINS[0][0])  # the admin
+    studies = httpx.get(run.url("/api/studies"), headers=headers, timeout=10)
     assert studies.status_code == 200, studies.text
     return [s["code"] for s in studies.json()]
+
+
+def _participant_codes(run: MakeRun, email: str) -> list[str]:
+    headers = _login(run, email)
+    (study,) = httpx.get(run.url("/api/studies"), headers=headers, timeout=10).json()
+    listed = httpx.get(
+        run.url("/api/participants"), params={"study_id": study["id"]}, headers=headers, timeout=10
+    )
+    assert listed.status_code == 200, listed.text
+    return [p["participant_code"] for p in listed.json()["items"]]
 
 
 def test_make_run_on_embedded_engines_stops_clean_and_keeps_its_data(tmp: Path) -> None:
@@ -125,6 +137,10 @@ def test_make_run_on_embedded_engines_stops_clean_and_keeps_its_data(tmp: Path) 
     assert "PostgreSQL postgresql+asyncpg://" in first.output()
     assert "demo study DEMO created" in first.output()
     assert "DEMO" in _study_codes(first)
+    # The demo's site-scoped coordinator sees London's ten participants, the others all twenty.
+    london = _participant_codes(first, "london.coordinator@demo.metricis.org")
+    assert len(london) == 10 and all(code.startswith("LON-") for code in london), london
+    assert len(_participant_codes(first, "coordinator@demo.metricis.org")) == 20
     running = " ".join(_servers_of(tmp).values())
     assert "postgres -D" in running and "valkey-server" in running
 

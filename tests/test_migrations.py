@@ -49,6 +49,7 @@ async def test_upgrade_downgrade_upgrade_round_trip() -> None:
             "studies",
             "sites",
             "study_memberships",
+            "study_membership_sites",
             "participants",
             "participant_contacts",
             "user_sessions",

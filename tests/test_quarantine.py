@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.outbox.models import OutboxEvent
+from server.participants.models import Participant
 from server.redcap.models import RedcapSyncState
 from server.redcap.sync import sync_submission
 from server.submissions.models import Submission, SubmissionTask
@@ -53,9 +54,16 @@ def with_focus_events(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def visit_body(
-    db: AsyncSession, settings: Settings, world: World, code: str, *, n_trials: int = 20
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    code: str,
+    *,
+    n_trials: int = 20,
+    existing: Participant | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    who = await participant(db, world, code)
+    """A session of the SRT module for a participant (a new one at site A by default)."""
+    who = existing or await participant(db, world, code)
     session = await ingest.start_session(db, who, world.battery)
     headers = await ingest.participant_headers(db, settings, who)
     return ingest.payload(session.id, world.modules[:1], n_trials=n_trials), headers

@@ -95,3 +95,30 @@ async def test_the_session_counts_its_module_in_and_staff_see_it_quarantined(
         [],
     )
     assert brief["problems"] == response.json()["problems"]
+
+
+async def test_a_site_scoped_coordinator_lists_and_reprocesses_only_their_site(
+    client: AsyncClient, db: AsyncSession, settings: Settings, world: World
+) -> None:
+    held = {}
+    for code, site in (("P-H1", world.site_a), ("P-H2", world.site_b)):
+        who = await factories.create_participant(db, site, code=code)
+        world.participants[code] = who
+        plain, headers = await visit_body(db, settings, world, code, existing=who)
+        response = await client.post("/api/submit", json=with_focus_events(plain), headers=headers)
+        held[site.id] = response.json()["submission_id"]
+    scoped = await factories.create_user(db)
+    await factories.add_member(db, world.study, scoped, StudyRole.coordinator, sites=[world.site_a])
+    headers = await factories.auth_headers(db, settings, scoped)
+    listed = await client.get(
+        "/api/submissions", params={"study_id": str(world.study.id)}, headers=headers
+    )
+    assert [i["submission_id"] for i in listed.json()["items"]] == [held[world.site_a.id]]
+    other = await client.post(
+        f"/api/submissions/{held[world.site_b.id]}/reprocess", json={}, headers=headers
+    )
+    assert other.status_code == 404
+    own = await client.post(
+        f"/api/submissions/{held[world.site_a.id]}/reprocess", json={}, headers=headers
+    )
+    assert (own.status_code, own.json()["status"]) == (200, "quarantined")

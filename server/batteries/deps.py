@@ -36,4 +36,5 @@ def battery_access(permission: str) -> Callable[..., Awaitable[BatteryAccess]]:
 
 
 BatteryReader = Annotated[BatteryAccess, Depends(battery_access(Permission.READ))]
-BatteryManager = Annotated[BatteryAccess, Depends(battery_access(Permission.MANAGE))]
+# A battery is the whole study's: changing one is configuration, not a site's business.
+BatteryManager = Annotated[BatteryAccess, Depends(battery_access(Permission.CONFIGURE))]

@@ -6,7 +6,7 @@ from server.batteries import service
 from server.batteries.deps import BatteryManager, BatteryReader
 from server.batteries.schemas import BatteryCreate, BatteryRead, BatteryUpdate
 from server.core.db import DBSession
-from server.studies.deps import StudyManager, StudyReader
+from server.studies.deps import StudyConfigurer, StudyReader
 
 router = APIRouter(prefix="/api/batteries", tags=["batteries"])
 
@@ -19,7 +19,7 @@ async def list_batteries(access: StudyReader, db: DBSession) -> list[BatteryRead
 
 @router.post("", response_model=BatteryRead, status_code=status.HTTP_201_CREATED)
 async def create_battery(
-    battery_in: BatteryCreate, access: StudyManager, db: DBSession
+    battery_in: BatteryCreate, access: StudyConfigurer, db: DBSession
 ) -> BatteryRead:
     battery, modules = await service.create(db, study_id=access.study.id, battery_in=battery_in)
     return BatteryRead.build(battery, modules)

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.db import one_of
 from server.core.errors import Conflict, NotFound
 from server.core.logging import scrub
+from server.jobs import scope
 from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox.models import OutboxEvent
-from server.studies.models import StudyMembership
 from server.submissions.models import Submission
 
 MAX_ERROR_CHARS = 2000
@@ -400,12 +400,8 @@ def _jobs_query(
 ) -> Select[Job]:
     query = select(Job)
     if member_of is not None:
-        # Non-admins: jobs of their studies; jobs of no study are admins' only.
-        query = query.where(
-            Job.study_id.in_(
-                select(StudyMembership.study_id).where(StudyMembership.user_id == member_of)
-            )
-        )
+        # Non-admins: jobs of their studies (of their sites, where limited to some).
+        query = query.where(scope.visible_to(member_of))
     if study_id is not None:
         query = query.where(Job.study_id == study_id)
     if status is not None:

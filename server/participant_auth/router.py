@@ -37,7 +37,7 @@ async def create_participant(
 ) -> ParticipantEnrolled:
     # Enrolment: the participant, and their first access code.
     participant = await participants_service.create(
-        db, study_id=access.study.id, participant_in=participant_in
+        db, study_id=access.study.id, participant_in=participant_in, scope=access.sites
     )
     code = await service.issue_code(db, settings, participant=participant)
     return ParticipantEnrolled(

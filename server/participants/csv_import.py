@@ -20,6 +20,7 @@ from server.participants.schemas import (
     ImportRowError,
     ParticipantCreate,
 )
+from server.studies.access import SiteScope
 from server.studies.models import Site
 
 REQUIRED_COLUMNS = ("participant_code", "site_code")
@@ -120,13 +121,12 @@ def _row_errors(err: ValidationError) -> list[str]:
 
 
 async def import_csv(
-    db: AsyncSession, *, study_id: uuid.UUID, content: bytes, dry_run: bool
+    db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope, content: bytes, dry_run: bool
 ) -> ImportReport:
     rows = _read_rows(content)
-    sites = {
-        s.code: s.id
-        for s in (await db.execute(select(Site).where(Site.study_id == study_id))).scalars()
-    }
+    # A site-scoped member's other sites are unknown codes here, as another study's would be.
+    study_sites = scope.filter(select(Site).where(Site.study_id == study_id), Site.id)
+    sites = {s.code: s.id for s in (await db.execute(study_sites)).scalars()}
     existing = set(
         (
             await db.execute(
@@ -186,6 +186,6 @@ async def import_csv(
     if dry_run:
         return report
     for participant_in in accepted:
-        await service.create(db, study_id=study_id, participant_in=participant_in)
+        await service.create(db, study_id=study_id, participant_in=participant_in, scope=scope)
     report.created = len(accepted)
     return report

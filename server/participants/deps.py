@@ -28,7 +28,12 @@ def participant_access(permission: str) -> Callable[..., Awaitable[ParticipantAc
     ) -> ParticipantAccess:
         participant = await service.get_in_study(db, participant_id)
         access = await require_study_of(
-            db, principal, participant.study_id, permission, thing="participant"
+            db,
+            principal,
+            participant.study_id,
+            permission,
+            thing="participant",
+            site_id=participant.site_id,
         )
         return ParticipantAccess(participant=participant, study=access)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from server.core.db import DBSession
-from server.core.errors import PayloadTooLarge
+from server.core.errors import NotFound, PayloadTooLarge
 from server.participants import csv_import, service
 from server.participants.deps import ParticipantManager, ParticipantReader
 from server.participants.schemas import (
@@ -35,8 +35,16 @@ async def list_participants(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ParticipantPage:
+    if site_id is not None and not access.sites.covers(site_id):
+        # Filtering by a site outside one's scope names a site one cannot see.
+        raise NotFound("No such site in this study.")
     rows, next_cursor = await service.list_page(
-        db, study_id=access.study.id, site_id=site_id, cursor=cursor, limit=limit
+        db,
+        study_id=access.study.id,
+        scope=access.sites,
+        site_id=site_id,
+        cursor=cursor,
+        limit=limit,
     )
     return ParticipantPage(
         items=[ParticipantRead.model_validate(p) for p in rows], next_cursor=next_cursor
@@ -54,7 +62,7 @@ async def import_participants(
     if len(content) > MAX_IMPORT_BYTES:
         raise PayloadTooLarge(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB.")
     return await csv_import.import_csv(
-        db, study_id=access.study.id, content=content, dry_run=dry_run
+        db, study_id=access.study.id, scope=access.sites, content=content, dry_run=dry_run
     )
 
 
@@ -68,7 +76,10 @@ async def update_participant(
     participant_in: ParticipantUpdate, access: ParticipantManager, db: DBSession
 ) -> ParticipantRead:
     participant = await service.update(
-        db, participant=access.participant, participant_in=participant_in
+        db,
+        participant=access.participant,
+        participant_in=participant_in,
+        scope=access.study.sites,
     )
     return ParticipantRead.model_validate(participant)
 

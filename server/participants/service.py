@@ -14,6 +14,7 @@ from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.participants.models import Participant, ParticipantContact
 from server.participants.schemas import ContactIn, ParticipantCreate, ParticipantUpdate
+from server.studies.access import WHOLE_STUDY, SiteScope
 from server.studies.models import Site
 
 log = structlog.get_logger(__name__)
@@ -37,11 +38,14 @@ async def list_page(
     db: AsyncSession,
     *,
     study_id: uuid.UUID,
+    scope: SiteScope,
     site_id: uuid.UUID | None,
     cursor: str | None,
     limit: int,
 ) -> tuple[list[Participant], str | None]:
-    query = select(Participant).where(Participant.study_id == study_id)
+    query = scope.filter(
+        select(Participant).where(Participant.study_id == study_id), Participant.site_id
+    )
     if site_id is not None:
         query = query.where(Participant.site_id == site_id)
     if cursor:
@@ -60,9 +64,13 @@ async def get_in_study(db: AsyncSession, participant_id: uuid.UUID) -> Participa
     return participant
 
 
-async def site_of_study(db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UUID) -> Site:
+async def site_of_study(
+    db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UUID, scope: SiteScope
+) -> Site:
+    """The site, if it is one of the study's that scope covers: to a site-scoped member,
+    another site is as unknown as another study's."""
     site = await db.get(Site, site_id)
-    if site is None or site.study_id != study_id:
+    if site is None or site.study_id != study_id or not scope.covers(site.id):
         raise Unprocessable(
             "The site is not part of this study.",
             details=[{"loc": ["body", "site_id"], "msg": "no such site in this study"}],
@@ -80,9 +88,13 @@ async def code_taken(db: AsyncSession, *, study_id: uuid.UUID, code: str) -> boo
 
 
 async def create(
-    db: AsyncSession, *, study_id: uuid.UUID, participant_in: ParticipantCreate
+    db: AsyncSession,
+    *,
+    study_id: uuid.UUID,
+    participant_in: ParticipantCreate,
+    scope: SiteScope = WHOLE_STUDY,
 ) -> Participant:
-    await site_of_study(db, study_id=study_id, site_id=participant_in.site_id)
+    await site_of_study(db, study_id=study_id, site_id=participant_in.site_id, scope=scope)
     if await code_taken(db, study_id=study_id, code=participant_in.participant_code):
         raise Conflict(
             "This study already has a participant with this code.",
@@ -105,10 +117,16 @@ async def create(
 
 
 async def update(
-    db: AsyncSession, *, participant: Participant, participant_in: ParticipantUpdate
+    db: AsyncSession,
+    *,
+    participant: Participant,
+    participant_in: ParticipantUpdate,
+    scope: SiteScope,
 ) -> Participant:
     if participant_in.site_id is not None:
-        await site_of_study(db, study_id=participant.study_id, site_id=participant_in.site_id)
+        await site_of_study(
+            db, study_id=participant.study_id, site_id=participant_in.site_id, scope=scope
+        )
     for field, value in participant_in.model_dump(exclude_unset=True, exclude_none=True).items():
         setattr(participant, field, value)
     await db.flush()

@@ -28,7 +28,12 @@ def connection_access(permission: str) -> Callable[..., Awaitable[ConnectionAcce
     ) -> ConnectionAccess:
         connection = await service.get(db, connection_id)
         access = await require_study_of(
-            db, principal, connection.study_id, permission, thing="REDCap connection"
+            db,
+            principal,
+            connection.study_id,
+            permission,
+            thing="REDCap connection",
+            site_id=connection.site_id,
         )
         return ConnectionAccess(connection=connection, study=access)
 
@@ -36,4 +41,6 @@ def connection_access(permission: str) -> Callable[..., Awaitable[ConnectionAcce
 
 
 ConnectionReader = Annotated[ConnectionAccess, Depends(connection_access(Permission.READ))]
-ConnectionManager = Annotated[ConnectionAccess, Depends(connection_access(Permission.MANAGE))]
+# Connections, mappings, resyncs and imports move the whole study's (or a site's) data to
+# REDCap: configuration, not for a site-scoped member (403 site_scoped).
+ConnectionManager = Annotated[ConnectionAccess, Depends(connection_access(Permission.CONFIGURE))]

@@ -12,18 +12,19 @@ from server.redcap import records, service
 from server.redcap.claim import max_instances
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
 from server.redcap.schemas import PreviewRead
+from server.studies.access import SiteScope
 from server.submissions.models import Submission, SubmissionStatus
 
 
 async def preview(
-    db: AsyncSession, *, connection: RedcapConnection, submission_id: uuid.UUID
+    db: AsyncSession, *, connection: RedcapConnection, scope: SiteScope, submission_id: uuid.UUID
 ) -> PreviewRead:
     """Exactly the rows the sync would send for this submission, built the same way."""
     mapping = await db.get(RedcapMapping, connection.id)
     if mapping is None:
         raise NotFound("This connection has no field mapping yet.")
     facts = (await records.load_facts(db, [submission_id])).get(submission_id)
-    if facts is None or facts.study_id != connection.study_id:
+    if facts is None or facts.study_id != connection.study_id or not scope.covers(facts.site_id):
         raise NotFound("No such submission.")
     status = await db.scalar(select(Submission.status).where(Submission.id == submission_id))
     if status == SubmissionStatus.quarantined:

@@ -26,7 +26,7 @@ from server.redcap.schemas import (
     ResyncRead,
     SyncStatePage,
 )
-from server.studies.deps import StudyManager, StudyReader
+from server.studies.deps import StudyConfigurer, StudyReader
 
 router = APIRouter(prefix="/api/redcap", tags=["redcap"])
 
@@ -46,7 +46,7 @@ _REDCAP_ERRORS: dict[int | str, dict[str, str]] = {
     responses={409: {"description": "The study (or site) already has a connection"}},
 )
 async def create_connection(
-    connection_in: ConnectionCreate, access: StudyManager, db: DBSession, settings: AppSettings
+    connection_in: ConnectionCreate, access: StudyConfigurer, db: DBSession, settings: AppSettings
 ) -> ConnectionRead:
     connection = await service.create_connection(
         db, settings, study_id=access.study.id, connection_in=connection_in
@@ -56,7 +56,7 @@ async def create_connection(
 
 @router.get("/connections", response_model=list[ConnectionRead])
 async def list_connections(access: StudyReader, db: DBSession) -> list[ConnectionRead]:
-    connections = await service.list_connections(db, study_id=access.study.id)
+    connections = await service.list_connections(db, study_id=access.study.id, scope=access.sites)
     return [ConnectionRead.model_validate(c) for c in connections]
 
 
@@ -111,7 +111,7 @@ async def get_mapping(access: ConnectionReader, db: DBSession) -> MappingRead:
 @router.get("/connections/{connection_id}/preview", response_model=PreviewRead)
 async def preview(access: ConnectionReader, db: DBSession, submission_id: uuid.UUID) -> PreviewRead:
     return await preview_service.preview(
-        db, connection=access.connection, submission_id=submission_id
+        db, connection=access.connection, scope=access.study.sites, submission_id=submission_id
     )
 
 
@@ -133,7 +133,12 @@ async def list_sync_states(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SyncStatePage:
     return await service.list_sync_states(
-        db, connection=access.connection, status=status, cursor=cursor, limit=limit
+        db,
+        connection=access.connection,
+        scope=access.study.sites,
+        status=status,
+        cursor=cursor,
+        limit=limit,
     )
 
 

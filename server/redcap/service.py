@@ -13,6 +13,7 @@ from server.core.config import Settings
 from server.core.crypto import token_box
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
+from server.participants.models import Participant
 from server.redcap import mapping as mapping_rules
 from server.redcap.client import client_for
 from server.redcap.errors import RedcapUrlRefused
@@ -29,7 +30,9 @@ from server.redcap.schemas import (
     SyncStateRead,
 )
 from server.redcap.url_policy import check_api_url
+from server.studies.access import SiteScope
 from server.studies.models import Site, Study
+from server.submissions.models import Submission
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +45,16 @@ async def get(db: AsyncSession, connection_id: uuid.UUID) -> RedcapConnection:
     return connection
 
 
-async def list_connections(db: AsyncSession, *, study_id: uuid.UUID) -> list[RedcapConnection]:
+async def list_connections(
+    db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope
+) -> list[RedcapConnection]:
+    query = scope.filter(
+        select(RedcapConnection).where(RedcapConnection.study_id == study_id),
+        RedcapConnection.site_id,
+        study_wide_too=True,
+    )
     rows = await db.execute(
-        select(RedcapConnection)
-        .where(RedcapConnection.study_id == study_id)
-        .order_by(RedcapConnection.site_id.is_not(None), RedcapConnection.created_at)
+        query.order_by(RedcapConnection.site_id.is_not(None), RedcapConnection.created_at)
     )
     return list(rows.scalars())
 
@@ -267,11 +275,18 @@ async def list_sync_states(
     db: AsyncSession,
     *,
     connection: RedcapConnection,
+    scope: SiteScope,
     status: SyncStatus | None,
     cursor: uuid.UUID | None,
     limit: int,
 ) -> SyncStatePage:
     query = select(RedcapSyncState).where(RedcapSyncState.connection_id == connection.id)
+    if not scope.whole_study:
+        # A study-wide connection carries every site's submissions: only the member's sites'.
+        seen = select(Submission.id).join(Participant, Participant.id == Submission.participant_id)
+        query = query.where(
+            RedcapSyncState.submission_id.in_(scope.filter(seen, Participant.site_id))
+        )
     if status is not None:
         query = query.where(RedcapSyncState.status == status)
     if cursor is not None:

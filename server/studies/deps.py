@@ -24,3 +24,5 @@ def study_access(permission: str) -> Callable[..., Awaitable[StudyAccess]]:
 
 StudyReader = Annotated[StudyAccess, Depends(study_access(Permission.READ))]
 StudyManager = Annotated[StudyAccess, Depends(study_access(Permission.MANAGE))]
+# The whole study's settings, sites, members, batteries, REDCap: never a site-scoped member.
+StudyConfigurer = Annotated[StudyAccess, Depends(study_access(Permission.CONFIGURE))]

@@ -54,3 +54,19 @@ class StudyMembership(IdMixin, TimestampMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[StudyRole] = mapped_column(text_enum(StudyRole, "study_role"))
+
+
+class StudyMembershipSite(Base):
+    """Limits a membership to some of its study's sites; a membership with no rows here
+    covers the whole study (server.studies.access.SiteScope)."""
+
+    __tablename__ = "study_membership_sites"
+
+    membership_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("study_memberships.id", ondelete="CASCADE"), primary_key=True
+    )
+    # RESTRICT, not CASCADE: deleting a member's last site would otherwise leave no rows,
+    # which reads as the whole study, and quietly widen what they see.
+    site_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sites.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )

@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
 from server.core.db import DBSession
 from server.studies import service
-from server.studies.deps import StudyManager, StudyReader
+from server.studies.deps import StudyConfigurer, StudyReader
 from server.studies.schemas import (
     MemberCreate,
     MemberRead,
@@ -39,34 +39,34 @@ async def get_study(access: StudyReader) -> StudyRead:
 
 
 @router.patch("/{study_id}", response_model=StudyRead)
-async def update_study(study_in: StudyUpdate, access: StudyManager, db: DBSession) -> StudyRead:
+async def update_study(study_in: StudyUpdate, access: StudyConfigurer, db: DBSession) -> StudyRead:
     study = await service.update_study(db, study=access.study, study_in=study_in)
     return StudyRead.model_validate(study)
 
 
 @router.get("/{study_id}/sites", response_model=list[SiteRead])
 async def list_sites(access: StudyReader, db: DBSession) -> list[SiteRead]:
-    sites = await service.list_sites(db, study_id=access.study.id)
+    sites = await service.list_sites(db, study_id=access.study.id, scope=access.sites)
     return [SiteRead.model_validate(s) for s in sites]
 
 
 @router.post("/{study_id}/sites", response_model=SiteRead, status_code=status.HTTP_201_CREATED)
-async def create_site(site_in: SiteCreate, access: StudyManager, db: DBSession) -> SiteRead:
+async def create_site(site_in: SiteCreate, access: StudyConfigurer, db: DBSession) -> SiteRead:
     site = await service.create_site(db, study_id=access.study.id, site_in=site_in)
     return SiteRead.model_validate(site)
 
 
 @router.get("/{study_id}/sites/{site_id}", response_model=SiteRead)
 async def get_site(site_id: uuid.UUID, access: StudyReader, db: DBSession) -> SiteRead:
-    site = await service.get_site(db, study_id=access.study.id, site_id=site_id)
+    site = await service.get_site(db, study_id=access.study.id, site_id=site_id, scope=access.sites)
     return SiteRead.model_validate(site)
 
 
 @router.patch("/{study_id}/sites/{site_id}", response_model=SiteRead)
 async def update_site(
-    site_id: uuid.UUID, site_in: SiteUpdate, access: StudyManager, db: DBSession
+    site_id: uuid.UUID, site_in: SiteUpdate, access: StudyConfigurer, db: DBSession
 ) -> SiteRead:
-    site = await service.get_site(db, study_id=access.study.id, site_id=site_id)
+    site = await service.get_site(db, study_id=access.study.id, site_id=site_id, scope=access.sites)
     return SiteRead.model_validate(await service.update_site(db, site=site, site_in=site_in))
 
 
@@ -76,13 +76,13 @@ async def list_members(access: StudyReader, db: DBSession) -> list[MemberRead]:
 
 
 @router.post("/{study_id}/members", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
-async def add_member(member_in: MemberCreate, access: StudyManager, db: DBSession) -> MemberRead:
+async def add_member(member_in: MemberCreate, access: StudyConfigurer, db: DBSession) -> MemberRead:
     return await service.add_member(db, study_id=access.study.id, member_in=member_in)
 
 
 @router.patch("/{study_id}/members/{user_id}", response_model=MemberRead)
 async def update_member(
-    user_id: uuid.UUID, member_in: MemberUpdate, access: StudyManager, db: DBSession
+    user_id: uuid.UUID, member_in: MemberUpdate, access: StudyConfigurer, db: DBSession
 ) -> MemberRead:
     return await service.update_member(
         db, study_id=access.study.id, user_id=user_id, member_in=member_in
@@ -90,5 +90,5 @@ async def update_member(
 
 
 @router.delete("/{study_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_member(user_id: uuid.UUID, access: StudyManager, db: DBSession) -> None:
+async def remove_member(user_id: uuid.UUID, access: StudyConfigurer, db: DBSession) -> None:
     await service.remove_member(db, study_id=access.study.id, user_id=user_id)

@@ -72,13 +72,24 @@ class SiteRead(BaseModel):
     timezone: str
 
 
+_SITE_IDS = (
+    "The sites of this study the member is limited to: they see and manage only these "
+    "sites' participants, sessions and submissions, and cannot change the whole study. "
+    "Empty for the whole study."
+)
+
+
 class MemberCreate(BaseModel):
     user_id: uuid.UUID
     role: StudyRole
+    site_ids: list[uuid.UUID] = Field(default_factory=list, max_length=500, description=_SITE_IDS)
 
 
 class MemberUpdate(BaseModel):
-    role: StudyRole
+    role: StudyRole | None = None
+    site_ids: list[uuid.UUID] | None = Field(
+        default=None, max_length=500, description=_SITE_IDS + " Left out: unchanged."
+    )
 
 
 class MemberRead(BaseModel):
@@ -87,5 +98,6 @@ class MemberRead(BaseModel):
     user_id: uuid.UUID
     study_id: uuid.UUID
     role: StudyRole
+    site_ids: list[uuid.UUID] = Field(description="Empty: the whole study")
     email: str
     display_name: str

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.deps import Principal
 from server.core.errors import Conflict, NotFound, Unprocessable
-from server.studies.models import Site, Study, StudyMembership
+from server.studies.access import SiteScope
+from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.studies.schemas import (
     MemberCreate,
     MemberRead,
@@ -47,14 +49,16 @@ async def update_study(db: AsyncSession, *, study: Study, study_in: StudyUpdate)
     return study
 
 
-async def list_sites(db: AsyncSession, *, study_id: uuid.UUID) -> list[Site]:
-    result = await db.execute(select(Site).where(Site.study_id == study_id).order_by(Site.code))
-    return list(result.scalars())
+async def list_sites(db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope) -> list[Site]:
+    query = scope.filter(select(Site).where(Site.study_id == study_id), Site.id)
+    return list((await db.execute(query.order_by(Site.code))).scalars())
 
 
-async def get_site(db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UUID) -> Site:
+async def get_site(
+    db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UUID, scope: SiteScope
+) -> Site:
     site = await db.get(Site, site_id)
-    if site is None or site.study_id != study_id:
+    if site is None or site.study_id != study_id or not scope.covers(site.id):
         raise NotFound("No such site in this study.")
     return site
 
@@ -80,14 +84,62 @@ async def update_site(db: AsyncSession, *, site: Site, site_in: SiteUpdate) -> S
     return site
 
 
-def _member_read(membership: StudyMembership, user: User) -> MemberRead:
+def _member_read(
+    membership: StudyMembership, user: User, site_ids: Iterable[uuid.UUID]
+) -> MemberRead:
     return MemberRead(
         user_id=user.id,
         study_id=membership.study_id,
         role=membership.role,
+        site_ids=sorted(site_ids),
         email=user.email,
         display_name=user.display_name,
     )
+
+
+async def _sites_of(db: AsyncSession, *, study_id: uuid.UUID) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Each site-scoped membership of the study: its sites."""
+    rows = await db.execute(
+        select(StudyMembershipSite.membership_id, StudyMembershipSite.site_id)
+        .join(StudyMembership, StudyMembership.id == StudyMembershipSite.membership_id)
+        .where(StudyMembership.study_id == study_id)
+    )
+    sites: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for membership_id, site_id in rows:
+        sites.setdefault(membership_id, []).append(site_id)
+    return sites
+
+
+async def _check_sites(
+    db: AsyncSession, *, study_id: uuid.UUID, site_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """The ids as a set; any that is not a site of this study is named in a 422."""
+    wanted = set(site_ids)
+    if not wanted:
+        return wanted
+    found = set(
+        await db.scalars(select(Site.id).where(Site.study_id == study_id, Site.id.in_(wanted)))
+    )
+    missing = [i for i, site_id in enumerate(site_ids) if site_id not in found]
+    if missing:
+        raise Unprocessable(
+            "A member can only be limited to sites of this study.",
+            details=[
+                {"loc": ["body", "site_ids", i], "msg": "no such site in this study"}
+                for i in missing
+            ],
+        )
+    return wanted
+
+
+async def _set_sites(
+    db: AsyncSession, *, membership: StudyMembership, site_ids: set[uuid.UUID]
+) -> None:
+    await db.execute(
+        delete(StudyMembershipSite).where(StudyMembershipSite.membership_id == membership.id)
+    )
+    db.add_all(StudyMembershipSite(membership_id=membership.id, site_id=s) for s in site_ids)
+    await db.flush()
 
 
 async def list_members(db: AsyncSession, *, study_id: uuid.UUID) -> list[MemberRead]:
@@ -97,7 +149,8 @@ async def list_members(db: AsyncSession, *, study_id: uuid.UUID) -> list[MemberR
         .where(StudyMembership.study_id == study_id)
         .order_by(User.email)
     )
-    return [_member_read(m, u) for m, u in result]
+    sites = await _sites_of(db, study_id=study_id)
+    return [_member_read(m, u, sites.get(m.id, [])) for m, u in result]
 
 
 async def add_member(
@@ -109,6 +162,7 @@ async def add_member(
             "No active user with this id.",
             details=[{"loc": ["body", "user_id"], "msg": "unknown or disabled user"}],
         )
+    site_ids = await _check_sites(db, study_id=study_id, site_ids=member_in.site_ids)
     existing = await db.scalar(
         select(StudyMembership.id).where(
             StudyMembership.study_id == study_id, StudyMembership.user_id == user.id
@@ -119,7 +173,8 @@ async def add_member(
     membership = StudyMembership(study_id=study_id, user_id=user.id, role=member_in.role)
     db.add(membership)
     await db.flush()
-    return _member_read(membership, user)
+    await _set_sites(db, membership=membership, site_ids=site_ids)
+    return _member_read(membership, user, site_ids)
 
 
 async def _membership(
@@ -139,9 +194,14 @@ async def update_member(
     db: AsyncSession, *, study_id: uuid.UUID, user_id: uuid.UUID, member_in: MemberUpdate
 ) -> MemberRead:
     membership = await _membership(db, study_id=study_id, user_id=user_id)
-    membership.role = member_in.role
+    if member_in.site_ids is not None:
+        site_ids = await _check_sites(db, study_id=study_id, site_ids=member_in.site_ids)
+        await _set_sites(db, membership=membership, site_ids=site_ids)
+    if member_in.role is not None:
+        membership.role = member_in.role
     await db.flush()
-    return _member_read(membership, await db.get_one(User, user_id))
+    sites = await _sites_of(db, study_id=study_id)
+    return _member_read(membership, await db.get_one(User, user_id), sites.get(membership.id, []))
 
 
 async def remove_member(db: AsyncSession, *, study_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -151,10 +211,16 @@ async def remove_member(db: AsyncSession, *, study_id: uuid.UUID, user_id: uuid.
 
 
 async def add_membership(
-    db: AsyncSession, *, study_id: uuid.UUID, user_id: uuid.UUID, role: str
+    db: AsyncSession,
+    *,
+    study_id: uuid.UUID,
+    user_id: uuid.UUID,
+    role: str,
+    site_ids: Iterable[uuid.UUID] = (),
 ) -> StudyMembership:
-    """Used by the CLI and demo seed, where the caller has already checked the user."""
+    """Used by the CLI and demo seed, where the caller has already checked the user and sites."""
     membership = StudyMembership(study_id=study_id, user_id=user_id, role=role)
     db.add(membership)
     await db.flush()
+    await _set_sites(db, membership=membership, site_ids=set(site_ids))
     return membership

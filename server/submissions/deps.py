@@ -1,4 +1,5 @@
-"""valid_submission_id: another study's submission answers 404."""
+"""valid_submission_id: another study's submission (or another site's, for a site-scoped
+member) answers 404."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from server.auth.deps import CurrentPrincipal, Principal
 from server.core.db import DBSession
 from server.core.errors import NotFound
+from server.participants.models import Participant
 from server.studies.access import Permission, StudyAccess, require_study_of
 from server.submissions.models import Submission
 
@@ -28,17 +30,24 @@ def submission_access(permission: str) -> Callable[..., Awaitable[SubmissionAcce
     async def dependency(
         submission_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
     ) -> SubmissionAccess:
-        study_id = await db.scalar(
-            select(Submission.study_id).where(Submission.id == submission_id)
-        )
-        if study_id is None:
+        row = (
+            await db.execute(
+                select(Submission.study_id, Participant.site_id)
+                .join(Participant, Participant.id == Submission.participant_id)
+                .where(Submission.id == submission_id)
+            )
+        ).one_or_none()
+        if row is None:
             raise NotFound("No such submission.")
-        access = await require_study_of(db, principal, study_id, permission, thing="submission")
+        access = await require_study_of(
+            db, principal, row.study_id, permission, thing="submission", site_id=row.site_id
+        )
         return SubmissionAccess(submission_id=submission_id, study=access, principal=principal)
 
     return dependency
 
 
 SubmissionReader = Annotated[SubmissionAccess, Depends(submission_access(Permission.READ))]
-# Coordinators (and administrators): reprocessing releases data to REDCap.
+# Coordinators (and administrators), of the submission's site when site-scoped: reprocessing
+# releases data to REDCap.
 SubmissionManager = Annotated[SubmissionAccess, Depends(submission_access(Permission.MANAGE))]

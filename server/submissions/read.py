@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from server.core.errors import NotFound, Unprocessable
+from server.participants.models import Participant
+from server.studies.access import SiteScope
 from server.submissions.models import Submission, SubmissionStatus, SubmissionTask
 from server.submissions.schemas import (
     SubmissionIn,
@@ -48,11 +50,13 @@ async def list_page(
     db: AsyncSession,
     *,
     study_id: uuid.UUID,
+    scope: SiteScope,
     status: SubmissionStatus,
     cursor: str | None,
     limit: int,
 ) -> SubmissionPage:
-    """The study's submissions of one status, oldest first."""
+    """The study's submissions of one status (those of the sites scope covers), oldest
+    first."""
     # Not the raw bytes: a list has no use for them.
     query = (
         select(Submission)
@@ -64,6 +68,11 @@ async def list_page(
             Submission.status == literal(status.value, literal_execute=True),
         )
     )
+    if not scope.whole_study:
+        query = scope.filter(
+            query.join(Participant, Participant.id == Submission.participant_id),
+            Participant.site_id,
+        )
     if cursor:
         query = query.where(
             tuple_(Submission.received_at, Submission.id) > tuple_(*_decode_cursor(cursor))

@@ -102,7 +102,12 @@ async def list_submissions(
 ) -> SubmissionPage:
     """A study's submissions of one status, oldest first, each with its problems."""
     return await read.list_page(
-        db, study_id=access.study.id, status=submission_status, cursor=cursor, limit=limit
+        db,
+        study_id=access.study.id,
+        scope=access.sites,
+        status=submission_status,
+        cursor=cursor,
+        limit=limit,
     )
 
 
