@@ -1,4 +1,4 @@
-"""The current request's correlation id, readable from anywhere in the request."""
+"""The current request's correlation id and client address, readable anywhere in the request."""
 
 from __future__ import annotations
 
@@ -15,3 +15,16 @@ def get_request_id() -> str | None:
 
 def set_request_id(value: str | None) -> None:
     _request_id.set(value)
+
+
+_client_ip: ContextVar[str | None] = ContextVar("client_ip", default=None)
+
+
+def get_client_ip() -> str | None:
+    """The caller's address as the rate limits see it (X-Forwarded-For from trusted proxies
+    only); None outside a request (a worker, the CLI)."""
+    return _client_ip.get()
+
+
+def set_client_ip(value: str | None) -> None:
+    _client_ip.set(value)
