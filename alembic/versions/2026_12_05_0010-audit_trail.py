@@ -1,4 +1,6 @@
-"""audit trail: append-only, hash-chained entries of staff actions and data access
+"""audit trail: append-only, hash-chained entries of staff actions and data access; auditors
+
+users.is_auditor: a read-only role that may read the audit trail and nothing else.
 
 audit_entries holds the entries, audit_chain_head the chain's last link (one row, seq 0 and
 32 zero bytes to start). A trigger refuses UPDATE, DELETE and TRUNCATE of audit_entries for
@@ -46,6 +48,7 @@ def _app_role() -> str | None:
 
 
 def upgrade() -> None:
+    op.add_column('users', sa.Column('is_auditor', sa.Boolean(), server_default='false', nullable=False))
     op.create_table('audit_entries',
     sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
@@ -99,3 +102,4 @@ def downgrade() -> None:
     op.drop_index('ix_audit_entries_actor_seq', table_name='audit_entries')
     op.drop_index('ix_audit_entries_study_seq', table_name='audit_entries')
     op.drop_table('audit_entries')
+    op.drop_column('users', 'is_auditor')

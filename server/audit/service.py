@@ -21,7 +21,7 @@ from server.audit import chain
 from server.audit.models import AuditAction, AuditChainHead, AuditEntry
 from server.core.db import driver_connection
 from server.core.models import utcnow
-from server.core.request_context import get_client_ip, get_request_id
+from server.core.request_context import get_actor_id, get_client_ip, get_request_id
 
 # One statement, one round trip: the head's row lock orders concurrent writers (a second
 # writer waits for the first one's commit, then re-reads the head it left), and the link is
@@ -48,18 +48,19 @@ async def record(
     db: AsyncSession,
     *,
     action: AuditAction,
-    actor_id: uuid.UUID | None,
     object_type: str,
     object_id: uuid.UUID | str | None = None,
     study_id: uuid.UUID | None = None,
     site_id: uuid.UUID | None = None,
     summary: Mapping[str, Any] | None = None,
+    actor_id: uuid.UUID | None = None,
 ) -> int:
-    """Append one entry in the caller's transaction; its seq. The request id and client
-    address come from the request being served (None in a worker or the CLI)."""
+    """Append one entry in the caller's transaction; its seq. The actor (unless given: a
+    login names its user before anyone is signed in), request id and client address come from
+    the request being served; None in a worker or the CLI."""
     entry: dict[str, Any] = {
         "occurred_at": utcnow(),
-        "actor_id": actor_id,
+        "actor_id": actor_id or get_actor_id(),
         "action": action.value,
         "object_type": object_type,
         "object_id": None if object_id is None else str(object_id),

@@ -11,7 +11,12 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.core.logging import bind_request, clear_request
-from server.core.request_context import REQUEST_ID_HEADER, set_client_ip, set_request_id
+from server.core.request_context import (
+    REQUEST_ID_HEADER,
+    set_actor_id,
+    set_client_ip,
+    set_request_id,
+)
 
 log = structlog.get_logger("server.access")
 
@@ -55,6 +60,7 @@ class RequestContextMiddleware:
         request_id = request_id or uuid.uuid4().hex
         set_request_id(request_id)
         set_client_ip(_client_ip(scope))
+        set_actor_id(None)
         clear_request()
         bind_request(request_id=request_id)
         started = time.perf_counter()

@@ -1,7 +1,9 @@
-"""The current request's correlation id and client address, readable anywhere in the request."""
+"""Who and what the current request is (correlation id, client address, signed-in staff user),
+readable anywhere in the request: the logs and the audit trail take them from here."""
 
 from __future__ import annotations
 
+import uuid
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -28,3 +30,15 @@ def get_client_ip() -> str | None:
 
 def set_client_ip(value: str | None) -> None:
     _client_ip.set(value)
+
+
+_actor_id: ContextVar[uuid.UUID | None] = ContextVar("actor_id", default=None)
+
+
+def get_actor_id() -> uuid.UUID | None:
+    """The staff user the request authenticated as (server.auth.deps), if any."""
+    return _actor_id.get()
+
+
+def set_actor_id(value: uuid.UUID | None) -> None:
+    _actor_id.set(value)

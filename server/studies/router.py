@@ -4,9 +4,12 @@ import uuid
 
 from fastapi import APIRouter, status
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
 from server.core.db import DBSession
 from server.studies import service
+from server.studies.access import membership_role
 from server.studies.deps import StudyManager, StudyReader
 from server.studies.schemas import (
     MemberCreate,
@@ -77,18 +80,46 @@ async def list_members(access: StudyReader, db: DBSession) -> list[MemberRead]:
 
 @router.post("/{study_id}/members", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
 async def add_member(member_in: MemberCreate, access: StudyManager, db: DBSession) -> MemberRead:
-    return await service.add_member(db, study_id=access.study.id, member_in=member_in)
+    member = await service.add_member(db, study_id=access.study.id, member_in=member_in)
+    await audit.record(
+        db,
+        action=AuditAction.membership_added,
+        object_type="membership",
+        object_id=member.user_id,
+        study_id=access.study.id,
+        summary={"role": member.role.value},
+    )
+    return member
 
 
 @router.patch("/{study_id}/members/{user_id}", response_model=MemberRead)
 async def update_member(
     user_id: uuid.UUID, member_in: MemberUpdate, access: StudyManager, db: DBSession
 ) -> MemberRead:
-    return await service.update_member(
+    before = await membership_role(db, study_id=access.study.id, user_id=user_id)
+    member = await service.update_member(
         db, study_id=access.study.id, user_id=user_id, member_in=member_in
     )
+    await audit.record(
+        db,
+        action=AuditAction.membership_role_changed,
+        object_type="membership",
+        object_id=user_id,
+        study_id=access.study.id,
+        summary={"from": before.value if before else None, "to": member.role.value},
+    )
+    return member
 
 
 @router.delete("/{study_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_member(user_id: uuid.UUID, access: StudyManager, db: DBSession) -> None:
+    before = await membership_role(db, study_id=access.study.id, user_id=user_id)
     await service.remove_member(db, study_id=access.study.id, user_id=user_id)
+    await audit.record(
+        db,
+        action=AuditAction.membership_removed,
+        object_type="membership",
+        object_id=user_id,
+        study_id=access.study.id,
+        summary={"role": before.value if before else None},
+    )
