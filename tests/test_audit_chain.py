@@ -8,11 +8,11 @@ import uuid
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.audit import chain
 from server.audit import service as audit
-from server.audit.models import AuditAction
+from server.audit.models import AuditAction, AuditChainHead, AuditEntry
 
 
 async def _record_three(db: AsyncSession) -> list[int]:
@@ -133,3 +133,21 @@ async def test_postgresql_refuses_to_change_an_entry(db: AsyncSession, statement
             await db.execute(text(statement), {"seq": seqs[0]})
 
     assert (await audit.verify(db)).ok
+
+
+async def test_an_entry_first_in_its_session_still_rolls_back_with_it(engine: AsyncEngine) -> None:
+    # The driver's own statement, before SQLAlchemy has begun the transaction, must not run
+    # in autocommit.
+    async with AsyncSession(engine) as session:
+        seq = await audit.record(session, action=AuditAction.contact_read, object_type="x")
+        await session.rollback()
+    async with AsyncSession(engine) as session:
+        assert await session.get(AuditEntry, seq) is None
+        assert (await session.get_one(AuditChainHead, 1)).seq < seq
+
+
+async def test_an_autocommit_session_is_refused(engine: AsyncEngine) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with AsyncSession(autocommit) as session:
+        with pytest.raises(RuntimeError, match="transaction"):
+            await audit.record(session, action=AuditAction.contact_read, object_type="x")

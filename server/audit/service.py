@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain
@@ -74,6 +74,12 @@ async def record(
     # The driver directly: through SQLAlchemy the statement costs several times the CPU, and
     # this one rides on every audited request (tests/bench/audit.py).
     connection = await driver_connection(db)
+    if not connection.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN with the session's first statement of its
+        # own: an entry written before that would commit on its own, whatever the change does.
+        await db.execute(text("SELECT 1"))
+        if not connection.is_in_transaction():
+            raise RuntimeError("audit entries are written in a transaction, not in autocommit")
     seq = await connection.fetchval(
         _INSERT,
         chain.payload(entry),
