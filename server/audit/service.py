@@ -57,7 +57,10 @@ async def record(
 ) -> int:
     """Append one entry in the caller's transaction; its seq. The actor (unless given: a
     login names its user before anyone is signed in), request id and client address come from
-    the request being served; None in a worker or the CLI."""
+    the request being served; None in a worker or the CLI.
+
+    Call it last, once the change is made: the chain's head stays locked from here until the
+    transaction ends, and every other audited transaction waits for it."""
     entry: dict[str, Any] = {
         "occurred_at": utcnow(),
         "actor_id": actor_id or get_actor_id(),
