@@ -56,12 +56,12 @@ async def test_connection_create_update_delete_each_write_one_entry(
 
     assert (updated.status_code, deleted.status_code) == (200, 204), updated.text
     created = await only_entry(db, AuditAction.redcap_connection_created, connection["id"])
-    assert created.summary == {"api_url": classic.url, "enabled": True}
+    assert created.summary == {"api_host": "127.0.0.1", "enabled": True}
     assert created.study_id == world.study.id
     changed = await only_entry(db, AuditAction.redcap_connection_updated, connection["id"])
     assert changed.summary == {"fields": ["batch_size", "token"]}
     gone = await only_entry(db, AuditAction.redcap_connection_deleted, connection["id"])
-    assert gone.summary == {"api_url": classic.url}
+    assert gone.summary == {"api_host": "127.0.0.1"}
     for entry in (created, changed, gone):
         assert classic.token not in text_of(entry) and new_token not in text_of(entry)
         assert classic.token[-4:] not in str(entry.summary)

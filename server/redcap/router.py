@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
@@ -71,12 +72,13 @@ async def create_connection(
     connection = await service.create_connection(
         db, settings, study_id=access.study.id, connection_in=connection_in
     )
-    # The token is a credential: neither it nor its last digits go into the trail.
+    # The token is a credential: neither it nor its last digits go into the trail; nor the
+    # URL, which could carry a user and password: its host only.
     await _record(
         db,
         AuditAction.redcap_connection_created,
         connection,
-        {"api_url": connection.api_url, "enabled": connection.enabled},
+        {"api_host": urlsplit(connection.api_url).hostname, "enabled": connection.enabled},
     )
     return ConnectionRead.model_validate(connection)
 
@@ -111,7 +113,7 @@ async def delete_connection(access: ConnectionManager, db: DBSession) -> Respons
         db,
         AuditAction.redcap_connection_deleted,
         access.connection,
-        {"api_url": access.connection.api_url},
+        {"api_host": urlsplit(access.connection.api_url).hostname},
     )
     await service.delete_connection(db, connection=access.connection)
     return Response(status_code=http_status.HTTP_204_NO_CONTENT)
