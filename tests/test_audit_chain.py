@@ -151,3 +151,15 @@ async def test_an_autocommit_session_is_refused(engine: AsyncEngine) -> None:
     async with AsyncSession(autocommit) as session:
         with pytest.raises(RuntimeError, match="transaction"):
             await audit.record(session, action=AuditAction.contact_read, object_type="x")
+
+
+async def test_a_summary_with_a_float_is_refused_before_anything_is_written(
+    db: AsyncSession,
+) -> None:
+    # jsonb would give 1e20 back as an integer: the entry could never verify.
+    with pytest.raises(TypeError, match="float"):
+        await audit.record(
+            db, action=AuditAction.contact_read, object_type="x", summary={"n": [1e20]}
+        )
+
+    assert (await audit.verify(db)).ok

@@ -44,6 +44,18 @@ RETURNING seq
 """
 
 
+def _plain(value: Any) -> Any:
+    """The summary, refused if it holds a float: jsonb may give one back as another number
+    (1e20 as an integer), and the entry's hash would no longer match it."""
+    if isinstance(value, float):
+        raise TypeError("audit summaries hold no floats: use an integer or a string")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 async def record(
     db: AsyncSession,
     *,
@@ -72,7 +84,7 @@ async def record(
         "request_id": get_request_id(),
         "client_ip": get_client_ip(),
         # Canonical here already: the hash covers what jsonb will give back.
-        "summary": orjson.loads(orjson.dumps(dict(summary or {}), option=orjson.OPT_SORT_KEYS)),
+        "summary": orjson.loads(orjson.dumps(_plain(dict(summary or {})))),
     }
     # The driver directly: through SQLAlchemy the statement costs several times the CPU, and
     # this one rides on every audited request (tests/bench/audit.py).
