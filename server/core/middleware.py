@@ -59,7 +59,7 @@ class RequestContextMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         set_request_id(request_id)
-        set_client_ip(_client_ip(scope))
+        set_client_ip(lambda: _client_ip(scope))
         set_actor_id(None)
         clear_request()
         bind_request(request_id=request_id)

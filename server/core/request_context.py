@@ -4,6 +4,7 @@ readable anywhere in the request: the logs and the audit trail take them from he
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -19,17 +20,20 @@ def set_request_id(value: str | None) -> None:
     _request_id.set(value)
 
 
-_client_ip: ContextVar[str | None] = ContextVar("client_ip", default=None)
+# How to find the caller's address, not the address itself: only the audit trail asks, and
+# the requests it records are few next to those of the ingest path.
+_client_ip: ContextVar[Callable[[], str | None] | None] = ContextVar("client_ip", default=None)
 
 
 def get_client_ip() -> str | None:
     """The caller's address as the rate limits see it (X-Forwarded-For from trusted proxies
     only); None outside a request (a worker, the CLI)."""
-    return _client_ip.get()
+    resolve = _client_ip.get()
+    return None if resolve is None else resolve()
 
 
-def set_client_ip(value: str | None) -> None:
-    _client_ip.set(value)
+def set_client_ip(resolve: Callable[[], str | None] | None) -> None:
+    _client_ip.set(resolve)
 
 
 _actor_id: ContextVar[uuid.UUID | None] = ContextVar("actor_id", default=None)
