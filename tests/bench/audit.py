@@ -4,25 +4,30 @@ second the chain takes.
     make bench-audit        (python -m tests.bench.audit)
 
 A fresh PostgreSQL database on TEST_DATABASE_URL's server, migrated; the app in-process
-(httpx's ASGI transport, rate limits off, logs at WARNING). Two staff routes are timed with
-the audit write and without it (server.audit.service.record swapped for a no-op), in
-alternating rounds so that the machine's other load falls on both alike:
+(httpx's ASGI transport, rate limits off, logs at WARNING). Two staff routes are timed in
+three modes, in turn round by round so that the machine's other load falls on all alike:
+with the audit entry; with none (server.audit.service.record swapped for a no-op); and, as a
+control, with a plain one-row UPDATE of another table in its place:
 
-- PATCH /api/participants/{id} (a status change: the request commits a write either way,
+- PATCH /api/participants/{id} (a status change: the request commits a write in every mode,
   so the entry costs its statement only);
-- GET /api/participants/{id}/contact (a read of contact details: without the entry the
-  request writes nothing, so with it the commit also waits for the WAL flush).
+- GET /api/participants/{id}/contact (a read of contact details: with no entry the request
+  writes nothing, so any write, the entry or the control, makes its commit wait for the WAL
+  flush; the control tells that cost from the entry's own).
 
-Then entries a second: committed transactions of one entry each, by 1 and by 8 concurrent
-writers on their own connections (the chain head's row lock serialises them); verify walks
-the chain after. The last line is `audit: writes_per_s=W added_ms=A`, W by 8 writers and A the
-larger of the two routes' added median.
+record() itself is timed inside those requests. Then entries a second: committed
+transactions of one entry each, by 1 and by 8 concurrent writers on their own connections
+(the chain head's row lock serialises them); verify walks the chain after. The last line is
+`audit: writes_per_s=W added_ms=A`, W by 8 writers and A the larger of the two routes' added
+time. The load average is printed before and after: on a shared machine the WAL flush, and so
+the contact read's figure, moves with the other processes' disk writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -30,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import service as audit
 from server.audit.models import AuditAction
@@ -56,8 +63,7 @@ def _settings(url: str) -> Settings:
     )  # type: ignore[call-arg]
 
 
-async def _noop(*args: Any, **kwargs: Any) -> int:
-    return 0
+MODES = ("audit", "none", "plain write")
 
 
 async def _timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
@@ -69,9 +75,32 @@ async def _timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return times
 
 
-async def _routes(settings: Settings, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+def _stand_ins(record_times: list[float]) -> dict[str, Callable[..., Awaitable[int]]]:
+    """What the routes call in place of audit.record in each mode."""
+    real = audit.record
+
+    async def timed(db: AsyncSession, **kwargs: Any) -> int:
+        started = time.perf_counter()
+        seq = await real(db, **kwargs)
+        record_times.append(time.perf_counter() - started)
+        return seq
+
+    async def nothing(db: AsyncSession, **kwargs: Any) -> int:
+        return 0
+
+    async def plain_write(db: AsyncSession, **kwargs: Any) -> int:
+        # The control: any one-row write, so the commit flushes the WAL as with an entry.
+        await db.execute(text("UPDATE bench_flush SET n = n + 1 WHERE id = 1"))
+        return 0
+
+    return {"audit": timed, "none": nothing, "plain write": plain_write}
+
+
+async def _routes(settings: Settings, rounds: int, per_round: int) -> dict[str, Any]:
     app = create_app(settings)
     async with app.state.sessionmaker() as db, db.begin():
+        await db.execute(text("CREATE TABLE bench_flush (id int PRIMARY KEY, n bigint)"))
+        await db.execute(text("INSERT INTO bench_flush VALUES (1, 0)"))
         study = await factories.create_study(db)
         site = await factories.create_site(db, study)
         user = await factories.create_user(db)
@@ -103,25 +132,38 @@ async def _routes(settings: Settings, rounds: int, per_round: int) -> dict[str, 
             assert response.status_code == 200, response.text
 
         calls = {"PATCH participant (status)": patch, "GET contact": read_contact}
-        times: dict[tuple[str, bool], list[float]] = {(r, w): [] for r in calls for w in (1, 0)}
+        # Per round, route and mode, the median request: modes are compared round by round,
+        # so that a burst of the machine's other load falls on one round, not on one mode.
+        medians: dict[tuple[str, str], list[float]] = {(r, m): [] for r in calls for m in MODES}
+        record_times: list[float] = []
+        stand_ins = _stand_ins(record_times)
         real_record = audit.record
         for call in calls.values():
             await _timed(call, 200)  # warm-up: connections, prepared statements
         for n in range(rounds):
-            for with_audit in (True, False) if n % 2 == 0 else (False, True):
-                audit.record = real_record if with_audit else _noop  # type: ignore[assignment]
+            for mode in MODES[n % 3 :] + MODES[: n % 3]:
+                audit.record = stand_ins[mode]  # type: ignore[assignment]
                 for name, call in calls.items():
-                    times[(name, with_audit)] += await _timed(call, per_round)
+                    medians[(name, mode)].append(statistics.median(await _timed(call, per_round)))
         audit.record = real_record  # type: ignore[assignment]
     await app.state.engine.dispose()
     await app.state.redis.aclose()
+
+    def added(name: str, mode: str) -> float:
+        pairs = zip(medians[(name, mode)], medians[(name, "none")], strict=True)
+        return 1000 * statistics.median(a - b for a, b in pairs)
+
     return {
-        name: {
-            "with_ms": 1000 * statistics.median(times[(name, True)]),
-            "without_ms": 1000 * statistics.median(times[(name, False)]),
-            "n": len(times[(name, True)]),
-        }
-        for name in calls
+        "record_ms": 1000 * statistics.median(record_times),
+        "routes": {
+            name: {
+                "none_ms": 1000 * statistics.median(medians[(name, "none")]),
+                "audit_ms": 1000 * statistics.median(medians[(name, "audit")]),
+                "added_ms": added(name, "audit"),
+                "plain_write_added_ms": added(name, "plain write"),
+            }
+            for name in calls
+        },
     }
 
 
@@ -165,18 +207,24 @@ async def main(args: argparse.Namespace) -> None:
     try:
         settings = _settings(url)
         await asyncio.to_thread(migrate, settings)
-        routes = await _routes(settings, args.rounds, args.per_round)
-        print(f"requests, median of {args.rounds} alternating rounds of {args.per_round}:")
-        for route, figures in routes.items():
-            added = figures["with_ms"] - figures["without_ms"]
+        print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        measured = await _routes(settings, args.rounds, args.per_round)
+        print(
+            f"requests: {args.rounds} rounds of {args.per_round} per mode, modes in turn; "
+            "medians of the rounds' medians; added = median of the rounds' differences"
+        )
+        for route, f in measured["routes"].items():
             print(
-                f"  {route:<28} with audit {figures['with_ms']:.3f} ms, without "
-                f"{figures['without_ms']:.3f} ms, added {added:.3f} ms (n={figures['n']:.0f})"
+                f"  {route:<27} no entry {f['none_ms']:.3f} ms, with entry {f['audit_ms']:.3f} "
+                f"ms: added {f['added_ms']:.3f} ms (any one-row write instead: "
+                f"{f['plain_write_added_ms']:.3f} ms)"
             )
+        print(f"  record() itself, inside those requests: {measured['record_ms']:.3f} ms median")
         serial = await _writes(settings, 1, args.seconds)
         concurrent = await _writes(settings, 8, args.seconds)
         print(f"entries committed: {serial:.0f}/s by 1 writer, {concurrent:.0f}/s by 8 writers")
-        added_ms = max(f["with_ms"] - f["without_ms"] for f in routes.values())
+        print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        added_ms = max(f["added_ms"] for f in measured["routes"].values())
         print(f"audit: writes_per_s={concurrent:.0f} added_ms={added_ms:.3f}")
     finally:
         await drop_database(name)
