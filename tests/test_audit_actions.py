@@ -6,18 +6,20 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit.models import AuditAction
 from server.core.config import Settings
 from server.core.errors import Conflict
+from server.main import create_app
 from server.participants import router as participants_router
 from server.participants.models import ParticipantContact
 from server.studies.models import Site, Study, StudyRole
 from server.users.models import User
 from tests import factories
 from tests.audit_helpers import entries, only_entry, text_of
+from tests.conftest import make_settings, use_test_session
 
 EMAIL, PHONE = "ann.smith@example.org", "+44 20 7946 0123"
 GOOD_PASSWORD = "Violet-staple-orbit-93"
@@ -47,6 +49,28 @@ async def test_login_records_its_user_and_address(client: AsyncClient, db: Async
     assert (entry.actor_id, entry.object_type) == (user.id, "user")
     assert (entry.request_id, entry.client_ip) == ("login-req-1", "10.1.2.3")
     assert response.json()["access_token"] not in text_of(entry)
+
+
+async def test_behind_a_trusted_proxy_the_entry_has_the_forwarded_address(
+    db: AsyncSession, settings: Settings
+) -> None:
+    user = await factories.create_user(db)
+    app = create_app(make_settings(settings.DATABASE_URL, TRUSTED_PROXIES="10.1.2.0/24"))
+    use_test_session(app, db)
+    transport = ASGITransport(app=app, client=("10.1.2.3", 1))
+    try:
+        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+            response = await http.post(
+                "/api/auth/login",
+                data={"username": user.email, "password": factories.DEFAULT_PASSWORD},
+                headers={"X-Forwarded-For": "203.0.113.9, 10.1.2.7"},
+            )
+    finally:
+        await app.state.engine.dispose()
+        await app.state.redis.aclose()
+
+    assert response.status_code == 200, response.text
+    assert (await only_entry(db, AuditAction.login_succeeded, user.id)).client_ip == "203.0.113.9"
 
 
 @pytest.mark.parametrize("known", [True, False])
