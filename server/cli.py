@@ -1,4 +1,4 @@
-"""`python -m server <command>`: migrate, create-admin, seed-demo, serve, relay, archive."""
+"""`python -m server <command>`: migrate, create-admin, seed-demo, serve, relay, archive, audit."""
 
 from __future__ import annotations
 
@@ -86,6 +86,22 @@ async def _archive_rebuild(settings: Settings, study_ref: str) -> int:
     return 0 if report.ok else 1
 
 
+async def _audit_verify(settings: Settings) -> int:
+    from server.audit import service as audit_service
+    from server.core.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings, pooled=False)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            # One snapshot: the head and the entries as of the same moment, writers or not.
+            await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            verdict = await audit_service.verify(db)
+    finally:
+        await engine.dispose()
+    print(verdict.describe(), file=sys.stdout if verdict.ok else sys.stderr)
+    return 0 if verdict.ok else 1
+
+
 async def _relay(settings: Settings) -> None:
     import signal
 
@@ -119,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild", help="restore a study's sessions and submissions from its archive objects"
     )
     rb.add_argument("--study", required=True, help="study code or id")
+    au = sub.add_parser("audit", help="the audit trail")
+    au_sub = au.add_subparsers(dest="audit_command", required=True)
+    au_sub.add_parser(
+        "verify", help="walk the hash chain; exit 1 naming the first broken link, if any"
+    )
     return parser
 
 
@@ -164,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_relay(settings))
         elif args.command == "archive" and args.archive_command == "rebuild":
             return asyncio.run(_archive_rebuild(settings, args.study))
+        elif args.command == "audit" and args.audit_command == "verify":
+            return asyncio.run(_audit_verify(settings))
     except AppError as exc:
         print(f"error: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
         return 1

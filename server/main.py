@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from server.auth.audit_router import router as audit_router
 from server.auth.router import router as auth_router
 from server.auth.user_sessions_router import router as user_sessions_router
 from server.auth.users_router import router as users_router
@@ -57,6 +58,7 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     jobs_router,
     dead_letters_router,
     redcap_router,
+    audit_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

@@ -1,6 +1,7 @@
 """Every ORM model, imported once so metadata is complete (Alembic, tests)."""
 
 from server.assessment_sessions.models import AssessmentSession
+from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
 from server.item_banks.models import ItemBank
@@ -18,6 +19,8 @@ from server.users.models import User
 __all__ = [
     "AccessCode",
     "AssessmentSession",
+    "AuditChainHead",
+    "AuditEntry",
     "Base",
     "Battery",
     "BatteryModule",

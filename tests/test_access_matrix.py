@@ -39,6 +39,9 @@ STUDY_SCOPED = {
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
 NOT_STUDY_SCOPED = {"user_id", "session_id", "module_id", "item_bank_id", "dead_letter_id"}
+# Routes for a global role whose study_id / site_id are filters, not scope: any other staff
+# member gets 403 whatever the study (tests/test_audit_api.py).
+GLOBAL_ROLE_PATHS = {"/api/audit", "/api/audit/export.csv"}
 
 
 @dataclass
@@ -106,7 +109,7 @@ def study_scoped_operations(app: FastAPI) -> list[tuple[str, str, list[dict[str,
                 {p["name"] for p in params if p["in"] == "path"} - STUDY_SCOPED - NOT_STUDY_SCOPED
             )
             assert not unknown, f"{method.upper()} {path}: classify path parameter(s) {unknown}"
-            if names & STUDY_SCOPED:
+            if names & STUDY_SCOPED and path not in GLOBAL_ROLE_PATHS:
                 operations.append((method.upper(), path, params))
     return operations
 

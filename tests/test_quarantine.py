@@ -14,6 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.audit.models import AuditAction
 from server.core.config import Settings
 from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
@@ -22,6 +23,7 @@ from server.redcap.sync import sync_submission
 from server.submissions.models import Submission, SubmissionTask
 from tests import factories
 from tests import ingest_factories as ingest
+from tests.audit_helpers import entries
 from tests.redcap_standin import RedcapStandin, classic_project
 from tests.test_redcap_support import (
     World,
@@ -206,6 +208,14 @@ async def test_quarantined_is_kept_listed_unsynced_then_released_and_synced_once
     assert twice.json()["error_code"] == "submission_not_quarantined"
     late = await client.post("/api/submit", json=body, headers=ann_headers)
     assert (late.status_code, late.json()["status"]) == (200, "accepted")
+    # Each reprocess is in the audit trail, the refused one not.
+    trail = await entries(db, AuditAction.submission_reprocessed, submission_id)
+    assert [e.summary for e in trail] == [
+        {"status": "quarantined", "module_versions": "battery", "problems": 1},
+        {"status": "accepted", "module_versions": "latest", "problems": 0},
+    ]
+    assert {e.study_id for e in trail} == {world.study.id}
+    assert {e.site_id for e in trail} == {world.site_a.id}
 
 
 async def test_same_key_other_body_is_still_409_and_the_quarantined_one_stays(

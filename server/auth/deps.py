@@ -13,6 +13,7 @@ from server.core.config import AppSettings, Settings
 from server.core.db import DBSession
 from server.core.errors import Forbidden, Unauthorized
 from server.core.models import utcnow
+from server.core.request_context import set_actor_id
 from server.core.security import PARTICIPANT_TOKEN, USER_TOKEN, decode_access_token
 from server.user_sessions.models import UserSession
 from server.users.models import User
@@ -55,6 +56,8 @@ async def authenticate(db: AsyncSession, settings: Settings, token: str | None) 
     user = await db.get(User, claims.subject)
     if user is None or not user.is_active:
         raise Unauthorized("This account is disabled.")
+    # The audit trail's actor for whatever this request goes on to record.
+    set_actor_id(user.id)
     return Principal(user=user, session=session)
 
 
@@ -74,3 +77,12 @@ async def current_admin(principal: CurrentPrincipal) -> Principal:
 
 
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+
+
+async def current_audit_reader(principal: CurrentPrincipal) -> Principal:
+    if not (principal.is_admin or principal.user.is_auditor):
+        raise Forbidden("Only administrators and auditors can read the audit trail.")
+    return principal
+
+
+CurrentAuditReader = Annotated[Principal, Depends(current_audit_reader)]

@@ -18,29 +18,35 @@ from server.user_sessions import service as sessions_service
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-@router.post("/login", response_model=TokenPair, dependencies=[Depends(login_ip_rate_limit)])
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    dependencies=[Depends(login_ip_rate_limit)],
+    responses={401: {"description": "Incorrect email or password"}},
+)
 async def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     db: DBSession,
     settings: AppSettings,
-) -> TokenPair:
+) -> TokenPair | JSONResponse:
     limits = limits_of(request)
     account = account_key(form.username)
     # Per account as well as per IP, so spreading guesses over many addresses does not help;
     # only failures count there, so an owner's own successful logins never use it up.
     await limits.check(limits.login, "login-account", account)
-    try:
-        return await service.login(
-            db,
-            settings,
-            email=form.username,
-            password=form.password,
-            user_agent=request.headers.get("user-agent", ""),
-        )
-    except Unauthorized:
+    result = await service.login(
+        db,
+        settings,
+        email=form.username,
+        password=form.password,
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    if isinstance(result, Unauthorized):
+        # Answered, not raised: the failed attempt's audit entry commits with the request.
         await limits.record(limits.login, "login-account", account)
-        raise
+        return error_response(result)
+    return result
 
 
 @router.post("/refresh", response_model=TokenPair, responses={401: {"description": "Refused"}})

@@ -7,10 +7,16 @@ import time
 import uuid
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.core.logging import bind_request, clear_request
-from server.core.request_context import REQUEST_ID_HEADER, set_request_id
+from server.core.request_context import (
+    REQUEST_ID_HEADER,
+    set_actor_id,
+    set_client_ip,
+    set_request_id,
+)
 
 log = structlog.get_logger("server.access")
 
@@ -26,6 +32,15 @@ def _path_template(scope: Scope) -> str:
     """
     route = scope.get("route")
     return str(getattr(route, "path", "unmatched"))
+
+
+def _client_ip(scope: Scope) -> str | None:
+    """The address the rate limits count (their trusted-proxy rule), for the audit trail."""
+    limits = getattr(getattr(scope.get("app"), "state", None), "rate_limits", None)
+    if limits is not None:
+        return str(limits.client_ip(Request(scope)))
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 class RequestContextMiddleware:
@@ -44,6 +59,8 @@ class RequestContextMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         set_request_id(request_id)
+        set_client_ip(lambda: _client_ip(scope))
+        set_actor_id(None)
         clear_request()
         bind_request(request_id=request_id)
         started = time.perf_counter()

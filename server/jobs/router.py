@@ -11,12 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
 from server.core.db import DBSession
 from server.core.models import utcnow
 from server.jobs import service
 from server.jobs.deps import ValidJob
-from server.jobs.models import JobStatus
+from server.jobs.models import Job, JobStatus
 from server.jobs.schemas import BacklogRead, DeadLetterRead, JobRead
 from server.outbox import service as outbox
 from server.studies.access import Permission, require_study
@@ -89,4 +91,14 @@ async def rerun_dead_letter(
 ) -> DeadLetterRead:
     """Put the event back in the outbox (its job queued again); the relay publishes it."""
     dead = await service.rerun(db, dead_letter_id=dead_letter_id, now=utcnow())
+    job = await db.get(Job, dead.job_id) if dead.job_id is not None else None
+    await audit.record(
+        db,
+        action=AuditAction.dead_letter_rerun,
+        object_type="dead_letter",
+        object_id=dead.id,
+        study_id=job.study_id if job is not None else None,
+        # The task's name, not its args: those are ids today, but nothing here checks that.
+        summary={"task_name": dead.task_name, "rerun_job_id": str(dead.rerun_job_id)},
+    )
     return DeadLetterRead.model_validate(dead)

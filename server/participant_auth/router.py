@@ -7,6 +7,8 @@ from enum import Enum
 
 from fastapi import APIRouter, Depends, status
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.ratelimit import participant_auth_rate_limit
@@ -40,6 +42,20 @@ async def create_participant(
         db, study_id=access.study.id, participant_in=participant_in, scope=access.sites
     )
     code = await service.issue_code(db, settings, participant=participant)
+    contact = participant_in.contact
+    await audit.record(
+        db,
+        action=AuditAction.participant_enrolled,
+        object_type="participant",
+        object_id=participant.id,
+        study_id=participant.study_id,
+        site_id=participant.site_id,
+        summary={
+            "status": participant.status.value,
+            # Which contact details were given, never what they are.
+            "contact_fields": sorted(contact.model_dump(exclude_none=True)) if contact else [],
+        },
+    )
     return ParticipantEnrolled(
         **ParticipantRead.model_validate(participant).model_dump(),
         access_code=code.access_code,

@@ -2,16 +2,20 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.redcap import participant_import, service, sync
 from server.redcap import preview as preview_service
 from server.redcap.deps import ConnectionManager, ConnectionReader
-from server.redcap.models import SyncStatus
+from server.redcap.models import RedcapConnection, SyncStatus
 from server.redcap.schemas import (
     ConnectionCreate,
     ConnectionRead,
@@ -39,6 +43,23 @@ _REDCAP_ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
+async def _record(
+    db: AsyncSession,
+    action: AuditAction,
+    connection: RedcapConnection,
+    summary: dict[str, object],
+) -> None:
+    await audit.record(
+        db,
+        action=action,
+        object_type="redcap_connection",
+        object_id=connection.id,
+        study_id=connection.study_id,
+        site_id=connection.site_id,
+        summary=summary,
+    )
+
+
 @router.post(
     "/connections",
     response_model=ConnectionRead,
@@ -50,6 +71,14 @@ async def create_connection(
 ) -> ConnectionRead:
     connection = await service.create_connection(
         db, settings, study_id=access.study.id, connection_in=connection_in
+    )
+    # The token is a credential: neither it nor its last digits go into the trail; nor the
+    # URL, which could carry a user and password: its host only.
+    await _record(
+        db,
+        AuditAction.redcap_connection_created,
+        connection,
+        {"api_host": urlsplit(connection.api_url).hostname, "enabled": connection.enabled},
     )
     return ConnectionRead.model_validate(connection)
 
@@ -72,11 +101,20 @@ async def update_connection(
     connection = await service.update_connection(
         db, settings, connection=access.connection, connection_in=connection_in
     )
+    fields = sorted(connection_in.model_dump(exclude_unset=True, exclude_none=True))
+    if fields:
+        await _record(db, AuditAction.redcap_connection_updated, connection, {"fields": fields})
     return ConnectionRead.model_validate(connection)
 
 
 @router.delete("/connections/{connection_id}", status_code=http_status.HTTP_204_NO_CONTENT)
 async def delete_connection(access: ConnectionManager, db: DBSession) -> Response:
+    await _record(
+        db,
+        AuditAction.redcap_connection_deleted,
+        access.connection,
+        {"api_host": urlsplit(access.connection.api_url).hostname},
+    )
     await service.delete_connection(db, connection=access.connection)
     return Response(status_code=http_status.HTTP_204_NO_CONTENT)
 
@@ -98,9 +136,16 @@ async def test_connection(
 async def put_mapping(
     mapping_in: MappingIn, access: ConnectionManager, db: DBSession, settings: AppSettings
 ) -> MappingRead:
-    return await service.save_mapping(
+    mapping = await service.save_mapping(
         db, settings, connection=access.connection, mapping_in=mapping_in
     )
+    await _record(
+        db,
+        AuditAction.redcap_mapping_saved,
+        access.connection,
+        {"record_id_field": mapping_in.record_id_field, "fields": len(mapping_in.fields)},
+    )
+    return mapping
 
 
 @router.get("/connections/{connection_id}/mapping", response_model=MappingRead)
@@ -121,6 +166,15 @@ async def resync(
 ) -> ResyncRead:
     submission_id = resync_in.submission_id if resync_in is not None else None
     reset = await sync.resync(db, access.connection.id, submission_id)
+    await _record(
+        db,
+        AuditAction.redcap_resync,
+        access.connection,
+        {
+            "submission_id": None if submission_id is None else str(submission_id),
+            "reset": len(reset),
+        },
+    )
     return ResyncRead(reset=len(reset), submission_ids=reset)
 
 
@@ -156,6 +210,14 @@ async def import_participants(
     db: DBSession,
     settings: AppSettings,
 ) -> ParticipantImportReport:
-    return await participant_import.import_participants(
+    report = await participant_import.import_participants(
         db, settings, connection=access.connection, import_in=import_in
     )
+    if report.created:
+        await _record(
+            db,
+            AuditAction.redcap_participants_imported,
+            access.connection,
+            {"created": report.created, "total_records": report.total_records},
+        )
+    return report

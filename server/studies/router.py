@@ -4,9 +4,12 @@ import uuid
 
 from fastapi import APIRouter, status
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.auth.deps import CurrentAdmin, CurrentPrincipal
 from server.core.db import DBSession
 from server.studies import service
+from server.studies.access import Membership, membership_of
 from server.studies.deps import StudyConfigurer, StudyReader
 from server.studies.schemas import (
     MemberCreate,
@@ -77,18 +80,58 @@ async def list_members(access: StudyReader, db: DBSession) -> list[MemberRead]:
 
 @router.post("/{study_id}/members", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
 async def add_member(member_in: MemberCreate, access: StudyConfigurer, db: DBSession) -> MemberRead:
-    return await service.add_member(db, study_id=access.study.id, member_in=member_in)
+    member = await service.add_member(db, study_id=access.study.id, member_in=member_in)
+    await audit.record(
+        db,
+        action=AuditAction.membership_added,
+        object_type="membership",
+        object_id=member.user_id,
+        study_id=access.study.id,
+        summary={"role": member.role.value, "site_ids": sorted(map(str, member.site_ids))},
+    )
+    return member
 
 
 @router.patch("/{study_id}/members/{user_id}", response_model=MemberRead)
 async def update_member(
     user_id: uuid.UUID, member_in: MemberUpdate, access: StudyConfigurer, db: DBSession
 ) -> MemberRead:
-    return await service.update_member(
+    before = await membership_of(db, study_id=access.study.id, user_id=user_id)
+    member = await service.update_member(
         db, study_id=access.study.id, user_id=user_id, member_in=member_in
     )
+    await audit.record(
+        db,
+        action=AuditAction.membership_role_changed,
+        object_type="membership",
+        object_id=user_id,
+        study_id=access.study.id,
+        summary={
+            "from": before.role.value if before else None,
+            "to": member.role.value,
+            "site_ids_from": _site_ids(before),
+            "site_ids_to": sorted(map(str, member.site_ids)),
+        },
+    )
+    return member
 
 
 @router.delete("/{study_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_member(user_id: uuid.UUID, access: StudyConfigurer, db: DBSession) -> None:
+    before = await membership_of(db, study_id=access.study.id, user_id=user_id)
     await service.remove_member(db, study_id=access.study.id, user_id=user_id)
+    await audit.record(
+        db,
+        action=AuditAction.membership_removed,
+        object_type="membership",
+        object_id=user_id,
+        study_id=access.study.id,
+        summary={"role": before.role.value if before else None, "site_ids": _site_ids(before)},
+    )
+
+
+def _site_ids(membership: Membership | None) -> list[str]:
+    """A membership's sites for an audit summary; empty for the whole study (or no membership)."""
+    if membership is None or membership.sites.site_ids is None:
+        return []
+    return sorted(map(str, membership.sites.site_ids))

@@ -23,6 +23,7 @@ from server.submissions.models import Submission
 class SubmissionAccess:
     submission_id: uuid.UUID
     study: StudyAccess
+    site_id: uuid.UUID  # the participant's
     principal: Principal
 
 
@@ -42,7 +43,9 @@ def submission_access(permission: str) -> Callable[..., Awaitable[SubmissionAcce
         access = await require_study_of(
             db, principal, row.study_id, permission, thing="submission", site_id=row.site_id
         )
-        return SubmissionAccess(submission_id=submission_id, study=access, principal=principal)
+        return SubmissionAccess(
+            submission_id=submission_id, study=access, site_id=row.site_id, principal=principal
+        )
 
     return dependency
 

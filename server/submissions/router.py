@@ -4,6 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
+from server.audit import service as audit
+from server.audit.models import AuditAction
 from server.core.db import AutocommitSession, DBSession
 from server.core.errors import Unauthorized, error_responses
 from server.participant_auth.deps import IngestCredentials, check_login
@@ -131,10 +133,26 @@ async def reprocess_submission(
     """Check a quarantined submission again (after a corrected module version is published,
     say): clean, it is accepted and sent on (REDCap once); otherwise it stays quarantined
     with the problems found now. Who asked and when is kept on the submission."""
+    choice = choice or ReprocessIn()
     await quarantine.reprocess(
         db,
         submission_id=access.submission_id,
         user_id=access.principal.user.id,
-        choice=choice or ReprocessIn(),
+        choice=choice,
     )
-    return await read.get(db, access.submission_id)
+    result = await read.get(db, access.submission_id)
+    await audit.record(
+        db,
+        action=AuditAction.submission_reprocessed,
+        object_type="submission",
+        object_id=access.submission_id,
+        study_id=access.study.study.id,
+        site_id=access.site_id,
+        # The outcome and the versions asked for; problems by count (messages quote the body).
+        summary={
+            "status": result.status.value,
+            "module_versions": choice.module_versions,
+            "problems": len(result.problems),
+        },
+    )
+    return result

@@ -11,11 +11,13 @@ class UserCreate(BaseModel):
     password: str = Field(min_length=1, max_length=256)
     display_name: str = Field(default="", max_length=200)
     is_admin: bool = False
+    is_auditor: bool = False
 
 
 class UserUpdate(BaseModel):
     display_name: str | None = Field(default=None, max_length=200)
     is_admin: bool | None = None
+    is_auditor: bool | None = None
     is_active: bool | None = None
     password: str | None = Field(default=None, min_length=1, max_length=256)
 
@@ -27,5 +29,6 @@ class UserRead(BaseModel):
     email: str
     display_name: str
     is_admin: bool
+    is_auditor: bool
     is_active: bool
     created_at: datetime

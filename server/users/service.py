@@ -50,6 +50,7 @@ async def create(db: AsyncSession, settings: Settings, *, user_in: UserCreate) -
         display_name=user_in.display_name,
         password_hash=hash_password(user_in.password),
         is_admin=user_in.is_admin,
+        is_auditor=user_in.is_auditor,
     )
     db.add(user)
     await db.flush()
@@ -60,7 +61,7 @@ async def update(db: AsyncSession, settings: Settings, *, user: User, user_in: U
     if user_in.password is not None:
         check_password(settings, user_in.password, user.email)
         user.password_hash = hash_password(user_in.password)
-    for field in ("display_name", "is_admin", "is_active"):
+    for field in ("display_name", "is_admin", "is_auditor", "is_active"):
         value = getattr(user_in, field)
         if value is not None:
             setattr(user, field, value)
