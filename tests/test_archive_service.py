@@ -359,3 +359,27 @@ async def test_cli_rebuilds_a_committed_database(tmp_path: Path) -> None:
             await engine.dispose()
     finally:
         await drop_database(name)
+
+
+async def test_rebuild_brings_a_quarantined_submission_back_quarantined(
+    client: AsyncClient, db: AsyncSession, visit: Visit, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path)
+    good = await _submit(client, visit)
+    body = ingest.payload(visit.session.id, visit.modules, n_trials=5)
+    body["tasks"][1]["module_key"] = "not_in_the_battery"
+    response = await client.post("/api/submit", json=body, headers=visit.headers)
+    assert response.status_code == 202, response.text
+    held = uuid.UUID(response.json()["submission_id"])
+    await archive_submission(db, storage, good)
+    await archive_submission(db, storage, held)
+    before = await _rows(db, visit.study.id)
+    await _delete_submissions(db, visit.study.id)
+
+    report = await rebuild_study(db, storage, visit.study)
+
+    assert report.ok and (report.restored, report.quarantined) == (2, 1)
+    assert await _rows(db, visit.study.id) == before
+    restored = await db.get(Submission, held)
+    assert restored is not None and restored.status.value == "quarantined"
+    assert restored.problems == response.json()["problems"]

@@ -84,7 +84,7 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
     session_id = uuid.uuid4()
     good = ingest.payload(session_id, modules, n_trials=8)
     bad = ingest.payload(session_id, modules, n_trials=8)
-    bad["tasks"][2]["summary"]["mean_rt_ms"] = 1.0
+    bad["tasks"][2]["trials"][1]["rt_ms"] = "slow"  # off the module's schema
     later_good = ingest.payload(session_id, modules[:2], n_trials=3)
     items = [
         {
@@ -97,7 +97,7 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
         },
         {"type": "submission", "data": good},
         {"type": "submission", "data": good},  # the phone retried
-        {"type": "submission", "data": bad},  # inconsistent summary
+        {"type": "submission", "data": bad},  # kept, quarantined
         {"type": "submission", "data": {"session_id": "x"}},  # not even a submission
         {"type": "submission", "data": later_good},  # after the bad ones: still stored
         {"type": "session_end", "data": {"session_id": str(session_id), "status": "completed"}},
@@ -109,46 +109,49 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
         "stored",
         "stored",
         "duplicate",
-        "rejected",
+        "quarantined",
         "rejected",
         "stored",
         "stored",
     ]
-    assert (result["stored"], result["duplicate"], result["rejected"]) == (4, 1, 2)
+    counts = ("stored", "quarantined", "duplicate", "rejected")
+    assert tuple(result[c] for c in counts) == (4, 1, 1, 1)
     assert result["items"][2]["id"] == result["items"][1]["id"]
-    assert result["items"][3]["error"]["details"][0]["loc"] == [
-        "body",
-        "tasks",
+    quarantined = result["items"][3]
+    assert quarantined["error"] is None and quarantined["result"]["status"] == "quarantined"
+    [problem] = quarantined["result"]["problems"]
+    assert (problem["task_index"], problem["trial_index"], problem["field"]) == (
         2,
-        "summary",
-        "mean_rt_ms",
-    ]
+        1,
+        "trials[1].rt_ms",
+    )
     assert result["items"][4]["error"]["details"][0]["loc"][:4] == ["body", "items", 4, "data"]
     count = await db.scalar(
         select(func.count())
         .select_from(Submission)
         .where(Submission.participant_id == participant.id)
     )
-    assert count == 2
+    assert count == 3
     # The whole batch again, as a device that never saw the answer would send it.
     replay = (await client.post("/api/sync", json={"items": items}, headers=headers)).json()
     assert [i["status"] for i in replay["items"]] == [
         "duplicate",
         "duplicate",
         "duplicate",
-        "rejected",
+        "duplicate",  # the quarantined one: the same receipt, its problems with it
         "rejected",
         "duplicate",
         "duplicate",  # the session had already ended: nothing stored
     ]
-    assert (replay["stored"], replay["duplicate"], replay["rejected"]) == (0, 5, 2)
+    assert tuple(replay[c] for c in counts) == (0, 0, 6, 1)
+    assert replay["items"][3]["result"] == quarantined["result"]
     assert (
         await db.scalar(
             select(func.count())
             .select_from(Submission)
             .where(Submission.participant_id == participant.id)
         )
-        == 2
+        == 3
     )
 
 

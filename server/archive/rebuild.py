@@ -1,7 +1,11 @@
 """Put a study's submissions back into the database from its archive objects.
 
 What a rebuild restores: assessment sessions, submissions (same ids, checksum and raw bytes)
-and their submission tasks, re-derived from each payload. What it does not: the study, its
+and their submission tasks, re-derived from each payload. Each payload is checked against its
+battery's modules as at ingest: one that does not fit comes back quarantined, with its problems
+and no tasks, as it was stored. (One a coordinator released against a newer module version
+comes back quarantined too: the archive holds what the device sent, not the release; the same
+reprocess releases it again.) What it does not: the study, its
 sites, participants, batteries and modules. Those must already exist (restored from a database
 backup, or never lost); "an empty database" here means one empty of submissions. Participants
 are found by code within the study, batteries by key and version within the study, modules by
@@ -37,7 +41,8 @@ from server.modules.models import Module
 from server.participants.models import Participant
 from server.studies.models import Study
 from server.submissions import service as submissions_service
-from server.submissions.models import Submission, SubmissionTask
+from server.submissions import validation
+from server.submissions.models import Submission, SubmissionStatus, SubmissionTask
 from server.submissions.schemas import SubmissionIn
 
 log = structlog.get_logger(__name__)
@@ -106,6 +111,8 @@ class RebuildReport:
     already_present: int = 0
     sessions_created: int = 0
     tasks_created: int = 0
+    # Restored, but quarantined: its tasks do not fit its battery's modules.
+    quarantined: int = 0
     # Failed verification: unreadable, wrong checksum, or not where its ids say it belongs.
     corrupt: list[Skipped] = field(default_factory=list)
     # Sound, but its participant, battery or module is not in this database.
@@ -124,7 +131,8 @@ class RebuildReport:
     def summary(self) -> str:
         return (
             f"study {self.study_code}: {self.objects} archived submissions, "
-            f"{self.restored} restored, {self.already_present} already present, "
+            f"{self.restored} restored ({self.quarantined} quarantined), "
+            f"{self.already_present} already present, "
             f"{len(self.corrupt)} corrupt, {len(self.missing_reference)} missing reference data, "
             f"{len(self.conflicting)} conflicting"
         )
@@ -136,6 +144,7 @@ class RebuildReport:
             "already_present": self.already_present,
             "sessions_created": self.sessions_created,
             "tasks_created": self.tasks_created,
+            "quarantined": self.quarantined,
             "corrupt": len(self.corrupt),
             "missing_reference": len(self.missing_reference),
             "conflicting": len(self.conflicting),
@@ -237,8 +246,11 @@ class _Rebuilder:
                 "in the study",
                 conflict=False,
             )
+        problems = validation.check_tasks(
+            item.payload.tasks, await submissions_service.modules_of_battery(self.db, battery_id)
+        )
         module_ids: list[uuid.UUID] = []
-        for task in item.payload.tasks:
+        for task in [] if problems else item.payload.tasks:
             module_id = await self.module_id(task.module_key, task.module_version)
             if module_id is None:
                 raise _Unplaceable(
@@ -277,8 +289,13 @@ class _Rebuilder:
                 checksum=doc.checksum,
                 raw_payload=item.raw,
                 received_at=doc.received_at,
+                status=SubmissionStatus.quarantined if problems else SubmissionStatus.accepted,
+                problems=problems or None,
             )
         )
+        if problems:
+            self.report.quarantined += 1
+            return True
         await self.db.execute(
             insert(SubmissionTask),
             [

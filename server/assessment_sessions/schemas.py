@@ -67,6 +67,10 @@ class SubmissionBrief(BaseModel):
     client_submission_id: str
     checksum: str
     received_at: datetime
+    status: str = Field(description="accepted, or quarantined (no tasks until reprocessed)")
+    problems: list[dict[str, Any]] = Field(
+        description="A quarantined submission's problems (see GET /api/submissions)"
+    )
     tasks: list[TaskSummaryRead]
 
 

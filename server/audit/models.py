@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     redcap_resync = "redcap_resync"
     redcap_participants_imported = "redcap_participants_imported"
     dead_letter_rerun = "dead_letter_rerun"
+    submission_reprocessed = "submission_reprocessed"
     audit_exported = "audit_exported"
 
 

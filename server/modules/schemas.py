@@ -216,7 +216,8 @@ WhereValue = bool | int | float | str | None
 
 
 class DerivedFrom(BaseModel):
-    """The summary's metric must equal this aggregate over the trials, within tolerance.
+    """The summary's metric as this aggregate over the trials, within tolerance. A submitted
+    summary that differs is stored as sent (never refused): the server's scoring records it.
 
     `where` selects the trials whose fields equal every value it gives (all of them when
     null). count: how many trials are selected (takes no `field`); mean, sum, min, max:

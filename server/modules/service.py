@@ -1,6 +1,6 @@
 """Modules: versioned task definitions; a published version never changes.
 
-The submit path (server/submissions/validation.py) applies them to submitted data.
+The submit path (server/submissions/validation.py) checks submitted data against their schemas.
 """
 
 from __future__ import annotations

@@ -7,12 +7,13 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.errors import NotFound
+from server.core.errors import Conflict, NotFound
 from server.redcap import records, service
 from server.redcap.claim import max_instances
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
 from server.redcap.schemas import PreviewRead
 from server.studies.access import SiteScope
+from server.submissions.models import Submission, SubmissionStatus
 
 
 async def preview(
@@ -25,6 +26,14 @@ async def preview(
     facts = (await records.load_facts(db, [submission_id])).get(submission_id)
     if facts is None or facts.study_id != connection.study_id or not scope.covers(facts.site_id):
         raise NotFound("No such submission.")
+    status = await db.scalar(select(Submission.status).where(Submission.id == submission_id))
+    if status == SubmissionStatus.quarantined:
+        # Not an empty preview: nothing at all is sent for it until a reprocess accepts it.
+        raise Conflict(
+            "This submission is quarantined: nothing is sent to REDCap until a reprocess "
+            "accepts it.",
+            error_code="submission_quarantined",
+        )
     document = dict(mapping.document)
     instrument = document.get("repeating_instrument") or None
     event = document.get("event") or None

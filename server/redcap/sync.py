@@ -87,7 +87,7 @@ from server.redcap.client import RedcapClient, client_for
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapMapping, RedcapSyncState, SyncStatus
 from server.redcap.rejections import blame_rows
-from server.submissions.models import Submission
+from server.submissions.models import Submission, SubmissionStatus
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +103,7 @@ DEFERRED = "Deferred: REDCap kept refusing rows of this batch; sent again with t
 class SyncOutcome:
     submission_id: uuid.UUID
     # synced | failed | skipped | pending (deferred) | missing (the submission is gone)
+    # | quarantined (held back until a reprocess accepts it: nothing sent)
     status: str
     connection_id: uuid.UUID | None = None
     batch: int = 0  # submissions in the batch sent (this one included)
@@ -369,14 +370,18 @@ class _Start:
 async def _start(session: AsyncSession, settings: Settings, submission_id: uuid.UUID) -> _Start:
     found = (
         await session.execute(
-            select(Submission.study_id, Participant.site_id)
+            select(Submission.study_id, Participant.site_id, Submission.status)
             .join(Participant, Participant.id == Submission.participant_id)
             .where(Submission.id == submission_id)
         )
     ).one_or_none()
     if found is None:
         return _Start(SyncOutcome(submission_id, "missing"))
-    study_id, site_id = found
+    study_id, site_id, submission_status = found
+    if submission_status == SubmissionStatus.quarantined:
+        # Its release writes the sync's outbox row; a task that reaches it before (by hand,
+        # or a row written by older code) sends nothing and records nothing.
+        return _Start(SyncOutcome(submission_id, "quarantined"))
     current = (
         await session.execute(
             select(RedcapSyncState.status, RedcapSyncState.connection_id).where(

@@ -23,9 +23,7 @@ async def _modules(db: DBSession) -> dict[tuple[str, int], validation.CompiledMo
         for m in (
             await db.execute(select(Module).where(Module.status == PublicationStatus.published))
         ).scalars():
-            validation.compile_module(
-                m.id, m.key, m.version, m.trial_schema, m.summary_schema, m.metrics
-            )
+            validation.compile_module(m.id, m.key, m.version, m.trial_schema, m.summary_schema)
     return known
 
 
@@ -37,5 +35,10 @@ async def reference(request: Request, db: DBSession) -> dict[str, str]:
     submission_in = parse_model(SubmissionIn, payload)
     known = await _modules(db)
     wanted = {(t.module_key, t.module_version) for t in submission_in.tasks}
-    service.validate_or_raise(submission_in, {k: v for k, v in known.items() if k in wanted})
-    return {"checksum": service.checksum(payload)}
+    problems = validation.check_tasks(
+        submission_in.tasks, {k: v for k, v in known.items() if k in wanted}
+    )
+    return {
+        "checksum": service.checksum(payload),
+        "status": "quarantined" if problems else "accepted",
+    }

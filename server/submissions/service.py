@@ -1,5 +1,9 @@
 """The ingest path: validate, store in one transaction with its outbox rows, answer a receipt.
 
+Whatever its tasks' problems, a submission for the participant's own session is stored: with
+none it is accepted, with some it is quarantined (see models.SubmissionStatus) and a
+coordinator reprocesses it later (server.submissions.quarantine).
+
 Written with Core statements: a submission is four or five round trips, whatever its size.
 """
 
@@ -16,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import BatteryModule
-from server.core.errors import Conflict, NotFound, Unprocessable
+from server.core.errors import Conflict, NotFound
 from server.core.models import utcnow
 from server.modules.models import Module
 from server.outbox import service as outbox
 from server.participant_auth.deps import ParticipantCredentials
 from server.participants.schemas import ParticipantRef
 from server.submissions import store, validation
-from server.submissions.models import Submission, SubmissionTask
-from server.submissions.schemas import Receipt, SubmissionIn, SubmissionRead, TaskRead
+from server.submissions.models import Submission, SubmissionStatus
+from server.submissions.schemas import Receipt, SubmissionIn
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +56,7 @@ async def modules_of_battery(
     )
     modules = {
         (m.key, m.version): validation.compile_module(
-            m.id, m.key, m.version, m.trial_schema, m.summary_schema, m.metrics
+            m.id, m.key, m.version, m.trial_schema, m.summary_schema
         )
         for m in rows.scalars()
     }
@@ -60,12 +64,27 @@ async def modules_of_battery(
     return modules
 
 
-def validate_or_raise(
-    submission_in: SubmissionIn, modules: dict[tuple[str, int], validation.CompiledModule]
-) -> None:
-    problems = validation.check_tasks(submission_in.tasks, modules)
-    if problems:
-        raise Unprocessable("The submission does not match its modules.", details=problems)
+# The outbox topics a submission emits, by its status: the one list, read by ingest and by the
+# release of a quarantined submission (release_events). A quarantined one is archived at once
+# (its raw data kept off the database too) and owes the rest until it is accepted.
+TOPICS: dict[SubmissionStatus, tuple[str, ...]] = {
+    SubmissionStatus.accepted: (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION),
+    SubmissionStatus.quarantined: (outbox.ARCHIVE_SUBMISSION,),
+}
+
+
+def outbox_events(submission_id: uuid.UUID, status: SubmissionStatus) -> list[outbox.Event]:
+    payload = {"submission_id": str(submission_id)}
+    return [outbox.Event(topic, payload, submission_id) for topic in TOPICS[status]]
+
+
+def release_events(submission_id: uuid.UUID) -> list[outbox.Event]:
+    """What a quarantined submission still owes once accepted: the accepted topics it did not
+    emit when it was stored (sent once, never twice)."""
+    sent = set(TOPICS[SubmissionStatus.quarantined])
+    return [
+        e for e in outbox_events(submission_id, SubmissionStatus.accepted) if e.topic not in sent
+    ]
 
 
 async def _session_battery(
@@ -99,7 +118,12 @@ async def _existing(
     row = (
         await db.execute(
             select(
-                Submission.id, Submission.session_id, Submission.checksum, Submission.received_at
+                Submission.id,
+                Submission.session_id,
+                Submission.checksum,
+                Submission.received_at,
+                Submission.status,
+                Submission.problems,
             ).where(
                 Submission.participant_id == participant_id,
                 Submission.client_submission_id == client_submission_id,
@@ -112,6 +136,8 @@ async def _existing(
         session_id=row.session_id,
         checksum=row.checksum,
         received_at=row.received_at,
+        status=row.status,
+        problems=row.problems or [],
     )
 
 
@@ -123,7 +149,8 @@ async def submit(
     payload: Any,
     raw: bytes,
 ) -> tuple[Receipt, bool]:
-    """Store a submission once. Returns (receipt, created); a replay returns the first receipt."""
+    """Store a submission once, accepted or quarantined. Returns (receipt, created); a replay
+    returns the receipt as the submission stands (quarantined, or accepted since)."""
     return await _submit(
         db,
         participant_id=participant.id,
@@ -170,7 +197,8 @@ async def _submit(
         db, participant_id=participant_id, session_id=submission_in.session_id
     )
     modules = await modules_of_battery(db, battery_id)
-    validate_or_raise(submission_in, modules)
+    problems = validation.check_tasks(submission_in.tasks, modules)
+    status = SubmissionStatus.quarantined if problems else SubmissionStatus.accepted
     digest = checksum(payload)
     submission_id = uuid.uuid4()
     new = store.NewSubmission(
@@ -182,7 +210,11 @@ async def _submit(
         checksum=digest,
         raw_payload=raw,
         received_at=utcnow(),
-        tasks=[
+        status=status,
+        problems=problems or None,
+        tasks=[]
+        if problems
+        else [
             (
                 modules[(t.module_key, t.module_version)].module_id,
                 t.module_key,
@@ -192,10 +224,7 @@ async def _submit(
             )
             for t in submission_in.tasks
         ],
-        events=[
-            outbox.Event(topic, {"submission_id": str(submission_id)}, submission_id)
-            for topic in (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
-        ],
+        events=outbox_events(submission_id, status),
     )
     if login_id is None:
         inserted = await store.insert_once(db, new)
@@ -214,6 +243,14 @@ async def _submit(
                 details={"client_submission_id": submission_in.client_submission_id},
             )
         return existing, False
+    if problems:
+        # Counts and rule names only: a problem's message may quote what the device sent.
+        log.info(
+            "submission_quarantined",
+            submission_id=str(submission_id),
+            problems=len(problems),
+            rules=sorted({p["rule"] for p in problems}),
+        )
     return (
         Receipt(
             submission_id=submission_id,
@@ -221,39 +258,8 @@ async def _submit(
             session_id=submission_in.session_id,
             checksum=digest,
             received_at=new.received_at,
+            status=status,
+            problems=problems,
         ),
         True,
-    )
-
-
-async def get(db: AsyncSession, submission_id: uuid.UUID) -> SubmissionRead:
-    submission = await db.get(Submission, submission_id)
-    if submission is None:
-        raise NotFound("No such submission.")
-    tasks = (
-        await db.execute(
-            select(SubmissionTask)
-            .where(SubmissionTask.submission_id == submission_id)
-            .order_by(SubmissionTask.position)
-        )
-    ).scalars()
-    return SubmissionRead(
-        submission_id=submission.id,
-        client_submission_id=submission.client_submission_id,
-        session_id=submission.session_id,
-        checksum=submission.checksum,
-        received_at=submission.received_at,
-        participant_id=submission.participant_id,
-        study_id=submission.study_id,
-        tasks=[
-            TaskRead(
-                position=t.position,
-                module_key=t.module_key,
-                module_version=t.module_version,
-                n_trials=t.n_trials,
-                summary=t.summary,
-                trials=t.trials,
-            )
-            for t in tasks
-        ],
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +19,7 @@ from server.assessment_sessions.schemas import (
     TaskSummaryRead,
 )
 from server.assessment_sessions.service import battery_modules
-from server.submissions.models import Submission, SubmissionTask
+from server.submissions.models import Submission, SubmissionStatus, SubmissionTask
 
 
 async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState:
@@ -28,10 +29,21 @@ async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState
         .where(Submission.session_id == session.id)
         .distinct()
     )
+    keys = set(submitted.scalars())
+    # A quarantined submission's modules are in too: the device was told to let them go, and
+    # the participant is not asked to do them again (their tasks are in the raw body only).
+    held = await db.scalars(
+        select(Submission.raw_payload).where(
+            Submission.session_id == session.id,
+            Submission.status == SubmissionStatus.quarantined,
+        )
+    )
+    for raw in held:
+        keys.update(str(t.get("module_key")) for t in orjson.loads(raw).get("tasks", []))
     return SessionState(
         **SessionRead.model_validate(session).model_dump(),
         modules=await battery_modules(db, session.battery_id),
-        submitted_module_keys=sorted(submitted.scalars()),
+        submitted_module_keys=sorted(keys),
     )
 
 
@@ -47,9 +59,10 @@ async def list_for_participant(
             )
         ).scalars()
     )
+    # Outer: a quarantined submission (no task rows) shows too, with its status and problems.
     rows = await db.execute(
         select(Submission, SubmissionTask)
-        .join(SubmissionTask, SubmissionTask.submission_id == Submission.id)
+        .outerjoin(SubmissionTask, SubmissionTask.submission_id == Submission.id)
         .where(Submission.participant_id == participant_id)
         .order_by(Submission.received_at, SubmissionTask.position)
     )
@@ -62,9 +75,13 @@ async def list_for_participant(
                 client_submission_id=submission.client_submission_id,
                 checksum=submission.checksum,
                 received_at=submission.received_at,
+                status=submission.status.value,
+                problems=submission.problems or [],
                 tasks=[],
             ),
         )
+        if task is None:
+            continue
         brief.tasks.append(
             TaskSummaryRead(
                 module_key=task.module_key,

@@ -1,4 +1,5 @@
-"""Writing an acknowledged submission: the row, its tasks and its outbox rows, all or none.
+"""Writing an acknowledged submission: the row (accepted or quarantined), its tasks and its
+outbox rows, all or none.
 
 One statement (data-modifying CTEs): one round trip, atomic on its own (the ingest route runs
 it in autocommit), where three INSERTs cost three round trips.
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.db import statement_connection
 from server.outbox import service as outbox
 from server.participant_auth.service import INACTIVE_STATUSES, LIVE_LOGIN_SQL, login_ended
+from server.submissions.models import SubmissionStatus
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,11 @@ class NewSubmission:
     checksum: str
     raw_payload: bytes
     received_at: datetime
-    # (module_id, module_key, module_version, summary, trials), in submission order
+    status: SubmissionStatus
+    # What keeps it quarantined (validation.Problem), None when accepted.
+    problems: list[dict[str, Any]] | None
+    # (module_id, module_key, module_version, summary, trials), in submission order; none
+    # when quarantined (its tasks are in raw_payload only)
     tasks: list[tuple[uuid.UUID, str, int, dict[str, Any], list[dict[str, Any]]]]
     events: list[outbox.Event]
 
@@ -41,13 +47,14 @@ class NewSubmission:
 # nothing is written. Outbox ids come from gen_random_uuid(): nothing in the request needs them.
 _STUDY_GIVEN = "SELECT $4::uuid AS study_id"
 _STUDY_OF_LIVE_LOGIN = LIVE_LOGIN_SQL.format(
-    login_id="$4", participant_id="$3", now="$8", inactive="$18"
+    login_id="$4", participant_id="$3", now="$8", inactive="$20"
 )
 _INSERT = """
     WITH l AS ({study}), s AS (
         INSERT INTO submissions (id, client_submission_id, participant_id, study_id,
-                                 session_id, checksum, raw_payload, received_at)
-        SELECT $1, $2, $3, l.study_id, $5, $6, $7, $8 FROM l
+                                 session_id, checksum, raw_payload, received_at, status,
+                                 problems)
+        SELECT $1, $2, $3, l.study_id, $5, $6, $7, $8, $18, $19::jsonb FROM l
         ON CONFLICT (participant_id, client_submission_id) DO NOTHING
         RETURNING id
     ), t AS (
@@ -93,6 +100,8 @@ def _arguments(new: NewSubmission, fourth: uuid.UUID) -> list[Any]:
         [len(t[4]) for t in tasks],
         [e.topic for e in new.events],
         [_json(e.payload) for e in new.events],
+        new.status.value,
+        None if new.problems is None else _json(new.problems),
     ]
 
 

@@ -25,7 +25,12 @@ class ItemError(BaseModel):
 class ItemResult(BaseModel):
     index: int
     type: str
-    status: Literal["stored", "duplicate", "rejected"]
+    status: Literal["stored", "quarantined", "duplicate", "rejected"] = Field(
+        description="stored; quarantined: stored as sent, but its tasks do not fit their "
+        "modules (result.problems says where) and a coordinator reprocesses it, so the device "
+        "may delete it like a stored one; duplicate: stored before (result says as what); "
+        "rejected: not stored (error says why): the device keeps it"
+    )
     id: str | None = None
     result: dict[str, Any] | None = None
     error: ItemError | None = None
@@ -33,6 +38,7 @@ class ItemResult(BaseModel):
 
 class SyncResult(BaseModel):
     stored: int
+    quarantined: int
     duplicate: int
     rejected: int
     items: list[ItemResult]

@@ -14,6 +14,7 @@ from server.core.errors import AppError
 from server.participants.schemas import ParticipantRef
 from server.submissions import service as submissions_service
 from server.submissions.body import parse_model
+from server.submissions.models import SubmissionStatus
 from server.submissions.schemas import SubmissionIn
 from server.sync.schemas import ItemError, ItemResult, SyncIn, SyncResult
 
@@ -47,10 +48,11 @@ async def _apply(
         payload=data,
         raw=orjson.dumps(data),
     )
+    quarantined = receipt.status == SubmissionStatus.quarantined
     return ItemResult(
         index=index,
         type=kind,
-        status="stored" if created else "duplicate",
+        status=("quarantined" if quarantined else "stored") if created else "duplicate",
         id=str(receipt.submission_id),
         result=receipt.model_dump(mode="json"),
     )
@@ -77,7 +79,8 @@ async def sync(db: AsyncSession, *, participant: ParticipantRef, sync_in: SyncIn
             await savepoint.commit()
         results.append(result)
     counts = {
-        s: sum(1 for r in results if r.status == s) for s in ("stored", "duplicate", "rejected")
+        s: sum(1 for r in results if r.status == s)
+        for s in ("stored", "quarantined", "duplicate", "rejected")
     }
     log.info("sync_processed", participant_id=str(participant.id), **counts)
     return SyncResult(items=results, **counts)
