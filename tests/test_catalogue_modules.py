@@ -17,6 +17,8 @@ from server.core.config import Settings
 from server.item_banks.models import ItemBank
 from server.modules.builtin import BUILTIN_KEYS, load_builtins
 from server.modules.models import Module
+from server.scoring.compare import compare
+from server.scoring.scorers import ScoringInput, scorer_for
 from server.submissions.schemas import TaskIn
 from server.submissions.validation import check_task, compile_module
 from tests import factories
@@ -498,10 +500,12 @@ def _sample_runs() -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
     }
 
 
-async def test_builtins_accept_a_plausible_run_and_catch_a_wrong_summary(
+async def test_builtins_accept_a_plausible_run_and_their_scorers_catch_a_wrong_summary(
     db: AsyncSession,
 ) -> None:
-    """Each built-in, through the submit path's own checks (schemas and derived metrics)."""
+    """Each built-in, through the submit path's own checks (schemas, trial order) and its
+    server-side scorer: the plausible run agrees, a wrong summary is a mismatch (stored and
+    flagged after ingest, not refused by it)."""
     builtins = await load_builtins(db)
     for key, (summary, trials) in _sample_runs().items():
         module = builtins[key]
@@ -518,7 +522,17 @@ async def test_builtins_accept_a_plausible_run_and_catch_a_wrong_summary(
 
         derived = [m["key"] for m in module.metrics if m["derived_from"]]
         first = derived[0]
-        wrong = {**summary, first: (summary[first] or 0) + 5}
+        wrong = {**summary, first: summary[first] - 1}
         bad = TaskIn(module_key=key, module_version=1, summary=wrong, trials=trials)
-        problems = check_task(compiled, bad, ["tasks", 0])
-        assert [p["loc"] for p in problems] == [["tasks", 0, "summary", first]], key
+        assert check_task(compiled, bad, ["tasks", 0]) == [], key
+
+        scorer = scorer_for(key, 1, has_item_bank=module.item_bank_id is not None)
+        items = None
+        if module.item_bank_id is not None:
+            items = (await db.get(ItemBank, module.item_bank_id)).items  # type: ignore[union-attr]
+        scored = scorer.score(ScoringInput(trials, module.metrics, items)).summary
+        agreed = compare(summary, scored, module.metrics)
+        assert agreed.keys() == summary.keys(), key
+        assert not [m for m, c in agreed.items() if c["mismatch"]], (key, agreed)
+        disagreed = compare(wrong, scored, module.metrics)
+        assert [m for m, c in disagreed.items() if c["mismatch"]] == [first], key

@@ -84,7 +84,7 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
     session_id = uuid.uuid4()
     good = ingest.payload(session_id, modules, n_trials=8)
     bad = ingest.payload(session_id, modules, n_trials=8)
-    bad["tasks"][2]["summary"]["mean_rt_ms"] = 1.0
+    bad["tasks"][2]["summary"]["mean_rt_ms"] = "fast"
     later_good = ingest.payload(session_id, modules[:2], n_trials=3)
     items = [
         {
@@ -97,7 +97,7 @@ async def test_batch_sync_with_good_duplicate_and_bad_items(
         },
         {"type": "submission", "data": good},
         {"type": "submission", "data": good},  # the phone retried
-        {"type": "submission", "data": bad},  # inconsistent summary
+        {"type": "submission", "data": bad},  # a summary its module refuses
         {"type": "submission", "data": {"session_id": "x"}},  # not even a submission
         {"type": "submission", "data": later_good},  # after the bad ones: still stored
         {"type": "session_end", "data": {"session_id": str(session_id), "status": "completed"}},

@@ -1,11 +1,13 @@
 """Checking a submission's tasks against the module versions of its session's battery.
 
+Shape and order only: whether the summary agrees with the trials is the server's scoring's
+question (server.scoring), answered after the submission is stored, never a reason to refuse it.
+
 Published modules never change, so each one's JSON Schemas are compiled once per process.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,6 @@ class CompiledModule:
     version: int
     validate_trials: Any
     validate_summary: Any
-    derived: tuple[tuple[str, dict[str, Any]], ...]
 
 
 _compiled: dict[uuid.UUID, CompiledModule] = {}
@@ -65,7 +66,6 @@ def compile_module(
         # One validator over the whole array: one call for 300 trials, not 300.
         validate_trials=fastjsonschema.compile(_array_of(trial_schema)),
         validate_summary=fastjsonschema.compile(summary_schema),
-        derived=tuple((m["key"], m["derived_from"]) for m in metrics if m.get("derived_from")),
     )
     _compiled[module_id] = compiled
     _by_ref[(key, version)] = compiled
@@ -77,69 +77,6 @@ def _schema_problem(exc: fastjsonschema.JsonSchemaValueException, loc: list[Any]
     path = [int(p) if isinstance(p, str) and p.isdigit() else p for p in (exc.path or [])[1:]]
     message = exc.message.replace(exc.name or "data", "value", 1)
     return {"loc": [*loc, *path], "msg": message, "type": f"schema_{exc.rule}"}
-
-
-def _selector(where: dict[str, Any]) -> Any:
-    """A fast filter for the usual one- or two-condition `where` (this runs per trial)."""
-    items = list(where.items())
-    if not items:
-        return None
-    if len(items) == 1:
-        ((k1, v1),) = items
-        return lambda t: t.get(k1) == v1
-    if len(items) == 2:
-        (k1, v1), (k2, v2) = items
-        return lambda t: t.get(k1) == v1 and t.get(k2) == v2
-    return lambda t: all(t.get(k) == v for k, v in items)
-
-
-def _aggregate(rule: dict[str, Any], trials: list[dict[str, Any]]) -> float | None:
-    keep = _selector(rule.get("where") or {})
-    selected = trials if keep is None else [t for t in trials if keep(t)]
-    op = rule["op"]
-    if op == "count":
-        return float(len(selected))
-    field = rule["field"]
-    if op == "proportion":
-        return sum(1 for t in selected if t.get(field)) / len(selected) if selected else None
-    values = [v for t in selected if (v := t.get(field)) is not None]
-    if not values:
-        return None
-    if op == "mean":
-        return math.fsum(values) / len(values)
-    if op == "sum":
-        return math.fsum(values)
-    if op == "min":
-        return float(min(values))
-    if op == "max":
-        return float(max(values))
-    raise ValueError(f"unknown aggregate {op}")
-
-
-def _consistency(
-    module: CompiledModule, summary: dict[str, Any], trials: list[dict[str, Any]], loc: list[Any]
-) -> list[Problem]:
-    problems = []
-    for metric, rule in module.derived:
-        expected = _aggregate(rule, trials)
-        reported = summary.get(metric)
-        tolerance = float(rule.get("tolerance", 0.0 if rule["op"] == "count" else 0.5))
-        if expected is None and reported is None:
-            continue
-        if (
-            expected is None
-            or not isinstance(reported, int | float)
-            or abs(float(reported) - expected) > tolerance + 1e-9
-        ):
-            problems.append(
-                {
-                    "loc": [*loc, "summary", metric],
-                    "msg": f"inconsistent with the trials: they give {expected}, "
-                    f"the summary says {reported}",
-                    "type": "summary_inconsistent",
-                }
-            )
-    return problems
 
 
 def check_task(module: CompiledModule, task: TaskIn, loc: list[Any]) -> list[Problem]:
@@ -167,7 +104,7 @@ def check_task(module: CompiledModule, task: TaskIn, loc: list[Any]) -> list[Pro
             )
             return problems
         previous = trial_index
-    return _consistency(module, task.summary, task.trials, loc)
+    return problems
 
 
 def check_tasks(
