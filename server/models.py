@@ -10,6 +10,7 @@ from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership
 from server.submissions.models import Submission, SubmissionTask
 from server.user_sessions.models import UserSession
@@ -29,14 +30,17 @@ __all__ = [
     "Participant",
     "ParticipantContact",
     "ParticipantLogin",
+    "QualityCheck",
     "RedcapConnection",
     "RedcapMapping",
     "RedcapSyncState",
     "Site",
     "Study",
     "StudyMembership",
+    "StudyQualitySettings",
     "Submission",
     "SubmissionTask",
+    "TaskScore",
     "User",
     "UserSession",
 ]

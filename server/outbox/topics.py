@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.outbox.service import ARCHIVE_SUBMISSION, REDCAP_SYNC_SUBMISSION
+from server.outbox.service import (
+    ARCHIVE_SUBMISSION,
+    REDCAP_SYNC_SUBMISSION,
+    SCORING_SESSION,
+    SCORING_SUBMISSION,
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,9 @@ class Route:
 ROUTES: dict[str, Route] = {
     ARCHIVE_SUBMISSION: Route("workers.tasks.archive.archive_submission", "maintenance"),
     REDCAP_SYNC_SUBMISSION: Route("workers.tasks.redcap.sync_submission", "redcap"),
+    # Pure computation over rows already stored: light enough to share the maintenance queue.
+    SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "maintenance"),
+    SCORING_SESSION: Route("workers.tasks.scoring.check_session", "maintenance"),
 }
 
 

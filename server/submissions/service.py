@@ -194,7 +194,11 @@ async def _submit(
         ],
         events=[
             outbox.Event(topic, {"submission_id": str(submission_id)}, submission_id)
-            for topic in (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION)
+            for topic in (
+                outbox.ARCHIVE_SUBMISSION,
+                outbox.REDCAP_SYNC_SUBMISSION,
+                outbox.SCORING_SUBMISSION,
+            )
         ],
     )
     if login_id is None:
