@@ -119,7 +119,7 @@ def _session_fired(facts: SessionFacts, overrides: quality.Overrides | None = No
             "clock_drift",
             {"submissions": [(NOW + timedelta(hours=2), NOW + timedelta(seconds=303))]},
         ),
-        ("clock_drift", {"started_at": NOW + timedelta(minutes=10)}),
+        ("clock_drift", {"started_at": NOW - timedelta(minutes=10)}),  # started in the future
         ("duration", {"client_ended_at": NOW + timedelta(seconds=100)}),  # 1/3 of the norm
         ("duration", {"client_ended_at": NOW + timedelta(seconds=900)}),  # 3 times the norm
         ("incomplete_battery", {"submitted_keys": {"simple_rt"}}),
@@ -137,6 +137,11 @@ def test_a_clean_session_fires_nothing_and_reports_what_it_measured() -> None:
     assert checks["duration"].observed == 300 and checks["duration"].threshold["norm_s"] == 300
     assert checks["clock_drift"].observed == 2
     assert checks["incomplete_battery"].detail == {"missing": []}
+
+
+def test_a_session_start_synced_late_is_not_clock_drift() -> None:
+    # queued offline, heard of two hours later: the device's clock was right
+    assert _session_fired(_session(started_at=NOW + timedelta(hours=2))) == set()
 
 
 def test_a_session_not_ended_has_no_duration_check() -> None:

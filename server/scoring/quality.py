@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Thresholds] = {
     "summary_mismatch": {"max_mismatches": 0.0},
     # Focus-lost / app-backgrounded events the client reported.
     "focus_loss": {"max_events": 0.0},
-    # Client clock against the server's receipt (session start, each submission).
+    # Client clock against the server's receipt: each submission's client_submitted_at, and a
+    # session start the device dates after the server received it.
     "clock_drift": {"max_drift_s": 300.0},
     # Session length (client end - client start) against the battery's norm (sum of modules').
     "duration": {"min_ratio": 0.5, "max_ratio": 2.0},
@@ -182,9 +183,14 @@ def session_checks(facts: SessionFacts, overrides: Overrides) -> list[Check]:
     check("focus_loss", limits, float(len(lost)), len(lost) > limits["max_events"])
 
     limits = thresholds("clock_drift", None, overrides)
-    pairs = [(facts.client_started_at, facts.started_at)]
-    pairs += [(client, server) for client, server in facts.submissions if client is not None]
-    drift = max(abs((client - server).total_seconds()) for client, server in pairs)
+    # A session start synced from an offline queue reaches the server late, so only a start
+    # the device dates after its receipt counts (no device starts in the future); a
+    # submission's client_submitted_at is the device's clock when sent, either way.
+    drifts = [max((facts.client_started_at - facts.started_at).total_seconds(), 0.0)]
+    drifts += [
+        abs((c - server).total_seconds()) for c, server in facts.submissions if c is not None
+    ]
+    drift = max(drifts)
     check("clock_drift", limits, drift, drift > limits["max_drift_s"])
 
     limits = thresholds("incomplete_battery", None, overrides)
