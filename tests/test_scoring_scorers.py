@@ -226,3 +226,15 @@ def test_mismatch_tolerances_by_unit() -> None:
         "gone": True,  # null on one side only
     }
     assert result["n"]["diff"] == 1.0 and result["gone"]["diff"] is None
+
+
+@pytest.mark.parametrize("key", ["simple_rt", "choice_rt", "cpt", "digit_span", "mood9"])
+def test_a_scorer_never_fails_on_trials_its_schema_would_refuse(key: str) -> None:
+    """A quarantined submission's trials can be anything its schema refuses: no exception."""
+    garbage: list[dict[str, Any]] = [
+        {"trial_index": 0, "rt_ms": "fast", "responded": "yes", "span_length": "long"},
+        {"trial_index": 1, "sequence": 7, "response": "1,2", "item_id": 3, "response_code": "2"},
+        {},
+    ]
+    summary = _score(key, garbage, items=ITEMS)
+    assert summary  # scored, with what could be read

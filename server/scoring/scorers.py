@@ -49,6 +49,18 @@ class Scorer:
     score: Callable[[ScoringInput], ScoreResult]
 
 
+def _number(value: Any) -> float | None:
+    """A trial's number, or None for a missing or non-numeric one: a scorer never fails on a
+    trial its module's schema would refuse (a quarantined submission's, say)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _rts(trials: Trials) -> list[float]:
+    return [rt for t in trials if (rt := _number(t.get("rt_ms"))) is not None]
+
+
 def _rt_block(rts: list[float], prefix: str) -> Metrics:
     return {
         f"mean_{prefix}_ms": stats.mean(rts),
@@ -61,13 +73,13 @@ def _rt_metrics(trials: Trials) -> Metrics:
     """simple_rt's definitions: valid = responded and not flagged an anticipation by the client;
     RT statistics over the valid trials with an RT; a lapse has no response."""
     valid = [t for t in trials if t.get("responded") is True and t.get("anticipation") is False]
-    rts = [float(t["rt_ms"]) for t in valid if t.get("rt_ms") is not None]
+    rts = _rts(valid)
     trimmed = stats.trim_rts(rts)
     early = [
         t
         for t in trials
         if t.get("anticipation") is True
-        or (t.get("rt_ms") is not None and float(t["rt_ms"]) < stats.ANTICIPATION_FLOOR_MS)
+        or ((rt := _number(t.get("rt_ms"))) is not None and rt < stats.ANTICIPATION_FLOOR_MS)
     ]
     return {
         "n_trials": len(trials),
@@ -88,14 +100,15 @@ def score_choice_rt(given: ScoringInput) -> ScoreResult:
     trials = given.trials
     metrics = _rt_metrics(trials)
     n_correct = sum(1 for t in trials if t.get("correct") is True)
-    correct_rts = [
-        float(t["rt_ms"])
-        for t in trials
-        if t.get("correct") is True
-        and t.get("responded") is True
-        and t.get("anticipation") is False
-        and t.get("rt_ms") is not None
-    ]
+    correct_rts = _rts(
+        [
+            t
+            for t in trials
+            if t.get("correct") is True
+            and t.get("responded") is True
+            and t.get("anticipation") is False
+        ]
+    )
     metrics |= {
         "n_correct": n_correct,
         "accuracy": stats.proportion(n_correct, len(trials)),
@@ -110,7 +123,7 @@ def score_cpt(given: ScoringInput) -> ScoreResult:
     others = [t for t in trials if t.get("target") is False]
     hits = [t for t in targets if t.get("responded") is True]
     false_alarms = sum(1 for t in others if t.get("responded") is True)
-    hit_rts = [float(t["rt_ms"]) for t in hits if t.get("rt_ms") is not None]
+    hit_rts = _rts(hits)
     return ScoreResult(
         {
             "n_trials": len(trials),
@@ -134,9 +147,10 @@ def score_cpt(given: ScoringInput) -> ScoreResult:
 
 def _recalled(trial: dict[str, Any]) -> bool:
     """Correct as the server sees it: the response is the sequence, reversed for backward."""
-    sequence = list(trial.get("sequence") or [])
-    expected = sequence[::-1] if trial.get("direction") == "backward" else sequence
-    return list(trial.get("response") or []) == expected
+    sequence, response = trial.get("sequence"), trial.get("response")
+    if not isinstance(sequence, list) or not isinstance(response, list):
+        return False
+    return response == (sequence[::-1] if trial.get("direction") == "backward" else sequence)
 
 
 def score_digit_span(given: ScoringInput) -> ScoreResult:
@@ -144,7 +158,11 @@ def score_digit_span(given: ScoringInput) -> ScoreResult:
     recalled = [t for t in trials if _recalled(t)]
 
     def longest(direction: str) -> int | None:
-        spans = [int(t["span_length"]) for t in recalled if t.get("direction") == direction]
+        spans = [
+            int(span)
+            for t in recalled
+            if t.get("direction") == direction and (span := _number(t.get("span_length")))
+        ]
         return max(spans) if spans else None
 
     return ScoreResult(
