@@ -32,7 +32,7 @@ async def test_a_submission_is_scored_by_the_worker(stack: Stack) -> None:
         job = await scoring_job()
         return job is not None and job.status == JobStatus.succeeded
 
-    with worker(stack, "worker.log") as log:
+    with worker(stack, "worker.log", queues="reports") as log:
         async with relaying(stack.settings):
             await eventually(succeeded, timeout=30, what=lambda: log.read_text()[-3000:])
     job = await scoring_job()

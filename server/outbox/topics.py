@@ -25,9 +25,10 @@ class Route:
 ROUTES: dict[str, Route] = {
     ARCHIVE_SUBMISSION: Route("workers.tasks.archive.archive_submission", "maintenance"),
     REDCAP_SYNC_SUBMISSION: Route("workers.tasks.redcap.sync_submission", "redcap"),
-    # Pure computation over rows already stored: light enough to share the maintenance queue.
-    SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "maintenance"),
-    SCORING_SESSION: Route("workers.tasks.scoring.check_session", "maintenance"),
+    # What reports read, on their queue: a rescoring burst never holds the archive back
+    # (a full queue holds all its topics' new rows, relay_cycle.held_topics).
+    SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "reports"),
+    SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
 }
 
 

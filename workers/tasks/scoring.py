@@ -1,4 +1,4 @@
-"""Scoring (maintenance queue): outbox topics `scoring.submission` and `scoring.session`."""
+"""Scoring (reports queue): outbox topics `scoring.submission` and `scoring.session`."""
 
 from __future__ import annotations
 
