@@ -248,3 +248,29 @@ async def test_ending_a_session_queues_its_quality_check(
         .where(OutboxEvent.topic == "scoring.session", OutboxEvent.subject_id == lab.session.id)
     )
     assert count == 1
+
+
+async def test_a_coordinator_queues_a_study_for_scoring_again(
+    client: AsyncClient, db: AsyncSession, lab: Lab, settings: Settings
+) -> None:
+    first = await _submit(client, lab, make.submission(lab.session, [make.clean_simple_rt()]))
+    second = await _submit(client, lab, make.submission(lab.session, [make.clean_cpt()]))
+    url = f"/api/studies/{lab.study.id}/rescore"
+    response = await client.post(url, headers=lab.staff_headers)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"queued": 2}
+    for receipt in (first, second):
+        topics = await db.scalars(
+            select(OutboxEvent.topic).where(
+                OutboxEvent.subject_id == uuid.UUID(receipt["submission_id"]),
+                OutboxEvent.topic == "scoring.submission",
+            )
+        )
+        assert len(list(topics)) == 2  # at ingest, and now
+
+    other = await make.lab(db, settings)
+    assert (await client.post(url, headers=other.staff_headers)).status_code == 404
+    viewer = await factories.create_user(db)
+    await factories.add_member(db, lab.study, viewer, StudyRole.viewer)
+    headers = await factories.auth_headers(db, settings, viewer)
+    assert (await client.post(url, headers=headers)).status_code == 403

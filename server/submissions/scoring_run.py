@@ -14,13 +14,16 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.assessment_sessions.models import AssessmentSession
 from server.assessment_sessions.service import battery_modules
+from server.core.models import utcnow
 from server.item_banks.models import ItemBank
 from server.modules.models import Module, ModuleKind
+from server.outbox import service as outbox
+from server.outbox.models import OutboxEvent
 from server.scoring import quality
 from server.scoring import service as scoring
 from server.submissions.models import Submission, SubmissionTask
@@ -160,3 +163,22 @@ async def _check_session(
         task_checks=task_checks,
         session_checks=quality.session_checks(facts, overrides),
     )
+
+
+async def queue_study(db: AsyncSession, *, study_id: uuid.UUID) -> int:
+    """A scoring.submission outbox row for every submission of the study, in one statement;
+    returns how many. The task is idempotent, so queuing twice costs work, not rows."""
+    now = utcnow()
+    rows = select(
+        func.gen_random_uuid(),
+        literal(outbox.SCORING_SUBMISSION),
+        func.jsonb_build_object("submission_id", cast(Submission.id, Text)),
+        literal(now),
+        literal(0),
+        Submission.id,
+    ).where(Submission.study_id == study_id)
+    columns = ["id", "topic", "payload", "created_at", "publish_attempts", "subject_id"]
+    result = await db.execute(
+        insert(OutboxEvent).from_select(columns, rows).returning(OutboxEvent.id)
+    )
+    return len(result.all())
