@@ -203,7 +203,8 @@ def test_a_module_without_a_scorer_of_its_own_is_scored_by_its_derived_metrics()
     assert (scorer.key, scorer.version) == ("derived", "1")
     s = scorer.score(ScoringInput(trials, RT_METRICS)).summary
     # count 3; mean of responded 300 and 500 = 400; correct 1 of 3
-    assert s == {"n_trials": 3.0, "mean_rt_ms": 400.0, "accuracy": pytest.approx(1 / 3)}
+    assert s == {"n_trials": 3, "mean_rt_ms": 400.0, "accuracy": pytest.approx(1 / 3)}
+    assert isinstance(s["n_trials"], int)
 
 
 def test_mismatch_tolerances_by_unit() -> None:

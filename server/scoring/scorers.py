@@ -220,7 +220,7 @@ def _aggregate(rule: dict[str, Any], trials: Trials) -> float | None:
     selected = [t for t in trials if all(t.get(k) == v for k, v in where.items())]
     op, name = rule["op"], str(rule.get("field"))
     if op == "count":
-        return float(len(selected))
+        return len(selected)  # a count reads as one: 3, not 3.0
     if op == "proportion":
         return stats.proportion(sum(1 for t in selected if t.get(name)), len(selected))
     values = [float(v) for t in selected if isinstance(v := t.get(name), int | float)]

@@ -194,7 +194,7 @@ async def session_quality(db: AsyncSession, session: AssessmentSession) -> Sessi
     scores = await db.scalars(
         select(TaskScore)
         .where(TaskScore.session_id == session.id)
-        .order_by(TaskScore.submission_id, TaskScore.position, TaskScore.computed_at)
+        .order_by(TaskScore.computed_at, TaskScore.position)
     )
     return SessionQuality(
         session_id=session.id,
