@@ -139,6 +139,19 @@ def test_a_clean_session_fires_nothing_and_reports_what_it_measured() -> None:
     assert checks["incomplete_battery"].detail == {"missing": []}
 
 
+def test_focus_loss_says_in_which_task() -> None:
+    events = [
+        {"type": "app_backgrounded", "module_key": "cpt"},
+        {"type": "focus_lost", "module_key": "cpt"},
+        {"type": "focus_lost"},
+        {"type": "focus_gained", "module_key": "cpt"},
+    ]
+    (focus,) = [
+        c for c in quality.session_checks(_session(events=events), {}) if c.rule == "focus_loss"
+    ]
+    assert focus.observed == 3 and focus.detail == {"by_module": {"": 1, "cpt": 2}}
+
+
 def test_a_session_start_synced_late_is_not_clock_drift() -> None:
     # queued offline, heard of two hours later: the device's clock was right
     assert _session_fired(_session(started_at=NOW + timedelta(hours=2))) == set()

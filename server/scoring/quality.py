@@ -9,6 +9,7 @@ module. Changing what a rule computes means a new version in RULE_VERSIONS.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -180,7 +181,15 @@ def session_checks(facts: SessionFacts, overrides: Overrides) -> list[Check]:
 
     limits = thresholds("focus_loss", None, overrides)
     lost = [e for e in facts.events if e.get("type") in FOCUS_EVENTS]
-    check("focus_loss", limits, float(len(lost)), len(lost) > limits["max_events"])
+    # Which task it happened in, where the client said so.
+    by_module = Counter(str(e.get("module_key") or "") for e in lost)
+    check(
+        "focus_loss",
+        limits,
+        float(len(lost)),
+        len(lost) > limits["max_events"],
+        by_module=dict(sorted(by_module.items())),
+    )
 
     limits = thresholds("clock_drift", None, overrides)
     # A session start synced from an offline queue reaches the server late, so only a start
