@@ -32,11 +32,13 @@ from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.redcap.router import router as redcap_router
+from server.scoring.router import router as quality_router
 from server.studies.router import router as studies_router
 from server.submissions.reference import router as reference_router
 from server.submissions.router import router as submit_router
 from server.submissions.router import staff_router as submissions_staff_router
 from server.submissions.schemas import SubmissionIn
+from server.submissions.scoring_router import router as rescore_router
 from server.submissions.session_router import router as session_router
 from server.submissions.session_router import staff_router as session_staff_router
 from server.sync.router import router as sync_router
@@ -59,6 +61,8 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     dead_letters_router,
     redcap_router,
     audit_router,
+    quality_router,
+    rescore_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

@@ -11,6 +11,7 @@ from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
 from server.user_sessions.models import UserSession
@@ -32,6 +33,7 @@ __all__ = [
     "Participant",
     "ParticipantContact",
     "ParticipantLogin",
+    "QualityCheck",
     "RedcapConnection",
     "RedcapMapping",
     "RedcapSyncState",
@@ -39,8 +41,10 @@ __all__ = [
     "Study",
     "StudyMembership",
     "StudyMembershipSite",
+    "StudyQualitySettings",
     "Submission",
     "SubmissionTask",
+    "TaskScore",
     "User",
     "UserSession",
 ]

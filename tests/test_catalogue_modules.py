@@ -17,6 +17,8 @@ from server.core.config import Settings
 from server.item_banks.models import ItemBank
 from server.modules.builtin import BUILTIN_KEYS, load_builtins
 from server.modules.models import Module
+from server.scoring.compare import compare
+from server.scoring.scorers import ScoringInput, scorer_for
 from server.submissions.schemas import TaskIn
 from server.submissions.validation import check_task, compile_module
 from tests import factories
@@ -498,12 +500,12 @@ def _sample_runs() -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
     }
 
 
-async def test_builtins_accept_a_plausible_run_and_catch_a_summary_off_schema(
+async def test_builtins_accept_a_plausible_run_and_their_scorers_catch_a_wrong_summary(
     db: AsyncSession,
 ) -> None:
-    """Each built-in, through the submit path's own checks (schemas and trial order). A
-    summary that disagrees with the trials is stored as it is (the server scores the trials
-    itself); one that does not fit the summary schema is a problem, at its place."""
+    """Each built-in, through the submit path's own checks (schemas, trial order) and its
+    server-side scorer: the plausible run agrees, a wrong summary is a mismatch (stored and
+    flagged after ingest, not refused by it)."""
     builtins = await load_builtins(db)
     for key, (summary, trials) in _sample_runs().items():
         module = builtins[key]
@@ -521,13 +523,24 @@ async def test_builtins_accept_a_plausible_run_and_catch_a_summary_off_schema(
         first = derived[0]
         value = summary[first] or 0
         # Off by one, within the schema's bounds (a total at its maximum goes down).
-        disagreeing = {**summary, first: value - 1 if value >= 1 else value + 1}
-        task = TaskIn(module_key=key, module_version=1, summary=disagreeing, trials=trials)
-        assert check_task(compiled, task, 0) == [], key
+        wrong = {**summary, first: value - 1 if value >= 1 else value + 1}
+        bad = TaskIn(module_key=key, module_version=1, summary=wrong, trials=trials)
+        assert check_task(compiled, bad, 0) == [], key
         off_schema = {**summary, first: "many"}
-        bad = TaskIn(module_key=key, module_version=1, summary=off_schema, trials=trials)
-        problems = check_task(compiled, bad, 0)
+        odd = TaskIn(module_key=key, module_version=1, summary=off_schema, trials=trials)
+        problems = check_task(compiled, odd, 0)
         assert [(p["loc"], p["field"]) for p in problems] == [
             (["body", "tasks", 0, "summary", first], f"summary.{first}")
         ], key
         assert problems[0]["rule"].startswith("schema_"), key
+
+        scorer = scorer_for(key, 1, has_item_bank=module.item_bank_id is not None)
+        items = None
+        if module.item_bank_id is not None:
+            items = (await db.get(ItemBank, module.item_bank_id)).items  # type: ignore[union-attr]
+        scored = scorer.score(ScoringInput(trials, module.metrics, items)).summary
+        agreed = compare(summary, scored, module.metrics)
+        assert agreed.keys() == summary.keys(), key
+        assert not [m for m, c in agreed.items() if c["mismatch"]], (key, agreed)
+        disagreed = compare(wrong, scored, module.metrics)
+        assert [m for m, c in disagreed.items() if c["mismatch"]] == [first], key

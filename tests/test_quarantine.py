@@ -183,7 +183,7 @@ async def test_quarantined_is_kept_listed_unsynced_then_released_and_synced_once
     topics = await db.scalars(
         select(OutboxEvent.topic).where(OutboxEvent.subject_id == submission_id)
     )
-    assert sorted(topics) == ["archive.submission", "redcap.sync_submission"]
+    assert sorted(topics) == ["archive.submission", "redcap.sync_submission", "scoring.submission"]
 
     preview = await client.get(
         f"/api/redcap/connections/{connection_id}/preview",

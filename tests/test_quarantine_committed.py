@@ -96,7 +96,11 @@ async def test_concurrent_reprocesses_release_it_once(committed_db: str) -> None
         topics = await conn.fetch(
             "SELECT topic FROM outbox_events WHERE subject_id = $1 ORDER BY topic", submission_id
         )
-        assert [t["topic"] for t in topics] == ["archive.submission", "redcap.sync_submission"]
+        assert [t["topic"] for t in topics] == [
+            "archive.submission",
+            "redcap.sync_submission",
+            "scoring.submission",
+        ]
         versions = await conn.fetch(
             "SELECT module_version FROM submission_tasks WHERE submission_id = $1"
             " ORDER BY position",

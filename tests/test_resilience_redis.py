@@ -79,7 +79,7 @@ async def test_submissions_acknowledged_while_redis_was_down_reach_redcap(stack:
         what="the worker to fail to reconnect twice",
     )
     events = await outbox_rows(stack, during)
-    assert len(events) == 6  # archive and REDCap sync, for each
+    assert len(events) == 9  # archive, REDCap sync and scoring, for each
     assert all(e.published_at is None and e.completed_at is None for e in events)
     assert not await sync_jobs(stack, during)  # a job is made when its row is first published
 

@@ -92,7 +92,7 @@ async def test_submit_stores_everything_and_answers_a_receipt(
         .scalars()
         .all()
     )
-    assert sorted(outbox) == ["archive.submission", "redcap.sync_submission"]
+    assert sorted(outbox) == ["archive.submission", "redcap.sync_submission", "scoring.submission"]
 
 
 async def test_same_key_same_payload_is_the_same_receipt_and_nothing_twice(
@@ -113,7 +113,7 @@ async def test_same_key_same_payload_is_the_same_receipt_and_nothing_twice(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json() == third.json()
     assert await _count(db, Submission, participant_id=visit.participant.id) == 1
-    assert await _count(db, OutboxEvent, subject_id=first.json()["submission_id"]) == 2
+    assert await _count(db, OutboxEvent, subject_id=first.json()["submission_id"]) == 3
 
 
 async def test_same_key_different_payload_is_409_and_changes_nothing(

@@ -82,7 +82,11 @@ async def test_submit_commits_once_and_replays(committed_db: str) -> None:
             " ORDER BY topic",
             submission_id,
         )
-        assert [t["topic"] for t in topics] == ["archive.submission", "redcap.sync_submission"]
+        assert [t["topic"] for t in topics] == [
+            "archive.submission",
+            "redcap.sync_submission",
+            "scoring.submission",
+        ]
     finally:
         await conn.close()
 

@@ -134,7 +134,9 @@ async def test_a_summary_that_disagrees_with_its_trials_is_accepted_as_sent(
     task = await db.get(SubmissionTask, (response.json()["submission_id"], 1))
     # The client's summary, kept as it said it: the server's own scoring is another record.
     assert task is not None and task.summary == body["tasks"][1]["summary"]
-    assert await _count(db, OutboxEvent, subject_id=task.submission_id) == 2
+    assert (
+        await _count(db, OutboxEvent, subject_id=task.submission_id) == 3
+    )  # archive, REDCap sync, scoring
 
 
 async def test_a_body_that_is_not_a_submission_is_422_and_stores_nothing(

@@ -76,8 +76,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 @contextmanager
-def worker(stack: Stack, log_name: str, **env: str) -> Iterator[Path]:
-    """`celery -A workers.app worker -Q maintenance --pool=prefork -c 1`, stopped warmly."""
+def worker(stack: Stack, log_name: str, queues: str = "maintenance", **env: str) -> Iterator[Path]:
+    """`celery -A workers.app worker -Q <queues> --pool=prefork -c 1`, stopped warmly."""
     log = stack.tmp / log_name
     environment = os.environ | {
         "ENVIRONMENT": "test",
@@ -98,7 +98,7 @@ def worker(stack: Stack, log_name: str, **env: str) -> Iterator[Path]:
                 "workers.app",
                 "worker",
                 "-Q",
-                "maintenance",
+                queues,
                 "--pool=prefork",
                 "-c",
                 "1",

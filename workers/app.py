@@ -25,6 +25,7 @@ TASK_MODULES = [
     "workers.tasks.maintenance",
     "workers.tasks.archive",
     "workers.tasks.redcap",
+    "workers.tasks.scoring",
 ]
 # The soft limit raises inside the task (it can record the failure); the hard one kills it.
 TASK_SOFT_TIME_LIMIT_S = 300

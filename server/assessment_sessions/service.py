@@ -19,6 +19,7 @@ from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.modules.models import Module
+from server.outbox import service as outbox
 from server.participants.schemas import ParticipantRef
 
 
@@ -119,6 +120,10 @@ async def end(
         session.client_ended_at = end_in.client_ended_at
         session.ended_at = utcnow()
         await db.flush()
+        # Its duration is known now: the data-quality checks run again (server.scoring).
+        await outbox.add(
+            db, [outbox.Event(outbox.SCORING_SESSION, {"session_id": str(session.id)}, session.id)]
+        )
         return session, True
     if session.status != target:
         # The same end sent twice is fine; a different ending is a real conflict.

@@ -17,6 +17,8 @@ from server.outbox.models import OutboxEvent
 # Topics the worker tier consumes.
 ARCHIVE_SUBMISSION = "archive.submission"
 REDCAP_SYNC_SUBMISSION = "redcap.sync_submission"
+SCORING_SUBMISSION = "scoring.submission"
+SCORING_SESSION = "scoring.session"
 
 
 @dataclass(frozen=True)

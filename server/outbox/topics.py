@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.outbox.service import ARCHIVE_SUBMISSION, REDCAP_SYNC_SUBMISSION
+from server.outbox.service import (
+    ARCHIVE_SUBMISSION,
+    REDCAP_SYNC_SUBMISSION,
+    SCORING_SESSION,
+    SCORING_SUBMISSION,
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,10 @@ class Route:
 ROUTES: dict[str, Route] = {
     ARCHIVE_SUBMISSION: Route("workers.tasks.archive.archive_submission", "maintenance"),
     REDCAP_SYNC_SUBMISSION: Route("workers.tasks.redcap.sync_submission", "redcap"),
+    # What reports read, on their queue: a rescoring burst never holds the archive back
+    # (a full queue holds all its topics' new rows, relay_cycle.held_topics).
+    SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "reports"),
+    SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
 }
 
 

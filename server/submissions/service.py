@@ -68,7 +68,11 @@ async def modules_of_battery(
 # release of a quarantined submission (release_events). A quarantined one is archived at once
 # (its raw data kept off the database too) and owes the rest until it is accepted.
 TOPICS: dict[SubmissionStatus, tuple[str, ...]] = {
-    SubmissionStatus.accepted: (outbox.ARCHIVE_SUBMISSION, outbox.REDCAP_SYNC_SUBMISSION),
+    SubmissionStatus.accepted: (
+        outbox.ARCHIVE_SUBMISSION,
+        outbox.REDCAP_SYNC_SUBMISSION,
+        outbox.SCORING_SUBMISSION,
+    ),
     SubmissionStatus.quarantined: (outbox.ARCHIVE_SUBMISSION,),
 }
 

@@ -13,12 +13,12 @@ from server.assessment_sessions.schemas import (
     SessionEnd,
     SessionStart,
     SessionState,
-    SessionWithData,
 )
 from server.core.db import DBSession
 from server.participant_auth.deps import CurrentParticipant
 from server.participants.deps import ParticipantReader
 from server.submissions import session_state
+from server.submissions.session_state import SessionWithQuality
 
 router = APIRouter(prefix="/api/session", tags=["sessions"])
 staff_router = APIRouter(prefix="/api/participants", tags=["sessions"])
@@ -47,8 +47,8 @@ async def get_session(session_id: uuid.UUID, db: DBSession, me: CurrentParticipa
     return await session_state.state_of(db, session)
 
 
-@staff_router.get("/{participant_id}/sessions", response_model=list[SessionWithData])
+@staff_router.get("/{participant_id}/sessions", response_model=list[SessionWithQuality])
 async def list_participant_sessions(
     access: ParticipantReader, db: DBSession
-) -> list[SessionWithData]:
+) -> list[SessionWithQuality]:
     return await session_state.list_for_participant(db, participant_id=access.participant.id)

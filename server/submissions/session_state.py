@@ -19,7 +19,16 @@ from server.assessment_sessions.schemas import (
     TaskSummaryRead,
 )
 from server.assessment_sessions.service import battery_modules
+from server.scoring import service as scoring_service
+from server.scoring.schemas import QualityCheckRead
 from server.submissions.models import Submission, SubmissionStatus, SubmissionTask
+
+
+class SessionWithQuality(SessionWithData):
+    """A session for staff: its submissions and its fired data-quality flags (all checks,
+    quiet ones too, and the scores: GET /api/sessions/{id}/quality)."""
+
+    quality_flags: list[QualityCheckRead]
 
 
 async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState:
@@ -49,7 +58,7 @@ async def state_of(db: AsyncSession, session: AssessmentSession) -> SessionState
 
 async def list_for_participant(
     db: AsyncSession, *, participant_id: uuid.UUID
-) -> list[SessionWithData]:
+) -> list[SessionWithQuality]:
     sessions = list(
         (
             await db.execute(
@@ -90,10 +99,12 @@ async def list_for_participant(
                 summary=task.summary,
             )
         )
+    flags = await scoring_service.flags_by_session(db, [s.id for s in sessions])
     return [
-        SessionWithData(
+        SessionWithQuality(
             **SessionRead.model_validate(s).model_dump(),
             submissions=list(briefs[s.id].values()),
+            quality_flags=flags.get(s.id, []),
         )
         for s in sessions
     ]

@@ -1,5 +1,8 @@
 """Checking a submission's tasks against the module versions of its session's battery.
 
+Shape and order only: whether the summary agrees with the trials is the server's scoring's
+question (server.scoring), answered after the submission is stored, never a reason to refuse it.
+
 Published modules never change, so each one's JSON Schemas are compiled once per process.
 """
 

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-resilience-" + "e" * 40
 INSTRUMENT = "cognitive_session"
 # Every queue the deployment's workers consume that an outbox topic routes to.
-QUEUES = "redcap,maintenance"
+QUEUES = "redcap,maintenance,reports"
 
 
 # ----- processes ---------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class Stack:
     async def start_worker(
         self, name: str, *, time_limit_s: int | None = None, **settings: object
     ) -> Process:
-        """`celery -A workers.app worker -Q redcap,maintenance --pool=prefork -c 1`; returns
+        """`celery -A workers.app worker -Q redcap,maintenance,reports --pool=prefork -c 1`; returns
         once it consumes. time_limit_s: run it through tests.e2e.celery_worker, with the tasks'
         hard time limit shortened to that."""
         env = self.env(**settings)
@@ -461,7 +461,8 @@ async def all_done(stack: Stack, ids: list[uuid.UUID]) -> bool:
     if not events or any(e.completed_at is None for e in events):
         return False
     redis = stack.redis_client()
-    return not (redis.llen("redcap") or redis.llen("maintenance") or redis.hlen("unacked"))
+    queued = redis.llen("redcap") or redis.llen("maintenance") or redis.llen("reports")
+    return not (queued or redis.hlen("unacked"))
 
 
 async def dead_letters(stack: Stack) -> list[DeadLetter]:

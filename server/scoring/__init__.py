@@ -1,0 +1,1 @@
+"""Server-side scoring of stored submissions, and the data-quality checks on them."""
