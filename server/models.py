@@ -4,7 +4,6 @@ from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
 from server.item_banks.models import ItemBank
-from server.jobs.models import DeadLetter, Job
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
@@ -21,9 +20,7 @@ __all__ = [
     "Base",
     "Battery",
     "BatteryModule",
-    "DeadLetter",
     "ItemBank",
-    "Job",
     "Module",
     "OutboxEvent",
     "Participant",

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.core.crypto import token_box
-from server.jobs.models import Job
+from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection
 from server.studies.models import StudyRole
 from server.submissions.models import Submission
@@ -65,7 +65,9 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(submission_b)
     await db.flush()
-    job_b = Job(kind="archive.submission", study_id=study_b.id, subject_id=submission_b.id)
+    job_b = OutboxEvent(
+        topic="archive.submission", payload={}, study_id=study_b.id, subject_id=submission_b.id
+    )
     db.add(job_b)
     await db.flush()
     connection_b = RedcapConnection(

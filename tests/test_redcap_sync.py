@@ -259,7 +259,7 @@ async def test_resync_resets_failed_states_and_queues_them(
     assert (state.status, state.error, state.error_field) == (SyncStatus.pending, None, None)
     rows = await sync_outbox_rows(db, bad)
     assert len(rows) == before + 1
-    assert rows[-1].payload == {"submission_id": str(bad)} and rows[-1].completed_at is None
+    assert rows[-1].payload == {"submission_id": str(bad)} and rows[-1].finished_at is None
 
     # Fixed in REDCap (the minimum dropped), the queued resync goes through, same instance.
     classic.project.fields_by_name["srt_n_trials"]["text_validation_min"] = ""

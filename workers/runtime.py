@@ -73,7 +73,7 @@ _message_started = 0.0
 
 
 def start_message() -> None:
-    """A task's message begins (workers.events.run_events): its events share its time."""
+    """A task's message begins (workers.protocol.run): its events share its time."""
     global _message_started
     _message_started = time.monotonic()
 

@@ -16,9 +16,9 @@ from server.core.db import DBSession
 from server.core.models import utcnow
 from server.jobs import service
 from server.jobs.deps import ValidJob
-from server.jobs.models import JobStatus
 from server.jobs.schemas import BacklogRead, DeadLetterRead, JobRead
 from server.outbox import service as outbox
+from server.outbox.models import JobStatus
 from server.studies.access import Permission, require_study
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -87,6 +87,7 @@ async def list_dead_letters(
 async def rerun_dead_letter(
     dead_letter_id: uuid.UUID, db: DBSession, _: CurrentAdmin
 ) -> DeadLetterRead:
-    """Put the event back in the outbox (its job queued again); the relay publishes it."""
-    dead = await service.rerun(db, dead_letter_id=dead_letter_id, now=utcnow())
-    return DeadLetterRead.model_validate(dead)
+    """Queue a failed job (its id is the dead letter's) again, with a fresh budget of attempts;
+    the relay publishes it."""
+    row = await service.rerun(db, job_id=dead_letter_id, now=utcnow())
+    return DeadLetterRead.model_validate(row)

@@ -220,7 +220,7 @@ def _first_syncs(plan: Plan, limit: int) -> Any:
         .join(Participant, Participant.id == Submission.participant_id)
         .where(
             OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-            OutboxEvent.completed_at.is_(None),
+            OutboxEvent.finished_at.is_(None),
             Submission.study_id == plan.study_id,
             _routed_here(plan),
             no_state,

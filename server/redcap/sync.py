@@ -56,11 +56,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import structlog
-from sqlalchemy import any_, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
@@ -68,9 +68,7 @@ from server.core.crypto import SecretUnreadable
 from server.core.db import one_of
 from server.core.errors import Conflict, NotFound
 from server.core.models import utcnow
-from server.jobs.models import Job, JobStatus
 from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.redcap import service, shape
 from server.redcap.claim import (
@@ -139,49 +137,6 @@ class _Results:
     batches: int = 0
 
 
-async def _complete_events(
-    session: AsyncSession, submission_ids: Sequence[uuid.UUID], now: datetime
-) -> None:
-    """The sync events of submissions a batch settled (synced or failed), with the batch's
-    states: completed, and their Jobs succeeded. What each of their tasks would have found and
-    recorded; this way a backlog of N submissions is not N tasks of bookkeeping after the few
-    that sent it: a task finds its row completed and stops at once (workers.events), and the
-    relay does not publish a row completed before its turn (it then has no Job)."""
-    # A row locked right now (the relay publishing it, a task starting on it) is left to that
-    # task, which finds its submission settled: this write never waits behind the relay.
-    free = (
-        select(OutboxEvent.id)
-        .where(
-            OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-            one_of(OutboxEvent.subject_id, submission_ids),
-            OutboxEvent.completed_at.is_(None),
-        )
-        .with_for_update(skip_locked=True)
-    )
-    # The locked ids as one array (an InitPlan): the update then finds its rows by primary
-    # key. As `id IN (subquery)` it hashed them and read the whole table again for them.
-    target = OutboxEvent.id == any_(func.array(free.scalar_subquery()))
-    completed = list(
-        await session.scalars(
-            update(OutboxEvent)
-            .where(target)
-            .values(completed_at=now, last_error=None)
-            .returning(OutboxEvent.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if completed:
-        await session.execute(
-            update(Job)
-            .where(
-                one_of(Job.outbox_event_id, completed),
-                Job.status.in_([JobStatus.queued, JobStatus.running, JobStatus.retrying]),
-            )
-            .values(status=JobStatus.succeeded, finished_at=now, progress=100, error=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
 async def _write_results(
     session: AsyncSession,
     results: _Results,
@@ -191,7 +146,7 @@ async def _write_results(
     own: uuid.UUID | None = None,
 ) -> None:
     """The batch's outcome on its states, and the sync events of those it settled completed,
-    but `own`'s: the task that runs for it completes its own (workers.events)."""
+    but `own`'s: the task that runs for it completes its own (workers.protocol)."""
     now = utcnow()
     states = update(RedcapSyncState).execution_options(synchronize_session=False)
     if results.synced:
@@ -215,9 +170,12 @@ async def _write_results(
                 status=SyncStatus.pending, error=pending_error or DEFERRED, error_field=None
             )
         )
-    settled = [i for i in [*results.synced, *results.failed] if i != own]
-    if settled:
-        await _complete_events(session, settled, now)
+    # The sync rows of the others this batch settled: their own runs find nothing to do.
+    topic = outbox.REDCAP_SYNC_SUBMISSION
+    await outbox.settle(session, topic, [i for i in results.synced if i != own], now=now)
+    for submission_id, (message, _) in results.failed.items():
+        if submission_id != own:
+            await outbox.settle(session, topic, [submission_id], now=now, error=message)
     await session.flush()
 
 
@@ -747,12 +705,13 @@ async def resync(
             RedcapSyncState.status == SyncStatus.failed,
         )
         .values(status=SyncStatus.pending, error=None, error_field=None, last_attempt_at=None)
-        .returning(RedcapSyncState.submission_id)
+        .returning(RedcapSyncState.submission_id, RedcapSyncState.study_id)
         .execution_options(synchronize_session=False)
     )
     if submission_id is not None:
         statement = statement.where(RedcapSyncState.submission_id == submission_id)
-    reset = list((await db.execute(statement)).scalars())
+    rows = (await db.execute(statement)).all()
+    reset = [row[0] for row in rows]
     if submission_id is not None and not reset:
         status = await db.scalar(
             select(RedcapSyncState.status).where(
@@ -768,7 +727,10 @@ async def resync(
         )
     await outbox.add(
         db,
-        [outbox.Event(outbox.REDCAP_SYNC_SUBMISSION, {"submission_id": str(i)}, i) for i in reset],
+        [
+            outbox.Event(outbox.REDCAP_SYNC_SUBMISSION, {"submission_id": str(i)}, i, study)
+            for i, study in rows
+        ],
     )
     _expire(db, set(reset))
     log.info("redcap_resync", connection_id=str(connection_id), reset=len(reset))

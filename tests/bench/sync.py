@@ -43,9 +43,8 @@ from server.cli import migrate
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.core.db import create_engine, create_sessionmaker
-from server.jobs.models import DeadLetter, Job
 from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.participants.models import Participant
 from server.redcap import records
 from server.redcap import service as redcap_service
@@ -411,12 +410,12 @@ async def warm_up(engine: AsyncEngine, settings: Settings, events: list[uuid.UUI
     publisher = CeleryPublisher.from_settings(settings)
     try:
         for event_id in events:
-            await publisher(outbox.REDCAP_SYNC_SUBMISSION, event_id)
+            await publisher.publish([(outbox.REDCAP_SYNC_SUBMISSION, event_id)])
     finally:
         await asyncio.to_thread(publisher.close)
     deadline = time.monotonic() + 60
     query = select(func.count()).where(
-        OutboxEvent.id.in_(events), OutboxEvent.completed_at.is_not(None)
+        OutboxEvent.id.in_(events), OutboxEvent.finished_at.is_not(None)
     )
     while (await _scalars(engine, query))[0] < len(events):
         if time.monotonic() > deadline:
@@ -501,7 +500,7 @@ async def drain(
         OutboxEvent.subject_id.in_(ours),
     )
     settle_until = time.monotonic() + settle_s
-    done_query = select(func.count()).where(*sync_rows, OutboxEvent.completed_at.is_not(None))
+    done_query = select(func.count()).where(*sync_rows, OutboxEvent.finished_at.is_not(None))
     done = (await _scalars(engine, done_query))[0]
     while done < expected and time.monotonic() < settle_until:
         await asyncio.sleep(0.5)
@@ -515,18 +514,21 @@ async def drain(
                 RedcapSyncState.connection_id == world.connection_id
             )
         )
-        last_done = await conn.scalar(select(func.max(OutboxEvent.completed_at)).where(*sync_rows))
+        last_done = await conn.scalar(select(func.max(OutboxEvent.finished_at)).where(*sync_rows))
         published = await conn.scalar(
             select(func.count()).where(*sync_rows, OutboxEvent.published_at.is_not(None))
         )
         jobs = (
             await conn.execute(
                 select(
-                    func.count().filter(Job.attempts > 0), func.count().filter(Job.attempts > 1)
-                ).where(Job.kind == outbox.REDCAP_SYNC_SUBMISSION, Job.study_id == world.study_id)
+                    func.count().filter(OutboxEvent.attempts > 0),
+                    func.count().filter(OutboxEvent.attempts > 1),
+                ).where(*sync_rows)
             )
         ).one()
-        dead = await conn.scalar(select(func.count()).select_from(DeadLetter))
+        dead = await conn.scalar(
+            select(func.count()).where(*sync_rows, OutboxEvent.status == JobStatus.failed)
+        )
     if first_publish is None or last_synced is None:
         seconds = float("nan")
     else:

@@ -43,10 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.cli import migrate
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
-from server.jobs.models import DeadLetter, Job
 from server.main import create_app
 from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.redcap.models import RedcapSyncState, SyncStatus
 from server.studies.models import StudyRole
 from tests import factories, services
@@ -435,11 +434,16 @@ async def sync_states(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, Red
         return {s.submission_id: s for s in rows}
 
 
-async def sync_jobs(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
-    """Each submission's REDCap sync job (made by the relay when it first publishes)."""
+async def sync_jobs(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, OutboxEvent]:
+    """Each submission's REDCap sync job: its outbox row (the latest, after a resync)."""
     async with stack.sessions() as db:
         rows = await db.scalars(
-            select(Job).where(Job.kind == outbox.REDCAP_SYNC_SUBMISSION, Job.subject_id.in_(ids))
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
+                OutboxEvent.subject_id.in_(ids),
+            )
+            .order_by(OutboxEvent.created_at)
         )
         return {j.subject_id: j for j in rows if j.subject_id is not None}
 
@@ -455,18 +459,21 @@ async def all_synced(stack: Stack, ids: list[uuid.UUID]) -> bool:
 
 
 async def all_done(stack: Stack, ids: list[uuid.UUID]) -> bool:
-    """Every outbox row of these submissions completed, and Redis holds no message: nothing
+    """Every outbox row of these submissions finished, and Redis holds no message: nothing
     queued, nothing delivered and not yet acknowledged."""
     events = await outbox_rows(stack, ids)
-    if not events or any(e.completed_at is None for e in events):
+    if not events or any(e.finished_at is None for e in events):
         return False
     redis = stack.redis_client()
     return not (redis.llen("redcap") or redis.llen("maintenance") or redis.hlen("unacked"))
 
 
-async def dead_letters(stack: Stack) -> list[DeadLetter]:
+async def dead_letters(stack: Stack) -> list[OutboxEvent]:
+    """The failed jobs: each failed outbox row is its own dead letter."""
     async with stack.sessions() as db:
-        return list(await db.scalars(select(DeadLetter)))
+        return list(
+            await db.scalars(select(OutboxEvent).where(OutboxEvent.status == JobStatus.failed))
+        )
 
 
 def session_rows(state: dict[str, Any], record_id: str) -> list[dict[str, Any]]:

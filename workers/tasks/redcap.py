@@ -9,25 +9,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.redcap import claim, sync
-from workers import runtime
-from workers.events import EventIds, event_task, run_events
+from workers import protocol, runtime
 
 
-async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
+async def _sync(
+    db: AsyncSession, settings: Settings, payload: dict[str, Any]
+) -> protocol.Failed | None:
     # Stopped mid-call (the worker lost the broker), it lets go of its claims on the way out.
     claim.forget_held()
     runtime.on_abandon(claim.release_held)
     submission_id = uuid.UUID(payload["submission_id"])
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
-    # Its writes (the submission's sync state) commit with the job's completion; after a full
-    # batch, at once, and the task goes on with the connection's backlog: BACKLOG_SECONDS for
-    # the whole message (its events share the task's time limits), not for each event.
     backlog = max(0.0, sync.BACKLOG_SECONDS - runtime.message_age())
-    await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
+    try:
+        outcome = await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
+    finally:
+        runtime.forget_abandon()
+    # A record REDCap rejected is a failed job, not a succeeded one.
+    if outcome.status == "failed":
+        return protocol.Failed(outcome.error or "REDCap refused this submission.")
     return None
 
 
-@event_task()
-def sync_submission(event_ids: EventIds) -> str:
+@protocol.job_task()
+def sync_submission(event_id: str) -> str:
     """Send one submission's results to its study's REDCap project."""
-    return run_events(sync_submission, event_ids, _sync)
+    return protocol.run(sync_submission, event_id, _sync)
