@@ -41,8 +41,6 @@ pytestmark = pytest.mark.slow
 LEASE_S = 8  # OUTBOX_LEASE_SECONDS, the run's hold on its row and its hard time limit
 WORKER_SETTINGS: dict[str, object] = {
     "OUTBOX_LEASE_SECONDS": LEASE_S,
-    # The REDCap claim of a dead worker is taken over after this.
-    "REDCAP_SYNC_LEASE_SECONDS": 2,
     "TASK_RETRY_BACKOFF_MAX": 2,
 }
 REDCAP_DELAY_S = 3.0  # how long the stand-in sits on the import before it carries it out
@@ -131,3 +129,49 @@ async def test_a_worker_killed_mid_import_leaves_one_instance_in_redcap(stack: S
     assert not lines_about(first.output(), "task_succeeded", event.id)
     assert lines_about(second.output(), "task_succeeded", event.id)
     assert redis.hlen("unacked") == 0
+
+
+async def test_after_a_kill_mid_import_the_next_submission_moves_the_backlog_at_once(
+    stack: Stack,
+) -> None:
+    # A lease far longer than this test waits: nothing here comes back through the relay.
+    settings = {**WORKER_SETTINGS, "OUTBOX_LEASE_SECONDS": 600}
+    stack.start_relay(OUTBOX_LEASE_SECONDS=600)
+    first = await stack.start_worker("first", **settings)
+    async with stack.api() as http:
+        world = await set_up_study(stack, http)
+        earlier = await submit(http, world, n_trials=10)  # the project's shape checked with it
+        await stack.wait_for(lambda: all_synced(stack, [earlier]), timeout=20, what="synced")
+        stack.standin.control("configure", delay_seconds=REDCAP_DELAY_S)
+        hits = stack.standin_state()["hits"]
+        victim = await submit(http, world, n_trials=11)
+        await stack.wait_for(
+            lambda: stack.standin_state()["hits"] > hits,
+            timeout=20,
+            every=0.02,
+            what="the import call to reach REDCap",
+        )
+        first.kill()
+        assert len(record_imports(stack.standin_state())) == 1, "answered before the kill"
+        stack.standin.control("configure", delay_seconds=0)
+        await stack.start_worker("second", **settings)
+        # The dead sender's lock went with its database connection: the next task of the
+        # connection sends the victim again (same instance) and its own, in order.
+        later = await submit(http, world, n_trials=12)
+    await stack.wait_for(
+        lambda: all_synced(stack, [victim, later]), timeout=30, what="both synced, no lease"
+    )
+    rows = session_rows(stack.standin_state(), world.participant_code)
+    assert [(int(r["redcap_repeat_instance"]), r["srt_n_trials"]) for r in rows] == [
+        (1, "10"),
+        (2, "11"),
+        (3, "12"),
+    ]
+
+    # The victim's job reads succeeded (its submission reached REDCap), nothing failed.
+    async def both_succeeded() -> bool:
+        jobs = await sync_jobs(stack, [victim, later])
+        return all(j.status == JobStatus.succeeded for j in jobs.values())
+
+    await stack.wait_for(both_succeeded, timeout=30, what="both jobs succeeded")
+    assert await dead_letters(stack) == []

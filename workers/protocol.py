@@ -135,7 +135,6 @@ def run(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
         return "skipped"
     settings = get_settings()
     sessionmaker = runtime.sessionmaker()
-    runtime.start_message()
     try:
         return runtime.run(
             lambda: process(

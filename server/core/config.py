@@ -115,8 +115,6 @@ class Settings(BaseSettings):
     REDCAP_IMPORT_CHUNK_ROWS: int = Field(default=500, ge=1)
     REDCAP_IMPORT_CHUNK_BYTES: int = Field(default=2_000_000, ge=10_000)
     REDCAP_EXPORT_CHUNK_RECORDS: int = Field(default=1000, ge=1)
-    # A sync batch claimed by a worker that then died is taken over after this long.
-    REDCAP_SYNC_LEASE_SECONDS: int = Field(default=300, ge=0)
     # Production sends REDCap tokens only to public addresses over https (server.redcap.
     # url_policy): these host names and/or networks (CIDR) are let through all the same, for
     # a REDCap server inside the hospital network. Ignored outside production.

@@ -344,9 +344,16 @@ def session_mapping(module_key: str) -> dict[str, Any]:
     }
 
 
-async def set_up_study(stack: Stack, http: AsyncClient, participant_code: str = "P-001") -> World:
+async def set_up_study(
+    stack: Stack,
+    http: AsyncClient,
+    participant_code: str = "P-001",
+    standin: StandinProcess | None = None,
+) -> World:
     """Catalogue rows committed directly (a published module, a study, its battery and a
-    coordinator); the rest as the coordinator and the device do it, through the API."""
+    coordinator); the rest as the coordinator and the device do it, through the API. Its
+    connection goes to `standin` (the stack's own unless given)."""
+    standin = standin or stack.standin
     async with stack.sessions() as db, db.begin():
         study = await factories.create_study(db)
         site = await factories.create_site(db, study)
@@ -360,7 +367,7 @@ async def set_up_study(stack: Stack, http: AsyncClient, participant_code: str = 
     connection = await http.post(
         "/api/redcap/connections",
         params=in_study,
-        json={"api_url": stack.standin.url, "token": stack.standin.token,
+        json={"api_url": standin.url, "token": standin.token,
               "max_calls_per_minute": 600},
         headers=staff,
     )  # fmt: skip

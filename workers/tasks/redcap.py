@@ -8,23 +8,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
-from server.redcap import claim, sync
-from workers import protocol, runtime
+from server.redcap import sync
+from workers import protocol
 
 
 async def _sync(
     db: AsyncSession, settings: Settings, payload: dict[str, Any]
 ) -> protocol.Failed | None:
-    # Stopped mid-call (the worker lost the broker), it lets go of its claims on the way out.
-    claim.forget_held()
-    runtime.on_abandon(claim.release_held)
-    submission_id = uuid.UUID(payload["submission_id"])
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
-    backlog = max(0.0, sync.BACKLOG_SECONDS - runtime.message_age())
-    try:
-        outcome = await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
-    finally:
-        runtime.forget_abandon()
+    submission_id = uuid.UUID(payload["submission_id"])
+    # Its connection's backlog after its own submission, well inside the run's time limit.
+    backlog = min(sync.BACKLOG_SECONDS, settings.OUTBOX_LEASE_SECONDS / 3)
+    outcome = await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
     # A record REDCap rejected is a failed job, not a succeeded one.
     if outcome.status == "failed":
         return protocol.Failed(outcome.error or "REDCap refused this submission.")
@@ -33,5 +28,5 @@ async def _sync(
 
 @protocol.job_task()
 def sync_submission(event_id: str) -> str:
-    """Send one submission's results to its study's REDCap project."""
+    """Send the submission's results (and its connection's backlog, in order) to REDCap."""
     return protocol.run(sync_submission, event_id, _sync)

@@ -1,43 +1,28 @@
-"""The claim: which submissions a sync sends, and under which record, event and instance.
+"""The next batch of a connection: which submissions, and under which record, event and
+instance. Called by the connection's one sender (server.redcap.sync holds its advisory lock),
+so nothing here races another sender: no claims, no leases.
 
-In one short transaction of its own (`own_transaction`), committed before any call to REDCap:
-claims of one connection take turns (its row locked first, _take_turn); the batch is the
-connection's oldest waiting states (FOR UPDATE SKIP LOCKED on PostgreSQL) and submissions
-waiting for their first sync (no state row yet: the turn keeps them, and the write is an
-upsert), each given its record id, event, instrument and repeat instance (the highest this
-connection's states hold for that record, + 1, in received order) and marked claimed:
-pending, no error, last_attempt_at now. Where every submission makes a row, the rows are
-built after the turn (build_items). A claim is someone else's until it is
-REDCAP_SYNC_LEASE_SECONDS old.
+In one short transaction: the connection's pending states and the submissions waiting for
+their first sync (an outbox row, no state yet), oldest first; each given its record id,
+event, instrument and repeat instance (kept if it has one for the same record, event and
+instrument, else the highest this connection's states hold for that record, + 1, in received
+order), written as pending before any call. A call whose answer was lost is sent again with
+the same instances: an update in REDCap, never a second instance.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    Integer,
-    String,
-    Uuid,
-    cast,
-    exists,
-    literal,
-    null,
-    select,
-    text,
-    union_all,
-    update,
-)
+from sqlalchemy import Integer, String, Uuid, cast, exists, literal, null, select, text, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.db import one_of
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
@@ -46,70 +31,28 @@ from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
 from server.submissions.models import Submission
 
 NOTHING_TO_SEND = "Nothing to send: none of the mapped values is in this submission."
-INTERRUPTED = "The worker stopped before REDCap answered; it is sent again."
-
-# Sources every submission has a value for (AssessmentSession.client_started_at).
-_ALWAYS_SET = frozenset({"session.date", "session.started_at"})
-
-# The claims this process has made (a prefork child runs one task at a time): what it lets go
-# of if it is stopped mid-call (release_held), so the next run need not wait out the lease.
-_held: list[tuple[list[uuid.UUID], datetime]] = []
 
 
 @dataclass
 class Plan:
-    """A sync through one connection, as plain values (they outlive the claim's session)."""
+    """A sync through one connection, as plain values (they outlive the session)."""
 
     connection_id: uuid.UUID
     study_id: uuid.UUID
     site_id: uuid.UUID | None
     batch_size: int
     document: dict[str, Any]
-    lease: timedelta
     # The mapping and connection as read (saved / edited when): the project's shape is checked
     # afresh for a new one (server.redcap.shape).
     mapping_version: str = ""
 
-    @property
-    def rows_for_all(self) -> bool:
-        """Every submission makes a row (the mapping sends the session's date or start, which
-        every session has): which ones have nothing to send need not be known to claim them."""
-        return any(f["source"] in _ALWAYS_SET for f in self.document["fields"])
-
 
 @dataclass
 class Item:
-    """One claimed submission and the row it is sent as."""
+    """One submission of a batch and the row it is sent as."""
 
     submission_id: uuid.UUID
     row: dict[str, Any]
-
-
-@dataclass
-class Claim:
-    """The claimed batch (empty when there is nothing to send) and this submission's state."""
-
-    items: list[Item] = field(default_factory=list)
-    # Claimed, rows not yet built (build_items, after the claim's turn is over): (submission,
-    # its instance), in the order received.
-    numbered: list[tuple[uuid.UUID, int | None]] = field(default_factory=list)
-    own_status: SyncStatus = SyncStatus.pending
-    own_error: str | None = None
-    # The batch took all the room it had: more of the connection's submissions may be waiting.
-    full: bool = False
-    # When (time.monotonic()): its lease runs from about then.
-    claimed_at: float = field(default_factory=time.monotonic)
-    # This submission is in a batch another worker is sending: seconds until that claim
-    # lapses (nothing was claimed here).
-    held_elsewhere_s: float | None = None
-
-    @property
-    def submission_ids(self) -> list[uuid.UUID]:
-        """The submissions claimed: those with rows, or, before their rows are built, the
-        numbered ones."""
-        if self.items:
-            return [item.submission_id for item in self.items]
-        return [submission_id for submission_id, _ in self.numbered]
 
 
 @asynccontextmanager
@@ -131,36 +74,6 @@ async def own_transaction(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-class _Mark(Protocol):
-    """What says whether a state is claimed: an ORM row or a plain one."""
-
-    @property
-    def status(self) -> SyncStatus: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def last_attempt_at(self) -> datetime | None: ...
-
-
-def is_claimed(state: _Mark, now: datetime, lease: timedelta) -> bool:
-    return (
-        state.status == SyncStatus.pending
-        and state.error is None
-        and state.last_attempt_at is not None
-        and state.last_attempt_at > now - lease
-    )
-
-
-async def _ensure_state(
-    session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
-) -> None:
-    await session.execute(
-        pg_insert(RedcapSyncState)
-        .values(**{**_new_state(plan, submission_id, now), "attempts": 0})
-        .on_conflict_do_nothing(index_elements=["submission_id"])
-    )
-
-
 def _routed_here(plan: Plan) -> Any:
     """Participants whose submissions go through this connection."""
     if plan.site_id is not None:
@@ -172,7 +85,7 @@ def _routed_here(plan: Plan) -> Any:
 
 
 class _State(Protocol):
-    """What a claim reads of a candidate: a state's row (_STATE_COLUMNS) or a first sync's."""
+    """What a batch reads of a candidate: a state's row (_STATE_COLUMNS) or a first sync's."""
 
     @property
     def submission_id(self) -> uuid.UUID: ...
@@ -198,10 +111,10 @@ def _first_syncs(plan: Plan, limit: int) -> Any:
     """Submissions of this connection waiting in the outbox for their first sync (no state
     yet), oldest first: one range of ix_outbox_events_pending_by_topic, whose age is the
     submission's received_at (the API writes them so). Not every submission of the study: a
-    study's history no longer weighs on every claim."""
+    study's history no longer weighs on every batch."""
     # On the outbox row's subject, not the joined submission: PostgreSQL then drops the rows
     # in flight (claimed, not yet settled: a few batches' worth in a backlog) before it looks
-    # up their submissions, not after (45 ms a claim, in the connection's turn, down to 20).
+    # up their submissions, not after (45 ms a batch, down to 20).
     no_state = ~exists().where(RedcapSyncState.submission_id == OutboxEvent.subject_id)
     return (
         select(
@@ -230,7 +143,7 @@ def _first_syncs(plan: Plan, limit: int) -> Any:
     )
 
 
-# What a claim reads of a state that exists (a _State), its submission and participant joined.
+# What a batch reads of a state that exists (a _State), its submission and participant joined.
 _STATE_COLUMNS = (
     RedcapSyncState.submission_id,
     Submission.received_at,
@@ -252,37 +165,24 @@ def _states(*columns: Any) -> Any:
     )
 
 
-def _waiting(plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int) -> Any:
-    """This connection's pending states that no live claim holds, oldest first, locked."""
-    unclaimed = (
-        RedcapSyncState.error.is_not(None)
-        | RedcapSyncState.last_attempt_at.is_(None)
-        | (RedcapSyncState.last_attempt_at <= now - plan.lease)
-    )
-    query = (
+def _waiting(plan: Plan, limit: int) -> Any:
+    """This connection's pending states, oldest first."""
+    return (
         _states()
         .where(
             RedcapSyncState.connection_id == plan.connection_id,
             RedcapSyncState.status == SyncStatus.pending,
-            unclaimed,
         )
         .order_by(Submission.received_at, Submission.id)
         .limit(limit)
     )
-    if own_id is not None:
-        query = query.where(RedcapSyncState.submission_id != own_id)
-    return query.with_for_update(skip_locked=True, of=RedcapSyncState)
 
 
-async def _claimable_others(
-    session: AsyncSession, plan: Plan, own_id: uuid.UUID | None, now: datetime, limit: int
-) -> list[_State]:
-    """The connection's next `limit` submissions to send, in the order received: waiting
-    states and first syncs together. Plain rows, not ORM objects: the claim writes them with
-    one statement (_claim_rows). A first sync has no state row to lock: claims of a connection
-    take turns (_take_turn), and the claim's write is an upsert."""
+async def _candidates(session: AsyncSession, plan: Plan, limit: int) -> list[_State]:
+    """The connection's next `limit` submissions to send, in the order received: pending
+    states and first syncs together, as plain rows."""
     first = _first_syncs(plan, limit).cte("first_syncs")
-    waiting = _waiting(plan, own_id, now, limit).cte("waiting")
+    waiting = _waiting(plan, limit).cte("waiting")
     both = union_all(select(first), select(waiting)).subquery("candidates")
     query = (
         select(
@@ -300,7 +200,7 @@ async def _claimable_others(
         .limit(limit)
     )
     # A submission with two pending sync rows (none is written so today) comes once: the
-    # claim's upsert may touch a row only once.
+    # batch's upsert may touch a row only once.
     unique: dict[uuid.UUID, _State] = {}
     for row in (await session.execute(query)).all():
         unique.setdefault(row.submission_id, row)
@@ -387,7 +287,7 @@ def _new_state(plan: Plan, submission_id: uuid.UUID, now: datetime) -> dict[str,
     }
 
 
-async def _claim_rows(
+async def _number_rows(
     session: AsyncSession, plan: Plan, chosen: list[tuple[_State, str]], now: datetime
 ) -> list[int | None]:
     """Claim these states (with their record ids), in the order given, which is the order
@@ -415,7 +315,7 @@ async def _claim_rows(
             {code for _, code in unnumbered},
             event=event,
             # Only a state that holds an instance counts towards the highest: new states hold
-            # none (checking every state against a whole batch's ids cost 20 ms a claim).
+            # none (checking every state against a whole batch's ids cost 20 ms a batch).
             leaving_out=[s.submission_id for s, _ in unnumbered if s.instance is not None],
         )
         for index, ((_state, code), kept) in enumerate(zip(chosen, instances, strict=True)):
@@ -443,11 +343,11 @@ def _in_order(states: list[_State]) -> list[_State]:
     return sorted(states, key=lambda s: (s.received_at, str(s.submission_id)))
 
 
-async def _claim_and_build(
+async def _number_and_build(
     session: AsyncSession, plan: Plan, states: list[_State], now: datetime
 ) -> list[Item]:
     """A mapping that may have nothing to send for a submission: its rows are built first
-    (under the claim's turn), those with nothing to send skipped, and no instance given to
+    (under the connection's lock), those with nothing to send skipped, and no instance given to
     them. `states` are not changed."""
     document = plan.document
     values_of = records.value_builder(document)
@@ -467,7 +367,9 @@ async def _claim_and_build(
                     "error": NOTHING_TO_SEND,
                 }
             )
-    instances = await _claim_rows(session, plan, [(s, f.participant_code) for s, f, _ in kept], now)
+    instances = await _number_rows(
+        session, plan, [(s, f.participant_code) for s, f, _ in kept], now
+    )
     if nothing:
         await _upsert(session, nothing, ("connection_id", "status", "error", "error_field"))
     return [
@@ -476,118 +378,9 @@ async def _claim_and_build(
     ]
 
 
-async def build_items(session: AsyncSession, plan: Plan, claim: Claim) -> None:
-    """The rows of a claim made without them (Claim.numbered), after its turn is over: the
-    turn is held for the numbering and the write only, not for reading and formatting a
-    batch of submissions (that was most of a claim, and the other worker waited it out)."""
-    document = plan.document
-    values_of = records.value_builder(document)
-    facts = await records.load_facts(
-        session, [submission_id for submission_id, _ in claim.numbered]
-    )
-    claim.items = [
-        Item(
-            submission_id,
-            records.build_row(
-                document, facts[submission_id], values_of(facts[submission_id]), instance
-            ),
-        )
-        for submission_id, instance in claim.numbered
-        if submission_id in facts  # deleted since: its state went with it
-    ]
-
-
-async def _claim(
-    session: AsyncSession, plan: Plan, states: list[_State], now: datetime, claim: Claim
-) -> Claim:
-    """Claim `states` into `claim`: numbered only (rows built after the turn, build_items)
-    where every submission makes a row, else with their rows."""
-    if plan.rows_for_all:
-        ordered = _in_order(states)
-        instances = await _claim_rows(
-            session, plan, [(s, s.participant_code) for s in ordered], now
-        )
-        claim.numbered = [(s.submission_id, n) for s, n in zip(ordered, instances, strict=True)]
-    else:
-        claim.items = await _claim_and_build(session, plan, states, now)
-    _held_as(claim.submission_ids, now)
-    return claim
-
-
-async def _take_turn(session: AsyncSession, plan: Plan) -> None:
-    """One claim per connection at a time: candidates and instance numbers are read, then
-    written, and a first sync has no state row to lock."""
-    await session.execute(
-        select(RedcapConnection.id)
-        .where(RedcapConnection.id == plan.connection_id)
-        .with_for_update()
-    )
-
-
-def forget_held() -> None:
-    """A new task: the claims of the one before are settled, one way or another."""
-    _held.clear()
-
-
-async def release_held(session: AsyncSession) -> int:
-    """Let go of this process's claims still outstanding: those states are claimable at once,
-    with INTERRUPTED as their error. A state settled since (synced, failed, claimed anew) is
-    left alone: only the exact claim (its submissions, its last_attempt_at) is let go."""
-    held, _held[:] = list(_held), []
-    released = 0
-    for submission_ids, claimed_at in held:
-        result = await session.execute(
-            update(RedcapSyncState)
-            .where(
-                one_of(RedcapSyncState.submission_id, submission_ids),
-                RedcapSyncState.status == SyncStatus.pending,
-                RedcapSyncState.error.is_(None),
-                RedcapSyncState.last_attempt_at == claimed_at,
-            )
-            .values(error=INTERRUPTED)
-            .execution_options(synchronize_session=False)
-        )
-        released += int(getattr(result, "rowcount", 0) or 0)
-    return released
-
-
-def _held_as(submission_ids: list[uuid.UUID], now: datetime) -> None:
-    if submission_ids:
-        _held.append((submission_ids, now))
-
-
-async def claim_batch(
-    session: AsyncSession, plan: Plan, submission_id: uuid.UUID, now: datetime
-) -> Claim:
-    await _take_turn(session, plan)
-    await _ensure_state(session, plan, submission_id, now)
-    own_query = _states(
-        RedcapSyncState.status, RedcapSyncState.error, RedcapSyncState.last_attempt_at
-    ).where(RedcapSyncState.submission_id == submission_id)
-    own_query = own_query.with_for_update(of=RedcapSyncState)
-    own = (await session.execute(own_query)).one()
-    if own.status in (SyncStatus.synced, SyncStatus.failed):
-        return Claim(own_status=own.status, own_error=own.error)
-    if is_claimed(own, now, plan.lease):
-        assert own.last_attempt_at is not None
-        left = (own.last_attempt_at + plan.lease - now).total_seconds()
-        # Soon: that batch is most likely settled within seconds, and its outcome completes
-        # this submission's outbox row too.
-        return Claim(held_elsewhere_s=max(1.0, min(left, 10.0)))
-    states: list[_State] = [own]
-    room = plan.batch_size - 1
-    if room > 0:
-        states += await _claimable_others(session, plan, submission_id, now, room)
-    claim = await _claim(session, plan, states, now, Claim(full=len(states) >= plan.batch_size))
-    sent = submission_id in claim.submission_ids
-    claim.own_status = SyncStatus.pending if sent else SyncStatus.skipped
-    claim.own_error = None if sent else NOTHING_TO_SEND
-    return claim
-
-
-async def claim_next(session: AsyncSession, plan: Plan, now: datetime) -> Claim:
-    """The connection's next batch, oldest first, with no submission of the caller's own: what
-    a sync whose batch came back full sends next (server.redcap.sync, the backlog)."""
-    await _take_turn(session, plan)
-    states = await _claimable_others(session, plan, None, now, plan.batch_size)
-    return await _claim(session, plan, states, now, Claim(full=len(states) >= plan.batch_size))
+async def next_batch(session: AsyncSession, plan: Plan, now: datetime) -> tuple[list[Item], bool]:
+    """The connection's next batch, numbered and written as pending; and whether it was full
+    (more may be waiting)."""
+    states = await _candidates(session, plan, plan.batch_size)
+    items = await _number_and_build(session, plan, states, now)
+    return items, len(states) >= plan.batch_size
