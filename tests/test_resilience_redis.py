@@ -156,6 +156,54 @@ async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack, th
     assert relay.alive and worker.alive
 
 
+async def test_a_worker_holding_an_unacknowledged_message_survives_redis_coming_back_empty(
+    stack: Stack,
+) -> None:
+    # The worker runs one sync (REDCap slow) and holds the next message, reserved and not yet
+    # acknowledged, when Redis dies and comes back empty: it reconnects and goes on, it does
+    # not exit (it once did, after "Restoring 1 unacknowledged message(s)").
+    # A short lease: a message lost with the old server comes back within the test.
+    relay = stack.start_relay(OUTBOX_LEASE_SECONDS=15)
+    worker = await stack.start_worker("only", OUTBOX_LEASE_SECONDS=15)
+    async with stack.api() as http:
+        world = await set_up_study(stack, http)
+        first = await submit(http, world, n_trials=10)
+        await stack.wait_for(lambda: all_synced(stack, [first]), timeout=20, what="a first sync")
+        stack.standin.control("configure", delay_seconds=3.0)
+        hits = stack.standin_state()["hits"]
+        ids = [await submit(http, world, n_trials=n) for n in (11, 12, 13)]
+        await stack.wait_for(
+            lambda: stack.standin_state()["hits"] > hits,
+            timeout=20,
+            every=0.02,
+            what="an import call to reach REDCap",
+        )
+        redis = stack.redis_client()
+        await stack.wait_for(
+            lambda: redis.hlen("unacked") >= 1, timeout=10, what="a message held unacknowledged"
+        )
+        stack.redis.kill()
+        await stack.wait_for(
+            lambda: "Cannot connect to redis" in worker.output(),
+            timeout=15,
+            what="the worker to lose the broker",
+        )
+        stack.redis.start()
+        stack.standin.control("configure", delay_seconds=0)
+    await stack.wait_for(lambda: all_synced(stack, ids), timeout=60, what="all synced")
+    await stack.wait_for(
+        lambda: worker.output().count("Connected to redis") >= 2,
+        timeout=30,
+        what="the worker to reconnect",
+    )
+    assert worker.alive and relay.alive, worker.tail()
+    assert "Unrecoverable error" not in worker.output()
+    rows = session_rows(stack.standin_state(), world.participant_code)
+    assert [(int(r["redcap_repeat_instance"]), r["srt_n_trials"]) for r in rows] == [
+        (1, "10"), (2, "11"), (3, "12"), (4, "13"),
+    ]  # fmt: skip
+
+
 # A pool child whose SIGTERM lands inside a database driver's callback, as billiard delivers it.
 INTERRUPTED_CHILD = """
 import asyncio, sys, time
