@@ -13,7 +13,7 @@ the same instances: an update in REDCap, never a second instance.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,24 +165,27 @@ def _states(*columns: Any) -> Any:
     )
 
 
-def _waiting(plan: Plan, limit: int) -> Any:
-    """This connection's pending states, oldest first."""
+def _waiting(plan: Plan, limit: int, leaving_out: Collection[uuid.UUID]) -> Any:
+    """This connection's pending states, oldest first, but those of `leaving_out`."""
     return (
         _states()
         .where(
             RedcapSyncState.connection_id == plan.connection_id,
             RedcapSyncState.status == SyncStatus.pending,
+            RedcapSyncState.submission_id.not_in(list(leaving_out)),
         )
         .order_by(Submission.received_at, Submission.id)
         .limit(limit)
     )
 
 
-async def _candidates(session: AsyncSession, plan: Plan, limit: int) -> list[_State]:
+async def _candidates(
+    session: AsyncSession, plan: Plan, limit: int, leaving_out: Collection[uuid.UUID]
+) -> list[_State]:
     """The connection's next `limit` submissions to send, in the order received: pending
     states and first syncs together, as plain rows."""
     first = _first_syncs(plan, limit).cte("first_syncs")
-    waiting = _waiting(plan, limit).cte("waiting")
+    waiting = _waiting(plan, limit, leaving_out).cte("waiting")
     both = union_all(select(first), select(waiting)).subquery("candidates")
     query = (
         select(
@@ -378,9 +381,12 @@ async def _number_and_build(
     ]
 
 
-async def next_batch(session: AsyncSession, plan: Plan, now: datetime) -> tuple[list[Item], bool]:
+async def next_batch(
+    session: AsyncSession, plan: Plan, now: datetime, leaving_out: Collection[uuid.UUID] = ()
+) -> tuple[list[Item], bool]:
     """The connection's next batch, numbered and written as pending; and whether it was full
-    (more may be waiting)."""
-    states = await _candidates(session, plan, plan.batch_size)
+    (more may be waiting). leaving_out: submissions of batches still with REDCap, or whose
+    outcome is being written (the sender picks the next batch meanwhile)."""
+    states = await _candidates(session, plan, plan.batch_size, leaving_out)
     items = await _number_and_build(session, plan, states, now)
     return items, len(states) >= plan.batch_size

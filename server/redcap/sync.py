@@ -31,11 +31,13 @@ repeat instance.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 import structlog
@@ -58,6 +60,7 @@ from server.redcap.rejections import blame_rows
 from server.submissions.models import Submission
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Rounds of "import, drop what REDCap refused, import the rest" before the rest waits.
 MAX_ROUNDS = 5
@@ -409,6 +412,42 @@ async def _write_transient(
     )
 
 
+async def _pick(
+    db: AsyncSession, plan: Plan, leaving_out: Collection[uuid.UUID]
+) -> tuple[list[Item], bool]:
+    async with own_transaction(db) as session:
+        return await next_batch(session, plan, utcnow(), leaving_out)
+
+
+async def _write_batch(
+    db: AsyncSession,
+    plan: Plan,
+    items: list[Item],
+    results: _Results,
+    deferred: list[Item],
+    own: uuid.UUID,
+) -> None:
+    async with own_transaction(db) as session:
+        await _write_results(
+            session,
+            results,
+            still_pending=[i.submission_id for i in deferred],
+            pending_error=DEFERRED,
+            own=own,
+        )
+    _log_batch(plan, len(items), results, deferred)
+
+
+async def _soon(coro: Awaitable[T], overlap: bool) -> asyncio.Future[T]:
+    """The coroutine running beside the caller (overlap), or run to its end first: a session
+    bound to one connection (the test harness) cannot run two statements at once."""
+    if overlap:
+        return asyncio.ensure_future(coro)
+    done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    done.set_result(await coro)
+    return done
+
+
 async def _send_batches(
     db: AsyncSession,
     client: RedcapClient,
@@ -417,44 +456,60 @@ async def _send_batches(
     submission_id: uuid.UUID,
     backlog_seconds: float,
 ) -> _Results:
-    """The loop (module docstring), under the connection's lock."""
+    """The loop (module docstring), under the connection's lock: the next batch is picked
+    while this one is with REDCap, and this one's outcome written while the next one is, one
+    import call at a time. A batch picked and never sent stays pending with its instances,
+    for the next sender."""
     totals = _Results()
-    deadline: float | None = None
-    while True:
-        status, _ = await _status_of(db, submission_id)
-        if status in SETTLED:
-            deadline = deadline or time.monotonic() + backlog_seconds
-            if time.monotonic() >= deadline:
+    started = time.monotonic()
+    overlap = isinstance(db.bind, AsyncEngine)
+    # Settled while this task waited for the lock: only the backlog's time is left.
+    own_sent = (await _status_of(db, submission_id))[0] in SETTLED
+    ahead: asyncio.Future[tuple[list[Item], bool]] | None = await _soon(
+        _pick(db, plan, ()), overlap
+    )
+    writing: asyncio.Future[None] | None = None
+    writing_ids: set[uuid.UUID] = set()
+    try:
+        while ahead is not None:
+            items, full = await ahead
+            ahead = None
+            if not items:
                 break
-        async with own_transaction(db) as session:
-            items, full = await next_batch(session, plan, utcnow())
-        if not items:
-            break
-        results = _Results()
-        try:
-            deferred = await _send(client, settings, plan, items, results)
-        except TransientRedcapError as exc:
-            await _write_transient(db, plan, items, results, exc, submission_id)
-            if (await _status_of(db, submission_id))[0] not in SETTLED:
-                raise
-            break
-        async with own_transaction(db) as session:
-            await _write_results(
-                session,
-                results,
-                still_pending=[i.submission_id for i in deferred],
-                pending_error=DEFERRED,
-                own=submission_id,
+            ids = {i.submission_id for i in items}
+            own_sent = own_sent or submission_id in ids
+            more = not own_sent or time.monotonic() - started < backlog_seconds
+            if full and more:
+                ahead = await _soon(_pick(db, plan, ids | writing_ids), overlap)
+            results = _Results()
+            try:
+                deferred = await _send(client, settings, plan, items, results)
+            except TransientRedcapError as exc:
+                if writing is not None:
+                    await writing
+                writing = None
+                await _write_transient(db, plan, items, results, exc, submission_id)
+                if (await _status_of(db, submission_id))[0] not in SETTLED:
+                    raise
+                break
+            if writing is not None:
+                await writing
+            writing = await _soon(
+                _write_batch(db, plan, items, results, deferred, submission_id), overlap
             )
-        _log_batch(plan, len(items), results, deferred)
-        totals.batches += 1
-        totals.synced += results.synced
-        totals.failed |= results.failed
-        totals.calls += results.calls
-        if not totals.first_batch:
-            totals.first_batch = len(items)
-        if not full and (await _status_of(db, submission_id))[0] in SETTLED:
-            break
+            writing_ids = ids
+            totals.batches += 1
+            totals.synced += results.synced
+            totals.failed |= results.failed
+            totals.calls += results.calls
+            totals.first_batch = totals.first_batch or len(items)
+        if writing is not None:
+            await writing
+    finally:
+        # Whatever stopped the loop, nothing is left running behind it.
+        for pending in (ahead, writing):
+            if pending is not None and not pending.done():
+                await asyncio.wait([pending])
     return totals
 
 

@@ -369,6 +369,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
         "JWT_SECRET_KEY": settings.JWT_SECRET_KEY.get_secret_value(),
         "REDCAP_TOKEN_KEY": settings.REDCAP_TOKEN_KEY.get_secret_value(),
+        "REDCAP_ALLOWED_HOSTS": ",".join(settings.REDCAP_ALLOWED_HOSTS),
         "LOG_LEVEL": "INFO",
     }
 
@@ -652,6 +653,9 @@ def main() -> int:
                 JWT_SECRET_KEY=secrets.token_urlsafe(48),
                 REDCAP_TOKEN_KEY=Fernet.generate_key().decode(),
                 LOG_LEVEL="WARNING",
+                # The stand-in listens on loopback over http: allowed, as a deployment with
+                # REDCap inside its network would list it.
+                REDCAP_ALLOWED_HOSTS=["127.0.0.1"],
             )
             migrate(settings)
             standin = new_standin("sync")
