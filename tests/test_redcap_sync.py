@@ -14,7 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
-from server.redcap import sync
+from server.redcap import importing
 from server.redcap.errors import TransientRedcapError
 from server.redcap.models import RedcapConnection, SyncStatus
 from server.redcap.sync import sync_submission
@@ -120,16 +120,16 @@ async def test_a_crash_after_redcap_took_the_rows_resends_the_same_instances(
     ids = [await direct_submission(db, world, ann, summary={**GOOD, "n_trials": n},
                                    received_at=ago(10 - n)) for n in (1, 2, 3)]  # fmt: skip
     await db.commit()  # the set-up is there whatever happens to the worker's transaction
-    real_write = sync._write_results
+    real_write = importing.write_results
 
     async def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("worker killed after REDCap accepted the import")
 
-    monkeypatch.setattr(sync, "_write_results", crash)
+    monkeypatch.setattr(importing, "write_results", crash)
     with pytest.raises(RuntimeError, match="worker killed"):
         await sync_submission(db, settings, ids[0])
     await db.rollback()  # the caller's transaction is lost with the crash
-    monkeypatch.setattr(sync, "_write_results", real_write)
+    monkeypatch.setattr(importing, "write_results", real_write)
     assert len(imports(classic)) == 1
     assert sorted((r, i) for r, i, _ in instances(classic)) == [("P-ANN", 1), ("P-ANN", 2),
                                                                   ("P-ANN", 3)]  # fmt: skip

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.errors import NotFound
 from server.redcap import records, service
-from server.redcap.batch import max_instances
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.redcap.numbering import max_instances
 from server.redcap.schemas import PreviewRead
 
 

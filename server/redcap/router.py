@@ -8,7 +8,7 @@ from fastapi import status as http_status
 
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.redcap import participant_import, service, sync
+from server.redcap import participant_import, routing, service
 from server.redcap import preview as preview_service
 from server.redcap.deps import ConnectionManager, ConnectionReader
 from server.redcap.models import SyncStatus
@@ -120,7 +120,7 @@ async def resync(
     access: ConnectionManager, db: DBSession, resync_in: ResyncIn | None = None
 ) -> ResyncRead:
     submission_id = resync_in.submission_id if resync_in is not None else None
-    reset = await sync.resync(db, access.connection.id, submission_id)
+    reset = await routing.resync(db, access.connection.id, submission_id)
     return ResyncRead(reset=len(reset), submission_ids=reset)
 
 
