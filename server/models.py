@@ -5,7 +5,6 @@ from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
 from server.item_banks.models import ItemBank
-from server.jobs.models import DeadLetter, Job
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
@@ -25,9 +24,7 @@ __all__ = [
     "Base",
     "Battery",
     "BatteryModule",
-    "DeadLetter",
     "ItemBank",
-    "Job",
     "Module",
     "OutboxEvent",
     "Participant",

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
-from server.jobs.models import Job
+from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
@@ -69,7 +69,9 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(submission_b)
     await db.flush()
-    job_b = Job(kind="archive.submission", study_id=study_b.id, subject_id=submission_b.id)
+    job_b = OutboxEvent(
+        topic="archive.submission", payload={}, study_id=study_b.id, subject_id=submission_b.id
+    )
     db.add(job_b)
     await db.flush()
     connection_b = RedcapConnection(
@@ -181,7 +183,9 @@ async def _site_objects(
     )
     db.add(submission)
     await db.flush()
-    job = Job(kind="archive.submission", study_id=study.id, subject_id=submission.id)
+    job = OutboxEvent(
+        topic="archive.submission", payload={}, study_id=study.id, subject_id=submission.id
+    )
     connection = RedcapConnection(
         study_id=study.id,
         site_id=site.id,

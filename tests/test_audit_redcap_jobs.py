@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.audit.models import AuditAction
 from server.core.config import Settings
 from server.core.models import utcnow
-from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox import service as outbox
+from server.outbox.models import JobStatus
 from tests import factories
 from tests.audit_helpers import entries, only_entry, text_of
 from tests.redcap_standin import RedcapStandin, classic_project
-from tests.test_jobs import TASK, add_event, create_submission
+from tests.test_jobs import add_event, create_submission
 from tests.test_redcap_support import (
     World,
     connect_and_map,
@@ -105,20 +105,13 @@ async def test_a_dead_letter_rerun_is_recorded_with_its_admin(
 ) -> None:
     submission = await create_submission(db)
     event = await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
-    event.completed_at = utcnow()
-    # What a task that failed for good leaves (workers.events): its job, dead, and the letter.
-    job = Job(
-        kind=TASK,
-        status=JobStatus.failed,
-        study_id=submission.study_id,
-        subject_id=submission.id,
-        outbox_event_id=event.id,
-    )
-    db.add(job)
+    # What a task that failed for good leaves (workers.protocol): its row, failed, is the letter.
+    event.status = JobStatus.failed
+    event.error = "boom"
+    event.attempts = 1
+    event.finished_at = utcnow()
     await db.flush()
-    dead = DeadLetter(job_id=job.id, task_name=TASK, args={}, error="boom", attempts=1)
-    db.add(dead)
-    await db.flush()
+    dead = event
     admin = await factories.create_user(db, is_admin=True)
     headers = await factories.auth_headers(db, settings, admin)
 
@@ -128,5 +121,5 @@ async def test_a_dead_letter_rerun_is_recorded_with_its_admin(
     assert (rerun.status_code, again.status_code) == (200, 409), rerun.text
     entry = await only_entry(db, AuditAction.dead_letter_rerun, dead.id)
     assert (entry.actor_id, entry.study_id) == (admin.id, submission.study_id)
-    assert entry.summary == {"task_name": TASK, "rerun_job_id": str(job.id)}
+    assert entry.summary == {"topic": outbox.ARCHIVE_SUBMISSION}
     assert len(await entries(db, AuditAction.dead_letter_rerun, dead.id)) == 1

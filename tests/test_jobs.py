@@ -1,13 +1,14 @@
-"""The task protocol (workers.events) and the jobs API, in-process on the test's transaction.
+"""The task protocol (workers.protocol) and the jobs API, in-process on the test's transaction.
 
 Real Celery workers run the same protocol in tests/test_worker.py; here each step is checked
-on its own: success and its no-op replay, dead letters and rerun, retries, the attempt budget.
+on its own: success and its no-op replay, failure (the dead letter) and rerun, retries after a
+backoff, the attempt budget, a run whose worker died. Times are passed in, never waited for.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,21 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.models import utcnow
-from server.jobs import service as jobs_service
-from server.jobs.models import DeadLetter, Job, JobStatus
 from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.studies.models import Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
-from workers import relay_cycle
-from workers.app import TASK_TIME_LIMIT_S
+from workers import relay
 from workers.errors import TransientError, is_transient
-from workers.events import Outcome, process_event, record_failure
+from workers.protocol import Failed, process, record_failure
 
 TASK = "workers.tasks.archive.archive_submission"
+LEASE = timedelta(minutes=5)
 
 
 async def create_submission(db: AsyncSession, study: Study | None = None) -> Submission:
@@ -55,28 +54,40 @@ async def create_submission(db: AsyncSession, study: Study | None = None) -> Sub
 
 
 async def add_event(db: AsyncSession, submission: Submission, topic: str) -> OutboxEvent:
-    await outbox.add(
-        db, [outbox.Event(topic, {"submission_id": str(submission.id)}, submission.id)]
-    )
-    event = await db.scalar(
+    payload = {"submission_id": str(submission.id)}
+    event = outbox.Event(topic, payload, submission.id, submission.study_id)
+    await outbox.add(db, [event])
+    row = await db.scalar(
         select(OutboxEvent).where(
             OutboxEvent.subject_id == submission.id, OutboxEvent.topic == topic
         )
     )
-    assert event is not None
-    return event
+    assert row is not None
+    return row
 
 
-async def fresh(db: AsyncSession, model: Any, ident: uuid.UUID) -> Any:
-    return await db.get(model, ident, populate_existing=True)
+async def fresh(db: AsyncSession, event_id: uuid.UUID) -> OutboxEvent:
+    row = await db.get(OutboxEvent, event_id, populate_existing=True)
+    assert row is not None
+    return row
 
 
-async def job_of(db: AsyncSession, event_id: uuid.UUID) -> Job:
-    job = await db.scalar(
-        select(Job).where(Job.outbox_event_id == event_id).execution_options(populate_existing=True)
-    )
-    assert job is not None
-    return job
+class Recorder:
+    """A relay's publish that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, uuid.UUID]] = []
+
+    async def __call__(self, messages: Sequence[tuple[str, uuid.UUID]]) -> None:
+        self.sent.extend(messages)
+
+
+async def relay_at(db: AsyncSession, now: datetime) -> list[uuid.UUID]:
+    """One relay cycle as of `now`: the ids it published."""
+    recorder = Recorder()
+    result = await relay.relay_once(db, recorder, now=now, lease=LEASE, batch=10)
+    assert result.error is None
+    return [event_id for _, event_id in recorder.sent]
 
 
 @pytest.fixture
@@ -93,10 +104,10 @@ async def event(db: AsyncSession) -> AsyncIterator[OutboxEvent]:
     yield await add_event(db, submission, outbox.ARCHIVE_SUBMISSION)
 
 
-def handler_returning(value: str | None) -> Any:
+def handler_returning(value: str | Failed | None) -> Any:
     calls: list[dict[str, Any]] = []
 
-    async def handler(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
+    async def handler(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> Any:
         calls.append(payload)
         return value
 
@@ -104,59 +115,47 @@ def handler_returning(value: str | None) -> Any:
     return handler
 
 
-async def assert_first_run_retrying(db: AsyncSession, event_id: uuid.UUID) -> None:
-    """Its first run failed and it waits for a retry: not dead-lettered."""
-    job = await job_of(db, event_id)
-    assert (job.status, job.attempts) == (JobStatus.retrying, 1)
-    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is None
-
-
 def handler_raising(exc: BaseException) -> Any:
-    async def handler(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
+    async def handler(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> None:
         raise exc
 
     return handler
 
 
-async def test_success_completes_the_event_and_a_replay_is_a_no_op(
+async def run(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event_id: uuid.UUID,
+    handler: Any,
+) -> str:
+    return await process(sessions, settings, event_id=event_id, task_name=TASK, handler=handler)
+
+
+async def test_success_finishes_the_row_and_a_replay_is_a_no_op(
     db: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     event: OutboxEvent,
 ) -> None:
     handler = handler_returning("studies/x/archive.json")
-    first = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=handler, celery_task_id="t-1"
-    )
-    assert first.outcome is Outcome.succeeded
+    assert await run(sessions, settings, event.id, handler) == "succeeded"
     assert handler.calls == [event.payload]
-    job = await job_of(db, event.id)
-    assert job.status is JobStatus.succeeded
-    assert (job.attempts, job.celery_task_id, job.kind) == (1, "t-1", outbox.ARCHIVE_SUBMISSION)
-    assert job.result_location == "studies/x/archive.json"
-    assert job.started_at is not None and job.finished_at is not None
-    # The job was made by the task (the relay had not run): its study comes from the submission.
-    submission = await db.get(Submission, event.subject_id)
-    assert submission is not None and job.study_id == submission.study_id
-    row = await fresh(db, OutboxEvent, event.id)
-    assert row.completed_at is not None and row.last_error is None
+    row = await fresh(db, event.id)
+    assert (row.status, row.attempts, row.progress) == (JobStatus.succeeded, 1, 100)
+    assert row.result_location == "studies/x/archive.json" and row.error is None
+    assert row.started_at is not None and row.finished_at is not None
 
-    again = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=handler, celery_task_id="t-2"
-    )
-    assert again.outcome is Outcome.skipped and again.detail == "completed"
+    # A second message for the same row (published again, say): nothing runs.
+    assert await run(sessions, settings, event.id, handler) == "skipped"
     assert len(handler.calls) == 1
-    job = await job_of(db, event.id)
-    assert (job.attempts, job.celery_task_id, job.status) == (1, "t-1", JobStatus.succeeded)
+    assert (await fresh(db, event.id)).attempts == 1
+    assert await relay_at(db, utcnow() + LEASE * 10) == []
 
 
-async def test_a_missing_event_is_skipped(
+async def test_a_missing_row_is_skipped(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
-    result = await process_event(
-        sessions, settings, event_id=uuid.uuid4(), task_name=TASK, handler=handler_returning(None)
-    )
-    assert result.outcome is Outcome.skipped and result.detail == "gone"
+    assert await run(sessions, settings, uuid.uuid4(), handler_returning(None)) == "skipped"
 
 
 async def test_the_services_writes_roll_back_with_a_failure(
@@ -172,11 +171,27 @@ async def test_the_services_writes_roll_back_with_a_failure(
         await db.flush()
         raise ValueError("failed after writing")
 
-    result = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=half_done
-    )
-    assert result.outcome is Outcome.dead_lettered
+    assert await run(sessions, settings, event.id, half_done) == "failed"
     assert await db.scalar(select(Study).where(Study.code == study_code)) is None
+
+
+async def test_a_handler_that_answers_failed_fails_the_row_and_keeps_its_writes(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    study_code = f"KEPT{uuid.uuid4().hex[:6]}"
+
+    async def rejected(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> Failed:
+        db.add(Study(code=study_code, name="the outcome, written", description=""))
+        await db.flush()
+        return Failed("REDCap refused the record")
+
+    assert await run(sessions, settings, event.id, rejected) == "failed"
+    row = await fresh(db, event.id)
+    assert (row.status, row.error) == (JobStatus.failed, "REDCap refused the record")
+    assert await db.scalar(select(Study).where(Study.code == study_code)) is not None
 
 
 async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
@@ -186,69 +201,44 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
     event: OutboxEvent,
     client: AsyncClient,
 ) -> None:
-    failed = await process_event(
-        sessions,
-        settings,
-        event_id=event.id,
-        task_name=TASK,
-        handler=handler_raising(ValueError("no template for someone@example.org")),
-    )
-    assert failed.outcome is Outcome.dead_lettered
-    job = await job_of(db, event.id)
-    assert job.status is JobStatus.failed and job.finished_at is not None
-    assert job.error == "ValueError: no template for [redacted]"
-    row = await fresh(db, OutboxEvent, event.id)
-    assert row.completed_at is not None  # the relay stops sending it
-    dead = await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id))
-    assert dead is not None
-    assert (dead.task_name, dead.attempts, dead.error) == (TASK, 1, job.error)
-    assert dead.args == {
-        "event_id": str(event.id),
-        "topic": outbox.ARCHIVE_SUBMISSION,
-        "payload": event.payload,
-    }
-    # Nothing due: the relay leaves it alone.
+    failing = handler_raising(ValueError("no template for someone@example.org"))
+    assert await run(sessions, settings, event.id, failing) == "failed"
+    row = await fresh(db, event.id)
+    assert row.status is JobStatus.failed and row.finished_at is not None
+    assert row.error == "ValueError: no template for [redacted]"
+    # Finished: the relay leaves it alone.
     assert (await outbox.backlog(db, now=utcnow())).pending == 0
+    assert await relay_at(db, utcnow() + LEASE * 10) == []
 
     admin = await factories.create_user(db, is_admin=True)
     headers = await factories.auth_headers(db, settings, admin)
     listed = await client.get("/api/dead-letters", params={"rerun": "false"}, headers=headers)
     assert listed.status_code == 200
-    assert [d["id"] for d in listed.json()] == [str(dead.id)]
+    [dead] = listed.json()
+    assert (dead["id"], dead["topic"], dead["attempts"]) == (str(event.id), event.topic, 1)
+    assert dead["payload"] == event.payload and dead["error"] == row.error
 
-    rerun = await client.post(f"/api/dead-letters/{dead.id}/rerun", headers=headers)
+    rerun = await client.post(f"/api/dead-letters/{event.id}/rerun", headers=headers)
     assert rerun.status_code == 200, rerun.text
-    assert rerun.json()["rerun_job_id"] == str(job.id) and rerun.json()["rerun_at"]
-    row = await fresh(db, OutboxEvent, event.id)
-    assert (row.completed_at, row.published_at, row.lease_until) == (None, None, None)
-    job = await job_of(db, event.id)
-    assert (job.status, job.attempts, job.error) == (JobStatus.queued, 0, None)
-    state = await outbox.backlog(db, now=utcnow())
-    assert (state.pending, state.unpublished) == (1, 1)
+    assert rerun.json()["status"] == "queued" and rerun.json()["rerun_at"]
+    row = await fresh(db, event.id)
+    assert (row.status, row.attempts, row.error, row.finished_at) == (
+        JobStatus.queued, 0, None, None
+    )  # fmt: skip
+    assert (await outbox.backlog(db, now=utcnow())).pending == 1
 
-    twice = await client.post(f"/api/dead-letters/{dead.id}/rerun", headers=headers)
-    assert twice.status_code == 409 and twice.json()["error_code"] == "already_rerun"
+    twice = await client.post(f"/api/dead-letters/{event.id}/rerun", headers=headers)
+    assert twice.status_code == 409 and twice.json()["error_code"] == "not_failed"
     missing = await client.post(f"/api/dead-letters/{uuid.uuid4()}/rerun", headers=headers)
     assert missing.status_code == 404
 
     # The relay publishes it again; this time the task succeeds.
-    published: list[tuple[str, uuid.UUID]] = []
-
-    async def publish(topic: str, event_id: uuid.UUID) -> None:
-        published.append((topic, event_id))
-
-    result = await relay_cycle.relay_once(
-        db, publish, now=utcnow(), lease=timedelta(minutes=5), batch=10
-    )
-    assert result.published == 1 and published == [(outbox.ARCHIVE_SUBMISSION, event.id)]
-    ok = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=handler_returning("k")
-    )
-    assert ok.outcome is Outcome.succeeded
-    assert (await job_of(db, event.id)).status is JobStatus.succeeded
+    assert await relay_at(db, utcnow()) == [event.id]
+    assert await run(sessions, settings, event.id, handler_returning("k")) == "succeeded"
+    assert (await fresh(db, event.id)).status is JobStatus.succeeded
 
 
-async def test_a_transient_error_retries_until_the_retries_run_out(
+async def test_a_transient_error_comes_back_after_its_backoff_until_the_attempts_run_out(
     db: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -256,118 +246,88 @@ async def test_a_transient_error_retries_until_the_retries_run_out(
 ) -> None:
     flaky = handler_raising(TransientError("REDCap answered 503", retry_after=30))
     before = utcnow()
-    first = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=flaky, retries=0
-    )
-    assert first.outcome is Outcome.retry and first.retry_after == 30
-    job = await job_of(db, event.id)
-    assert job.status is JobStatus.retrying
-    assert job.error == "TransientError: REDCap answered 503"
-    row = await fresh(db, OutboxEvent, event.id)
-    assert row.completed_at is None and row.last_error == job.error
-    # Held past the retry: the relay does not send a copy while the retry waits.
-    assert row.lease_until > before + timedelta(seconds=30 + settings.OUTBOX_LEASE_SECONDS)
+    assert await run(sessions, settings, event.id, flaky) == "retrying"
+    row = await fresh(db, event.id)
+    assert (row.status, row.attempts) == (JobStatus.retrying, 1)
+    assert row.error == "TransientError: REDCap answered 503"
+    # Due again after REDCap's Retry-After (longer than the first backoff), not before.
+    assert row.due_at >= before + timedelta(seconds=30)
+    assert await relay_at(db, row.due_at - timedelta(seconds=1)) == []
+    assert await relay_at(db, row.due_at) == [event.id]
 
     runs = settings.TASK_MAX_RETRIES + 1
-    for retries in range(1, runs):
-        again = await process_event(
-            sessions, settings, event_id=event.id, task_name=TASK, handler=flaky, retries=retries
-        )
-        assert again.outcome is (Outcome.retry if retries < runs - 1 else Outcome.dead_lettered)
-    job = await job_of(db, event.id)
-    assert (job.status, job.attempts) == (JobStatus.failed, runs)
-    dead = await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id))
-    assert dead is not None and dead.attempts == runs
+    for attempt in range(2, runs + 1):
+        # Each retry as the relay would publish it, once due.
+        await relay_at(db, (await fresh(db, event.id)).due_at)
+        outcome = await run(sessions, settings, event.id, flaky)
+        assert outcome == ("retrying" if attempt < runs else "failed")
+    row = await fresh(db, event.id)
+    assert (row.status, row.attempts) == (JobStatus.failed, runs)
 
 
-async def test_an_events_retries_are_its_own_not_its_messages(
-    db: AsyncSession,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    event: OutboxEvent,
+async def test_the_backoff_doubles_up_to_its_cap(settings: Settings) -> None:
+    from workers.protocol import backoff
+
+    assert [backoff(settings, n, None) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+    assert backoff(settings, 5000, None) == settings.TASK_RETRY_BACKOFF_MAX
+    assert backoff(settings, 1, 30.0) == 30.0
+
+
+async def claimed_long_ago(
+    sessions: async_sessionmaker[AsyncSession], event: OutboxEvent, settings: Settings
 ) -> None:
-    # It waited in a message whose first event used up the message's retries (REDCap down
-    # for long): its own first failure is a retry, not a dead letter.
-    flaky = handler_raising(TransientError("REDCap answered 503"))
-    result = await process_event(
-        sessions,
-        settings,
-        event_id=event.id,
-        task_name=TASK,
-        handler=flaky,
-        retries=settings.TASK_MAX_RETRIES,
-    )
-    assert result.outcome is Outcome.retry
-    await assert_first_run_retrying(db, event.id)
-
-
-async def test_a_message_that_retried_thousands_of_times_still_retries_its_next_event(
-    db: AsyncSession,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    event: OutboxEvent,
-) -> None:
-    # A long message behind a long outage: its retry count is the sum of its events' retries,
-    # unbounded (each event's budget is its own), and the wait stays the longest backoff.
-    before = utcnow()
-    result = await process_event(
-        sessions,
-        settings,
-        event_id=event.id,
-        task_name=TASK,
-        handler=handler_raising(TransientError("REDCap answered 503")),
-        retries=5000,
-    )
-    assert result.outcome is Outcome.retry
-    row = await fresh(db, OutboxEvent, event.id)
-    assert row.lease_until is not None
-    assert row.lease_until <= utcnow() + timedelta(
-        seconds=settings.TASK_RETRY_BACKOFF_MAX + TASK_TIME_LIMIT_S + settings.OUTBOX_LEASE_SECONDS
-    )
-    assert row.lease_until > before + timedelta(seconds=settings.TASK_RETRY_BACKOFF_MAX)
-
-
-async def start_run(
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    event: OutboxEvent,
-    *,
-    celery_task_id: str | None,
-    hold_until: datetime,
-) -> None:
-    """A task's first step (Job running), committed, as a worker would take it."""
+    """A run whose lease is already over, never reported back: its worker died."""
     async with sessions() as s, s.begin():
-        started = await jobs_service.start(
+        claimed = await outbox.claim(
             s,
-            event_id=event.id,
-            task_name=TASK,
-            celery_task_id=celery_task_id,
-            now=utcnow(),
-            hold_until=hold_until,
+            event.id,
+            now=utcnow() - timedelta(seconds=1),
+            lease=timedelta(0),
             max_attempts=settings.TASK_MAX_RETRIES + 1,
         )
-        assert isinstance(started, jobs_service.Started)
+        assert isinstance(claimed, outbox.Claimed)
 
 
-async def test_a_run_cut_short_late_in_a_long_message_retries_on_its_own_budget(
+async def test_a_run_whose_worker_died_comes_back_after_its_lease_and_runs_once(
     db: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     event: OutboxEvent,
 ) -> None:
-    # Its first run, in a message whose earlier events retried many times, hit the soft time
-    # limit outside the handler (the worker records that without the run's own count).
-    await start_run(sessions, settings, event, celery_task_id="t-1", hold_until=utcnow())
-    result = await record_failure(
-        sessions,
-        settings,
-        event_id=event.id,
-        task_name=TASK,
-        exc=SoftTimeLimitExceeded(),
-        retries=settings.TASK_MAX_RETRIES * 3,
-    )
-    assert result.outcome is Outcome.retry
-    await assert_first_run_retrying(db, event.id)
+    async with sessions() as s, s.begin():
+        claimed = await outbox.claim(
+            s, event.id, now=utcnow(), lease=LEASE, max_attempts=settings.TASK_MAX_RETRIES + 1
+        )
+        assert isinstance(claimed, outbox.Claimed)
+    handler = handler_returning(None)
+    # Within its lease the run may still be going: a copy of the message runs nothing.
+    assert await run(sessions, settings, event.id, handler) == "skipped"
+    row = await fresh(db, event.id)
+    assert row.status is JobStatus.running
+    assert await relay_at(db, row.due_at - timedelta(seconds=1)) == []
+    # Past it, the relay publishes the row again, queued, and the next run takes it over.
+    assert await relay_at(db, row.due_at) == [event.id]
+    row = await fresh(db, event.id)
+    assert (row.status, row.error) == (JobStatus.queued, outbox.LEASE_OVER)
+    assert await run(sessions, settings, event.id, handler) == "succeeded"
+    row = await fresh(db, event.id)
+    assert (row.status, row.attempts) == (JobStatus.succeeded, 2)
+    assert len(handler.calls) == 1
+
+
+async def test_a_run_cut_short_by_the_time_limit_retries_on_the_rows_budget(
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    event: OutboxEvent,
+) -> None:
+    await claimed_long_ago(sessions, event, settings)
+    outcome = await record_failure(
+        sessions, settings, event_id=event.id, task_name=TASK, exc=SoftTimeLimitExceeded(),
+        attempts=None,
+    )  # fmt: skip
+    assert outcome == "retrying"
+    assert (await fresh(db, event.id)).status is JobStatus.retrying
 
 
 async def test_attempts_that_never_reported_back_use_up_the_budget(
@@ -376,65 +336,15 @@ async def test_attempts_that_never_reported_back_use_up_the_budget(
     settings: Settings,
     event: OutboxEvent,
 ) -> None:
-    # A message whose every run killed its worker: started, never finished.
-    for _ in range(settings.TASK_MAX_RETRIES + 1):
-        await start_run(sessions, settings, event, celery_task_id=None, hold_until=utcnow())
-    handler = handler_returning(None)
-    result = await process_event(
-        sessions, settings, event_id=event.id, task_name=TASK, handler=handler
-    )
-    assert result.outcome is Outcome.skipped and result.detail == "out of attempts"
-    assert handler.calls == []
-    job = await job_of(db, event.id)
-    assert job.status is JobStatus.failed
+    # Work whose every run killed its worker: started, never finished.
     runs = settings.TASK_MAX_RETRIES + 1
-    assert job.error == f"out of attempts after {runs} runs (the last did not report back)"
-    assert await db.scalar(select(DeadLetter).where(DeadLetter.job_id == job.id)) is not None
-
-
-async def test_a_stopped_run_hands_its_event_back_but_not_another_runs(
-    db: AsyncSession,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    event: OutboxEvent,
-) -> None:
-    async def start(celery_task_id: str) -> None:
-        hold_until = utcnow() + timedelta(minutes=11)
-        await start_run(
-            sessions, settings, event, celery_task_id=celery_task_id, hold_until=hold_until
-        )
-
-    async def hand_back(celery_task_id: str) -> bool:
-        async with sessions() as s, s.begin():
-            return await jobs_service.interrupted(
-                s, event_id=event.id, celery_task_id=celery_task_id, error="stopped", now=utcnow()
-            )
-
-    await start("first-run")
-    await start("second-run")  # a copy published again took it over
-    assert not await hand_back("first-run")  # the older run may not cut the newer one's lease
-    row = await db.get(OutboxEvent, event.id, populate_existing=True)
-    assert row is not None and row.lease_until is not None and row.lease_until > utcnow()
-
-    assert await hand_back("second-run")
-    job = await job_of(db, event.id)
-    assert (job.status, job.error) == (JobStatus.retrying, "stopped")
-    # Due for the relay at once, not 11 minutes later.
-    recorder = _Recorder()
-    async with sessions() as s:
-        due = await relay_cycle.relay_once(
-            s, recorder, now=utcnow(), lease=timedelta(minutes=5), batch=10
-        )
-        await s.commit()
-    assert due.republished == 1 and recorder.sent == [event.id]
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.sent: list[uuid.UUID] = []
-
-    async def __call__(self, topic: str, event_id: uuid.UUID) -> None:
-        self.sent.append(event_id)
+    for _ in range(runs):
+        await claimed_long_ago(sessions, event, settings)
+    handler = handler_returning(None)
+    assert await run(sessions, settings, event.id, handler) == "skipped"
+    assert handler.calls == []
+    row = await fresh(db, event.id)
+    assert (row.status, row.error) == (JobStatus.failed, f"out of attempts after {runs} runs")
 
 
 def test_transient_errors() -> None:
@@ -456,9 +366,13 @@ async def test_jobs_api_shows_staff_only_their_studies(
 ) -> None:
     study_a = await factories.create_study(db)
     study_b = await factories.create_study(db)
-    job_a = Job(kind="archive.submission", study_id=study_a.id, status=JobStatus.succeeded)
-    job_b = Job(kind="redcap.sync_submission", study_id=study_b.id, status=JobStatus.failed)
-    job_none = Job(kind="maintenance.cleanup")
+    job_a = OutboxEvent(
+        topic="archive.submission", payload={}, study_id=study_a.id, status=JobStatus.succeeded
+    )
+    job_b = OutboxEvent(
+        topic="redcap.sync_submission", payload={}, study_id=study_b.id, status=JobStatus.failed
+    )
+    job_none = OutboxEvent(topic="maintenance.cleanup", payload={})
     db.add_all([job_a, job_b, job_none])
     await db.flush()
     viewer = await factories.create_user(db)
@@ -536,16 +450,10 @@ async def test_the_redcap_task_runs_the_redcap_service(
 
     submission = await create_submission(db)
     event = await add_event(db, submission, outbox.REDCAP_SYNC_SUBMISSION)
-    result = await process_event(
-        sessions,
-        settings,
-        event_id=event.id,
-        task_name="workers.tasks.redcap.sync_submission",
-        handler=_sync,
-    )
-    assert result.outcome is Outcome.succeeded
-    job = await job_of(db, event.id)
-    assert job.status is JobStatus.succeeded and job.study_id == submission.study_id
+    handler = _sync
+    assert await run(sessions, settings, event.id, handler) == "succeeded"
+    row = await fresh(db, event.id)
+    assert row.status is JobStatus.succeeded
     # No REDCap connection for the study: recorded as skipped, with the reason, in the same
     # transaction that completed the job.
     state = await db.get(RedcapSyncState, submission.id, populate_existing=True)

@@ -91,6 +91,6 @@ async def test_a_backlog_syncs_in_order(own_database: Settings, classic: RedcapS
             # The others' sync rows completed with their batch: their tasks have nothing to do.
             for submission_id in ids[1:]:
                 rows = await sync_outbox_rows(db, submission_id)
-                assert [row.completed_at is not None for row in rows] == [True]
+                assert [row.finished_at is not None for row in rows] == [True]
     finally:
         await engine.dispose()

@@ -1,5 +1,5 @@
-"""sync_submission against the stand-in: batches, instances fixed before the call, REDCap's
-refusals per row, transient failures, the throttle, resync."""
+"""sync_submission against the stand-in: batches, instances fixed before the call (a re-send
+carries the same ones), REDCap's refusals per row, transient failures, the throttle, resync."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
-from server.redcap import sync
+from server.redcap import importing
 from server.redcap.errors import TransientRedcapError
 from server.redcap.models import RedcapConnection, SyncStatus
 from server.redcap.sync import sync_submission
@@ -120,31 +120,27 @@ async def test_a_crash_after_redcap_took_the_rows_resends_the_same_instances(
     ids = [await direct_submission(db, world, ann, summary={**GOOD, "n_trials": n},
                                    received_at=ago(10 - n)) for n in (1, 2, 3)]  # fmt: skip
     await db.commit()  # the set-up is there whatever happens to the worker's transaction
-    real_write = sync._write_results
+    real_write = importing.write_results
 
     async def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("worker killed after REDCap accepted the import")
 
-    monkeypatch.setattr(sync, "_write_results", crash)
+    monkeypatch.setattr(importing, "write_results", crash)
     with pytest.raises(RuntimeError, match="worker killed"):
         await sync_submission(db, settings, ids[0])
     await db.rollback()  # the caller's transaction is lost with the crash
-    monkeypatch.setattr(sync, "_write_results", real_write)
+    monkeypatch.setattr(importing, "write_results", real_write)
     assert len(imports(classic)) == 1
     assert sorted((r, i) for r, i, _ in instances(classic)) == [("P-ANN", 1), ("P-ANN", 2),
                                                                   ("P-ANN", 3)]  # fmt: skip
-    # The claim was committed before the call: instances are fixed, the states still pending.
-    claimed = await states(db, *ids)
-    assert [claimed[i].instance for i in ids] == [1, 2, 3]
-    assert {s.status for s in claimed.values()} == {SyncStatus.pending}
+    # The batch was numbered and written before the call: instances fixed, states pending.
+    numbered = await states(db, *ids)
+    assert [numbered[i].instance for i in ids] == [1, 2, 3]
+    assert {s.status for s in numbered.values()} == {SyncStatus.pending}
 
-    # While the claim is fresh another worker does not send the batch a second time...
-    with pytest.raises(TransientRedcapError, match="another worker"):
-        await sync_submission(db, settings, ids[1])
-    assert len(imports(classic)) == 1
-    # ...and once it has run out, the same instances are sent again: updates, nothing new.
-    expired = settings.model_copy(update={"REDCAP_SYNC_LEASE_SECONDS": 0})
-    outcome = await sync_submission(db, expired, ids[1])
+    # The dead sender's lock went with its connection: the next task sends the same batch
+    # again at once, under the same instances: updates, nothing new.
+    outcome = await sync_submission(db, settings, ids[1])
     assert (outcome.status, outcome.batch, outcome.synced) == ("synced", 3, 3)
     assert len(imports(classic)) == 2
     assert sorted((r, i) for r, i, _ in instances(classic)) == [("P-ANN", 1), ("P-ANN", 2),
@@ -259,7 +255,7 @@ async def test_resync_resets_failed_states_and_queues_them(
     assert (state.status, state.error, state.error_field) == (SyncStatus.pending, None, None)
     rows = await sync_outbox_rows(db, bad)
     assert len(rows) == before + 1
-    assert rows[-1].payload == {"submission_id": str(bad)} and rows[-1].completed_at is None
+    assert rows[-1].payload == {"submission_id": str(bad)} and rows[-1].finished_at is None
 
     # Fixed in REDCap (the minimum dropped), the queued resync goes through, same instance.
     classic.project.fields_by_name["srt_n_trials"]["text_validation_min"] = ""
@@ -288,7 +284,7 @@ async def test_redcap_down_or_failing_keeps_the_states_pending(
     waiting = await states(db, *ids)
     assert {s.status for s in waiting.values()} == {SyncStatus.pending}
     assert all(s.attempts == 1 and s.last_attempt_at for s in waiting.values())
-    await db.commit()  # the next call's claim is then no savepoint inside this read's
+    await db.commit()  # the next call's writes are then no savepoint inside this read's
     classic.clear_failure()
     classic.stop()
     with pytest.raises(TransientRedcapError, match="could not be reached"):

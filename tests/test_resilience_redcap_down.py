@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from server.jobs.models import JobStatus
 from server.outbox import service as outbox
+from server.outbox.models import JobStatus
 from server.redcap.models import SyncStatus
 from server.submissions.models import Submission
 from tests.e2e.stack import (
@@ -78,7 +78,7 @@ async def test_submissions_wait_for_redcap_and_go_in_order_once(stack: Stack) ->
     errors = [j.error for j in jobs.values()]
     assert all(UNREACHABLE in (e or "") for e in errors), errors
     syncs = [e for e in await outbox_rows(stack, ids) if e.topic == outbox.REDCAP_SYNC_SUBMISSION]
-    assert len(syncs) == N and all(e.completed_at is None for e in syncs)
+    assert len(syncs) == N and all(e.finished_at is None for e in syncs)
     assert await dead_letters(stack) == []
 
     stack.standin.start()  # same port, same stored records

@@ -6,14 +6,11 @@ stand-in, `python -m server relay` and a prefork Celery worker. The relay and th
 through the whole outage: both must find the new server by themselves (it has no queues, no
 bindings and none of the old connections).
 
-Redis dying while a task runs is harder. The worker then cancels the task with a SIGTERM to its
-pool child (worker_cancel_long_running_tasks_on_connection_loss), which billiard turns into
-sys.exit wherever the child's event loop happens to be. Its message is gone with the old
-server, and the outbox lease was held for the whole run (11 minutes): the child now hands its
-outbox row back to the relay and lets go of its REDCap claim on the way out (workers.runtime's
-abandon hooks), and the relay, seeing a new server, sends the rows still queued again at once.
-The in-flight test checks both ways back; the last one that a child stopped inside a driver's
-callback still exits (EXIT_GRACE_S).
+Redis dying while a task runs: the worker acknowledged the message when the run started, so
+the run goes on and writes its outcome; a message lost with the old server comes back through
+the relay once its row's lease is over. A pool child that is stopped anyway (a warm shutdown's
+SIGTERM, which billiard turns into sys.exit wherever the child's event loop is) still exits,
+even inside a driver's callback (EXIT_GRACE_S): the last test.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from server.jobs.models import JobStatus
+from server.outbox.models import JobStatus
 from tests.e2e.stack import (
     ROOT,
     Stack,
@@ -80,8 +77,8 @@ async def test_submissions_acknowledged_while_redis_was_down_reach_redcap(stack:
     )
     events = await outbox_rows(stack, during)
     assert len(events) == 9  # archive, REDCap sync and scoring, for each
-    assert all(e.published_at is None and e.completed_at is None for e in events)
-    assert not await sync_jobs(stack, during)  # a job is made when its row is first published
+    # Each waits as its own job, queued and never published.
+    assert all(e.published_at is None and e.status == JobStatus.queued for e in events)
 
     stack.redis.start()  # a new, empty server on the same port
     assert stack.redis_client().info("server")["run_id"] != first_server
@@ -119,13 +116,15 @@ async def test_submissions_acknowledged_while_redis_was_down_reach_redcap(stack:
     assert await dead_letters(stack) == []
 
 
-# Alone, the interrupted submission comes back only through the relay (its task handed its
-# outbox row back on the way out); followed by another, that one's batch takes it along (its
-# claim was let go of). Either way within seconds, not after the 11-minute lease.
+# The worker acknowledged the message when the run started, so the run goes on without the
+# broker and finishes; the worker reconnects to the new server. Followed by another
+# submission or not, every one reaches REDCap once.
 @pytest.mark.parametrize("then", ["nothing", "another_submission"])
 async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack, then: str) -> None:
-    relay = stack.start_relay()
-    worker = await stack.start_worker("only")
+    # A short lease: the message the worker had reserved (a submission's archive or scoring)
+    # is lost with the old server and comes back when its lease is over, within the test.
+    relay = stack.start_relay(OUTBOX_LEASE_SECONDS=15)
+    worker = await stack.start_worker("only", OUTBOX_LEASE_SECONDS=15)
     async with stack.api() as http:
         world = await set_up_study(stack, http)
         stack.standin.control("configure", delay_seconds=2.0)
@@ -151,12 +150,60 @@ async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack, th
 
     try:
         await stack.wait_for(lambda: all_synced(stack, ids), timeout=15, what="all synced")
-        await stack.wait_for(lambda: all_done(stack, ids), timeout=15, what="all done")
+        await stack.wait_for(lambda: all_done(stack, ids), timeout=45, what="all done")
     finally:
         # Whatever happened to the task, REDCap had the row once.
         rows = session_rows(stack.standin_state(), world.participant_code)
         assert len({int(r["redcap_repeat_instance"]) for r in rows}) == len(rows)
     assert relay.alive and worker.alive
+
+
+async def test_a_worker_holding_an_unacknowledged_message_survives_redis_coming_back_empty(
+    stack: Stack,
+) -> None:
+    # The worker runs one sync (REDCap slow) and holds the next message, reserved and not yet
+    # acknowledged, when Redis dies and comes back empty: it reconnects and goes on, it does
+    # not exit (it once did, after "Restoring 1 unacknowledged message(s)").
+    # A short lease: a message lost with the old server comes back within the test.
+    relay = stack.start_relay(OUTBOX_LEASE_SECONDS=15)
+    worker = await stack.start_worker("only", OUTBOX_LEASE_SECONDS=15)
+    async with stack.api() as http:
+        world = await set_up_study(stack, http)
+        first = await submit(http, world, n_trials=10)
+        await stack.wait_for(lambda: all_synced(stack, [first]), timeout=20, what="a first sync")
+        stack.standin.control("configure", delay_seconds=3.0)
+        hits = stack.standin_state()["hits"]
+        ids = [await submit(http, world, n_trials=n) for n in (11, 12, 13)]
+        await stack.wait_for(
+            lambda: stack.standin_state()["hits"] > hits,
+            timeout=20,
+            every=0.02,
+            what="an import call to reach REDCap",
+        )
+        redis = stack.redis_client()
+        await stack.wait_for(
+            lambda: redis.hlen("unacked") >= 1, timeout=10, what="a message held unacknowledged"
+        )
+        stack.redis.kill()
+        await stack.wait_for(
+            lambda: "Cannot connect to redis" in worker.output(),
+            timeout=15,
+            what="the worker to lose the broker",
+        )
+        stack.redis.start()
+        stack.standin.control("configure", delay_seconds=0)
+    await stack.wait_for(lambda: all_synced(stack, ids), timeout=60, what="all synced")
+    await stack.wait_for(
+        lambda: worker.output().count("Connected to redis") >= 2,
+        timeout=30,
+        what="the worker to reconnect",
+    )
+    assert worker.alive and relay.alive, worker.tail()
+    assert "Unrecoverable error" not in worker.output()
+    rows = session_rows(stack.standin_state(), world.participant_code)
+    assert [(int(r["redcap_repeat_instance"]), r["srt_n_trials"]) for r in rows] == [
+        (1, "10"), (2, "11"), (3, "12"), (4, "13"),
+    ]  # fmt: skip
 
 
 # A pool child whose SIGTERM lands inside a database driver's callback, as billiard delivers it.

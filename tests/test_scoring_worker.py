@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from server.core.db import create_sessionmaker
-from server.jobs.models import Job, JobStatus
+from server.outbox.models import JobStatus, OutboxEvent
 from server.scoring.models import QualityCheck, TaskScore
 from tests.services import eventually
 from tests.test_worker import Stack, relaying, stack, submit, worker
@@ -21,10 +21,13 @@ async def test_a_submission_is_scored_by_the_worker(stack: Stack) -> None:
     submission_id = await submit(stack)
     sessionmaker = create_sessionmaker(stack.engine)
 
-    async def scoring_job() -> Job | None:
+    async def scoring_job() -> OutboxEvent | None:
         async with sessionmaker() as db:
-            job: Job | None = await db.scalar(
-                select(Job).where(Job.subject_id == submission_id, Job.kind == "scoring.submission")
+            job: OutboxEvent | None = await db.scalar(
+                select(OutboxEvent).where(
+                    OutboxEvent.subject_id == submission_id,
+                    OutboxEvent.topic == "scoring.submission",
+                )
             )
             return job
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
-from server.jobs.models import Job
+from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.redcap.models import RedcapConnection, RedcapSyncState
 from server.studies.models import Site, Study, StudyRole
@@ -52,7 +52,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
 
 
-async def _submission(db: AsyncSession, participant: Participant, battery: Battery) -> Job:
+async def _submission(db: AsyncSession, participant: Participant, battery: Battery) -> OutboxEvent:
     """A submission of the participant and its job; returns the job."""
     session = await ingest.start_session(db, participant, battery)
     submission = Submission(
@@ -65,7 +65,12 @@ async def _submission(db: AsyncSession, participant: Participant, battery: Batte
     )
     db.add(submission)
     await db.flush()
-    job = Job(kind="archive.submission", study_id=participant.study_id, subject_id=submission.id)
+    job = OutboxEvent(
+        topic="archive.submission",
+        payload={},
+        study_id=participant.study_id,
+        subject_id=submission.id,
+    )
     db.add(job)
     await db.flush()
     return job

@@ -57,4 +57,4 @@ async def test_submissions_acknowledged_while_redis_is_stopped(
     assert len(rows) == 9  # archive, REDCap sync and scoring, for each
     assert {str(r.subject_id) for r in rows} == set(receipts)
     # Nothing was published (there was no broker); every row waits for the relay.
-    assert all(r.published_at is None and r.completed_at is None for r in rows)
+    assert all(r.published_at is None and r.finished_at is None for r in rows)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,9 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.cli import migrate
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
-from server.jobs.models import DeadLetter, Job, JobStatus
 from server.main import create_app
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.outbox.topics import ROUTES
 from tests import factories, services
 from tests.bench.ingest import seed
@@ -154,31 +152,36 @@ async def submit(stack: Stack) -> uuid.UUID:
     return uuid.UUID(response.json()["submission_id"])
 
 
-async def archive_job(stack: Stack, submission_id: uuid.UUID) -> Job | None:
+async def archive_job(stack: Stack, submission_id: uuid.UUID) -> OutboxEvent | None:
     async with create_sessionmaker(stack.engine)() as db:
-        job: Job | None = await db.scalar(
-            select(Job).where(Job.subject_id == submission_id, Job.kind == ARCHIVE)
+        job: OutboxEvent | None = await db.scalar(
+            select(OutboxEvent).where(
+                OutboxEvent.subject_id == submission_id, OutboxEvent.topic == ARCHIVE
+            )
         )
         return job
 
 
 async def wait_for_job(
-    stack: Stack, submission_id: uuid.UUID, log: Path, timeout: float = 15.0, **expected: Any
-) -> Job:
-    deadline = time.monotonic() + timeout
-    job = None
-    while time.monotonic() < deadline:
+    stack: Stack, submission_id: uuid.UUID, log: Path, **expected: Any
+) -> OutboxEvent:
+    """The submission's archive job, once it shows `expected` (attempts: at least)."""
+    found: list[OutboxEvent] = []
+
+    async def reached() -> bool:
         job = await archive_job(stack, submission_id)
-        if job is not None and all(
+        found[:] = [job] if job is not None else []
+        return job is not None and all(
             (getattr(job, k) >= v if k == "attempts" else getattr(job, k) == v)
             for k, v in expected.items()
-        ):
-            return job
-        await asyncio.sleep(0.1)
-    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-    raise AssertionError(
-        f"job never reached {expected}: {job and vars(job)}\n--- worker log\n{tail}"
-    )
+        )
+
+    def why() -> str:
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        return f"job never reached {expected}: {found and vars(found[0])}\n--- log\n{tail}"
+
+    await eventually(reached, timeout=30, what=why)
+    return found[0]
 
 
 def test_the_worker_registers_every_topics_task_on_its_queue() -> None:
@@ -194,13 +197,12 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
     with worker(stack, "worker.log") as log:
         async with relaying(stack.settings):
             job = await wait_for_job(stack, submission_id, log, status=JobStatus.succeeded)
-        assert job.attempts == 1 and job.celery_task_id and job.error is None
+        assert job.attempts == 1 and job.error is None
 
-        # The same event once more (a re-publish after a lease, a redelivery): a no-op.
-        assert job.outbox_event_id is not None
+        # The same row once more (published again after a lease): a no-op.
         publisher = CeleryPublisher.from_settings(stack.settings)
         try:
-            await publisher(ARCHIVE, job.outbox_event_id)
+            await publisher.publish([(ARCHIVE, job.id)])
         finally:
             publisher.close()
         # Waiting on the worker's word, not on an empty queue: a message taken off the list is
@@ -209,8 +211,7 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
             lambda: b"task_skipped" in log.read_bytes() and b"'skipped'" in log.read_bytes(),
             what=lambda: log.read_text()[-3000:],
         )
-        # What each message's run returned: the relay's list, then the lone copy.
-        assert b"'succeeded=1'" in log.read_bytes()
+        assert b"'succeeded'" in log.read_bytes()
         redis = Redis.from_url(stack.settings.REDIS_URL)
         await eventually(
             lambda: not (redis.llen("maintenance") or redis.hlen("unacked")),
@@ -218,11 +219,7 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
         )
     again = await archive_job(stack, submission_id)
     assert again is not None
-    assert (again.attempts, again.celery_task_id, again.finished_at) == (
-        1,
-        job.celery_task_id,
-        job.finished_at,
-    )
+    assert (again.attempts, again.finished_at) == (1, job.finished_at)
     assert job.result_location is not None
     archived = Path(stack.settings.ARCHIVE_DIR) / job.result_location
     assert archived.is_file() and f"submissions/{submission_id}.json" in job.result_location
@@ -233,10 +230,10 @@ async def test_a_submission_is_archived_end_to_end(stack: Stack) -> None:
                 select(OutboxEvent).where(OutboxEvent.subject_id == submission_id)
             )
         }
-    assert events[ARCHIVE].completed_at is not None
+    assert events[ARCHIVE].finished_at is not None
     # Published too, but no worker here listens on the redcap queue: it waits in Redis.
     redcap = events["redcap.sync_submission"]
-    assert redcap.published_at is not None and redcap.completed_at is None
+    assert redcap.published_at is not None and redcap.finished_at is None
 
 
 async def test_a_transient_failure_retries_until_it_clears(stack: Stack) -> None:
@@ -255,7 +252,8 @@ async def test_a_transient_failure_retries_until_it_clears(stack: Stack) -> None
     assert job.attempts >= 3 and job.error is None
     assert (Path(stack.settings.ARCHIVE_DIR) / str(job.result_location)).is_file()
     async with create_sessionmaker(stack.engine)() as db:
-        assert await db.scalar(select(DeadLetter.id)) is None
+        failed = select(OutboxEvent.id).where(OutboxEvent.status == JobStatus.failed)
+        assert await db.scalar(failed) is None
 
 
 async def test_a_permanent_failure_is_a_dead_letter_and_a_rerun_sends_it_again(
@@ -269,15 +267,13 @@ async def test_a_permanent_failure_is_a_dead_letter_and_a_rerun_sends_it_again(
     assert failed.attempts == 1
     assert failed.error is not None and failed.error.startswith("ConfigurationError")
     async with create_sessionmaker(stack.engine)() as db, db.begin():
-        dead = await db.scalar(select(DeadLetter).where(DeadLetter.job_id == failed.id))
-        assert dead is not None and dead.task_name == ROUTES[ARCHIVE].task_name
         admin = await factories.create_user(db, is_admin=True)
         headers = await factories.auth_headers(db, stack.settings, admin)
 
     app = create_app(stack.settings)
     try:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
-            rerun = await http.post(f"/api/dead-letters/{dead.id}/rerun", headers=headers)
+            rerun = await http.post(f"/api/dead-letters/{failed.id}/rerun", headers=headers)
     finally:
         await app.state.engine.dispose()
         await app.state.redis.aclose()
@@ -288,52 +284,3 @@ async def test_a_permanent_failure_is_a_dead_letter_and_a_rerun_sends_it_again(
             job = await wait_for_job(stack, submission_id, log, status=JobStatus.succeeded)
     assert job.attempts == 1  # a fresh budget after the rerun
     assert (Path(stack.settings.ARCHIVE_DIR) / str(job.result_location)).is_file()
-
-
-async def test_a_message_of_several_events_retries_the_rest_and_skips_what_is_done(
-    stack: Stack,
-) -> None:
-    # Three submissions relayed in one cycle: one message carries the three archive events.
-    blocked = Path(stack.settings.ARCHIVE_DIR)
-    blocked.write_text("not a directory")
-    submissions = [await submit(stack) for _ in range(3)]
-    redis = Redis.from_url(stack.settings.REDIS_URL)
-    with worker(stack, "worker.log", TASK_RETRY_BACKOFF_MAX="1", TASK_MAX_RETRIES="20") as log:
-        async with relaying(stack.settings):
-            # More times than Celery's default retry limit (3): the message carries on.
-            first = await wait_for_job(
-                stack, submissions[0], log, status=JobStatus.retrying, attempts=5
-            )
-            assert first.error is not None
-            # It failed again and again; the message stopped there each time, the others waiting
-            # behind it, not attempted: their jobs say why.
-            for later in submissions[1:]:
-                job = await archive_job(stack, later)
-                assert job is not None and (job.status, job.attempts) == (JobStatus.retrying, 0)
-                assert job.error == first.error
-            blocked.unlink()
-            # The retry carried all three: none waits for its lease (minutes) to run out.
-            jobs = [
-                await wait_for_job(stack, s, log, status=JobStatus.succeeded) for s in submissions
-            ]
-        assert [j.attempts for j in jobs[1:]] == [1, 1]
-        assert jobs[0].attempts >= 6
-
-        # The whole message again (copies after a lease, say): one look, nothing run twice.
-        event_ids = [j.outbox_event_id for j in jobs if j.outbox_event_id is not None]
-        assert len(event_ids) == 3
-        publisher = CeleryPublisher.from_settings(stack.settings)
-        try:
-            await publisher.publish_many([(ARCHIVE, event_id) for event_id in event_ids])
-        finally:
-            publisher.close()
-        await eventually(
-            lambda: b"skipped=3" in log.read_bytes(), what=lambda: log.read_text()[-3000:]
-        )
-    for submission_id, job in zip(submissions, jobs, strict=True):
-        again = await archive_job(stack, submission_id)
-        assert again is not None and (again.attempts, again.finished_at) == (
-            job.attempts,
-            job.finished_at,
-        )
-    assert not redis.llen("maintenance")

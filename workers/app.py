@@ -13,7 +13,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from server.core.config import ConfigurationError, Settings, get_settings
+from server.core.config import Settings, get_settings
 from server.core.logging import configure_logging
 from server.outbox.topics import ROUTES
 from workers import runtime
@@ -27,9 +27,6 @@ TASK_MODULES = [
     "workers.tasks.redcap",
     "workers.tasks.scoring",
 ]
-# The soft limit raises inside the task (it can record the failure); the hard one kills it.
-TASK_SOFT_TIME_LIMIT_S = 300
-TASK_TIME_LIMIT_S = 360
 BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 
 
@@ -47,12 +44,10 @@ def task_routes() -> dict[str, dict[str, str]]:
 
 def build_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this deployment: Redis as broker and result backend."""
-    if settings.CELERY_VISIBILITY_TIMEOUT <= TASK_TIME_LIMIT_S:
-        # Redis would hand a task still running to a second worker.
-        raise ConfigurationError(
-            f"CELERY_VISIBILITY_TIMEOUT must be longer than the task time limit "
-            f"({TASK_TIME_LIMIT_S} s)"
-        )
+    # A run holds its outbox row for OUTBOX_LEASE_SECONDS (workers.protocol), then the relay
+    # publishes it again: the hard time limit ends a run by then, so no row ever has two runs
+    # at once. The soft limit comes first, for the task to record the failure itself.
+    hard = settings.OUTBOX_LEASE_SECONDS
     redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
     Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
     return {
@@ -64,13 +59,12 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        # A task is acknowledged when it finishes, and requeued if its worker dies.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
+        # Acknowledged when a task starts: Redis never hands a message out twice; work whose
+        # message or worker was lost comes back through the relay (workers.relay), only.
+        "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
-        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": max(1, hard - max(1, hard // 10)),
+        "task_time_limit": hard,
         "task_queues": [_queue(name) for name in QUEUES],
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,

@@ -8,14 +8,12 @@ from the parent and `worker_process_shutdown` disposes of the engine.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.core.config import Settings, get_settings
@@ -32,15 +30,6 @@ WORKER_POOL_SIZE = 2
 # callback it can leave a future that nothing will complete, and the coroutine's clean-up
 # waits on it for ever. Exiting closes its connections anyway: the database rolls back.
 EXIT_GRACE_S = 5.0
-# Then the abandon hooks (on_abandon) get this long, on a connection of their own.
-ABANDON_S = 3.0
-
-# What to put right if this process leaves in the middle of the current task: hand its outbox
-# row back to the relay now rather than when its lease lapses, let go of what it claimed. Each
-# runs in a transaction of its own; what it writes must be right whether or not the task's own
-# work got through (the task may have finished anything up to its commit).
-Abandon = Callable[[AsyncSession], Awaitable[object]]
-_abandon: list[Abandon] = []
 
 
 @dataclass
@@ -69,63 +58,13 @@ def sessionmaker() -> async_sessionmaker[AsyncSession]:
     return current().sessionmaker
 
 
-_message_started = 0.0
-
-
-def start_message() -> None:
-    """A task's message begins (workers.events.run_events): its events share its time."""
-    global _message_started
-    _message_started = time.monotonic()
-
-
-def message_age() -> float:
-    """Seconds since the current message began: what its time limits have used."""
-    return time.monotonic() - _message_started
-
-
-def on_abandon(hook: Abandon) -> None:
-    """Run `hook` if the process leaves before the current task is done (forget_abandon)."""
-    _abandon.append(hook)
-
-
-def forget_abandon() -> None:
-    """The task is over, however it ended: its hooks no longer apply."""
-    _abandon.clear()
-
-
-async def _put_right(settings: Settings, hooks: list[Abandon]) -> None:
-    # Not the process's pool: its connections may be mid-query in the interrupted coroutine.
-    engine = create_engine(settings, pooled=False)
-    try:
-        for hook in hooks:
-            try:
-                async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
-                    # A row the interrupted transaction still locks is not worth the wait.
-                    await db.execute(text("SET LOCAL lock_timeout = '1s'"))
-                    await hook(db)
-            except Exception as exc:  # the next hook may still get through
-                log.warning("abandon_hook_failed", error=type(exc).__name__)
-    finally:
-        await engine.dispose()
-
-
-def _abandoned(loop: asyncio.AbstractEventLoop) -> None:
-    hooks, _abandon[:] = list(_abandon), []
-    if not hooks or _runtime is None:
-        return
-    with suppress(BaseException):
-        loop.run_until_complete(
-            asyncio.wait_for(_put_right(_runtime.settings, hooks), timeout=ABANDON_S)
-        )
-
-
 def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     """Run an async call to completion on this process's loop.
 
     If something interrupts the loop from outside the coroutine (Celery's soft time limit is a
     signal), the coroutine is cancelled before the error goes on, so it cannot resume inside
-    the next task's run. When the interruption ends the process, it waits EXIT_GRACE_S at most,
-    then runs the task's abandon hooks (ABANDON_S at most).
+    the next task's run. When the interruption ends the process, it waits EXIT_GRACE_S at most:
+    its row comes back through the relay, and the database rolls back what it left open.
     """
     loop = current().loop
 
@@ -143,8 +82,6 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
                 loop.run_until_complete(
                     asyncio.wait({task}, timeout=EXIT_GRACE_S if leaving else None)
                 )
-        if leaving:
-            _abandoned(loop)
         raise
 
 

@@ -121,9 +121,9 @@ async def end(
         session.ended_at = utcnow()
         await db.flush()
         # Its duration is known now: the data-quality checks run again (server.scoring).
-        await outbox.add(
-            db, [outbox.Event(outbox.SCORING_SESSION, {"session_id": str(session.id)}, session.id)]
-        )
+        payload = {"session_id": str(session.id)}
+        event = outbox.Event(outbox.SCORING_SESSION, payload, session.id, session.study_id)
+        await outbox.add(db, [event])
         return session, True
     if session.status != target:
         # The same end sent twice is fine; a different ending is a real conflict.

@@ -89,16 +89,14 @@ class Settings(BaseSettings):
     ARCHIVE_S3_SECRET_ACCESS_KEY: SecretStr = SecretStr("")
 
     # The worker tier (workers/, the relay included: workers.relay).
-    # Redis redelivers a message not acknowledged within this; longer than any task may run
-    # (hard time limit) and than any retry countdown a worker holds (TASK_RETRY_BACKOFF_MAX).
+    # Redis gives a message a worker reserved but never started back after this.
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=1800, ge=60)
-    # A published outbox row whose task has not reported done by then is published again.
+    # A run holds its outbox row this long, which is also its hard time limit; a row not
+    # finished by then (its worker died, its message was lost) is published again.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
     RELAY_BATCH_SIZE: int = Field(default=500, ge=1)
-    # A queue holding this many messages (50 events each) takes no new rows until it drains.
-    RELAY_MAX_QUEUED_MESSAGES: int = Field(default=20, ge=1)
-    # Transient errors: retried with exponential backoff and jitter, then dead-lettered.
+    # Transient errors: retried after 2, 4, 8, ... s (capped), then failed for good.
     TASK_MAX_RETRIES: int = Field(default=8, ge=0)
     TASK_RETRY_BACKOFF_MAX: int = Field(default=600, ge=1)
 
@@ -117,8 +115,6 @@ class Settings(BaseSettings):
     REDCAP_IMPORT_CHUNK_ROWS: int = Field(default=500, ge=1)
     REDCAP_IMPORT_CHUNK_BYTES: int = Field(default=2_000_000, ge=10_000)
     REDCAP_EXPORT_CHUNK_RECORDS: int = Field(default=1000, ge=1)
-    # A sync batch claimed by a worker that then died is taken over after this long.
-    REDCAP_SYNC_LEASE_SECONDS: int = Field(default=300, ge=0)
     # Production sends REDCap tokens only to public addresses over https (server.redcap.
     # url_policy): these host names and/or networks (CIDR) are let through all the same, for
     # a REDCap server inside the hospital network. Ignored outside production.
@@ -213,16 +209,6 @@ class Settings(BaseSettings):
     @property
     def redcap_token_keys_configured(self) -> list[str]:
         return [k.strip() for k in self.REDCAP_TOKEN_KEY.get_secret_value().split(",") if k.strip()]
-
-    @model_validator(mode="after")
-    def _visibility_outlasts_retries(self) -> Settings:
-        # A retry waiting for its countdown is an unacknowledged message: if it waited longer
-        # than the visibility timeout, Redis would hand it to a second worker.
-        if self.TASK_RETRY_BACKOFF_MAX >= self.CELERY_VISIBILITY_TIMEOUT:
-            raise ValueError(
-                "TASK_RETRY_BACKOFF_MAX must be shorter than CELERY_VISIBILITY_TIMEOUT"
-            )
-        return self
 
     @property
     def log_json(self) -> bool:

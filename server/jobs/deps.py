@@ -12,12 +12,14 @@ from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
 from server.core.errors import NotFound
 from server.jobs import scope
-from server.jobs.models import Job
+from server.outbox.models import OutboxEvent
 from server.studies.access import Permission, require_study_of
 
 
-async def valid_job_id(job_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal) -> Job:
-    job = await db.get(Job, job_id)
+async def valid_job_id(
+    job_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
+) -> OutboxEvent:
+    job = await db.get(OutboxEvent, job_id)
     if job is None:
         raise NotFound("No such job.")
     if principal.is_admin:
@@ -35,4 +37,4 @@ async def valid_job_id(job_id: uuid.UUID, db: DBSession, principal: CurrentPrinc
     return job
 
 
-ValidJob = Annotated[Job, Depends(valid_job_id)]
+ValidJob = Annotated[OutboxEvent, Depends(valid_job_id)]

@@ -18,9 +18,9 @@ from server.core.db import DBSession
 from server.core.models import utcnow
 from server.jobs import service
 from server.jobs.deps import ValidJob
-from server.jobs.models import Job, JobStatus
 from server.jobs.schemas import BacklogRead, DeadLetterRead, JobRead
 from server.outbox import service as outbox
+from server.outbox.models import JobStatus
 from server.studies.access import Permission, require_study
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -89,16 +89,16 @@ async def list_dead_letters(
 async def rerun_dead_letter(
     dead_letter_id: uuid.UUID, db: DBSession, _: CurrentAdmin
 ) -> DeadLetterRead:
-    """Put the event back in the outbox (its job queued again); the relay publishes it."""
-    dead = await service.rerun(db, dead_letter_id=dead_letter_id, now=utcnow())
-    job = await db.get(Job, dead.job_id) if dead.job_id is not None else None
+    """Queue a failed job (its id is the dead letter's) again, with a fresh budget of attempts;
+    the relay publishes it."""
+    row = await service.rerun(db, job_id=dead_letter_id, now=utcnow())
     await audit.record(
         db,
         action=AuditAction.dead_letter_rerun,
         object_type="dead_letter",
-        object_id=dead.id,
-        study_id=job.study_id if job is not None else None,
-        # The task's name, not its args: those are ids today, but nothing here checks that.
-        summary={"task_name": dead.task_name, "rerun_job_id": str(dead.rerun_job_id)},
+        object_id=row.id,
+        study_id=row.study_id,
+        # The topic, not the payload: those are ids today, but nothing here checks that.
+        summary={"topic": row.topic},
     )
-    return DeadLetterRead.model_validate(dead)
+    return DeadLetterRead.model_validate(row)

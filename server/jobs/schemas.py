@@ -4,16 +4,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from server.jobs.models import JobStatus
+from server.outbox.models import JobStatus
 
 
 class JobRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """An outbox row as a job: kind is its topic."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     id: uuid.UUID
-    kind: str
+    kind: str = Field(validation_alias="topic")
     status: JobStatus
     study_id: uuid.UUID | None
     subject_id: uuid.UUID | None
@@ -27,17 +29,20 @@ class JobRead(BaseModel):
 
 
 class DeadLetterRead(BaseModel):
+    """A failed outbox row: the job itself, with what it was given (ids only)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    job_id: uuid.UUID | None
-    task_name: str
-    args: dict[str, Any]
-    error: str
+    topic: str
+    payload: dict[str, Any]
+    study_id: uuid.UUID | None
+    subject_id: uuid.UUID | None
+    status: JobStatus
+    error: str | None
     attempts: int
-    failed_at: datetime
+    failed_at: datetime | None = Field(validation_alias="finished_at")
     rerun_at: datetime | None
-    rerun_job_id: uuid.UUID | None
 
 
 class BacklogRead(BaseModel):

@@ -1,6 +1,6 @@
 """Which jobs a member sees: site scope (server.studies.access) applied to jobs.
 
-A job of a study names its submission (subject_id, see service._make_jobs); the submission's
+A job (an outbox row) of a study names its submission in subject_id; the submission's
 participant gives its site. A whole-study member sees every job of the study; a site-scoped
 one only those whose submission is at one of their sites, and none that names no submission.
 """
@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.jobs.models import Job
+from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.studies.models import StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission
@@ -31,10 +31,10 @@ def visible_to(user_id: uuid.UUID) -> ColumnElement[bool]:
         .join(StudyMembership, StudyMembership.id == StudyMembershipSite.membership_id)
         .where(StudyMembership.user_id == user_id)
     )
-    return or_(Job.study_id.in_(whole_study), Job.subject_id.in_(at_their_sites))
+    return or_(OutboxEvent.study_id.in_(whole_study), OutboxEvent.subject_id.in_(at_their_sites))
 
 
-async def site_of(db: AsyncSession, job: Job) -> uuid.UUID | None:
+async def site_of(db: AsyncSession, job: OutboxEvent) -> uuid.UUID | None:
     """The site of the job's submission; None when it names none."""
     if job.subject_id is None:
         return None

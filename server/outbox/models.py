@@ -1,19 +1,36 @@
+"""The outbox row: one piece of background work, from the request that wrote it to its end.
+
+There is no other record of it: the row is the job users see (/api/jobs), the message's only
+argument, and, once failed for good, the dead letter an administrator re-runs.
+"""
+
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.models import Base, IdMixin, JSONType, utcnow
+from server.core.models import Base, IdMixin, JSONType, text_enum, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    retrying = "retrying"  # a transient error: waiting for due_at to run again
+    succeeded = "succeeded"
+    failed = "failed"  # for good: a dead letter until an administrator re-runs it
 
 
 class OutboxEvent(IdMixin, Base):
     """Work for the worker tier, written in the same transaction as the data it is about.
 
-    A relay publishes unpublished rows after commit; nothing is enqueued inside a transaction.
+    Not finished and past `due_at`, the relay publishes its id (again): the first time, after
+    a transient error's backoff, or when a run did not finish within its lease (its worker died,
+    or Redis lost the message). That is the one way work comes back.
     """
 
     __tablename__ = "outbox_events"
@@ -25,35 +42,34 @@ class OutboxEvent(IdMixin, Base):
             "topic",
             "created_at",
             "id",
-            postgresql_where=text("completed_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
         ),
-        # The relay's two questions, each its own index: rows waiting behind a lease (a
-        # backlog REDCap is slow on, archive rows no worker has taken yet) are not read again
-        # by every poll for new rows, nor new rows by the look for lapsed leases.
-        Index(
-            "ix_outbox_events_unpublished",
-            "topic",
-            "created_at",
-            "id",
-            postgresql_where=text("completed_at IS NULL AND published_at IS NULL"),
-        ),
-        Index(
-            "ix_outbox_events_leased",
-            "lease_until",
-            postgresql_where=text("completed_at IS NULL AND published_at IS NOT NULL"),
-        ),
+        # The relay's one question: which unfinished rows are due.
+        Index("ix_outbox_events_due", "due_at", postgresql_where=text("finished_at IS NULL")),
+        Index("ix_outbox_events_status_created", "status", "created_at"),
     )
 
     topic: Mapped[str] = mapped_column(String(64))
     # Ids only: the task fetches what it needs again.
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    published_at: Mapped[datetime | None] = mapped_column(default=None)
-    publish_attempts: Mapped[int] = mapped_column(default=0)
-    # Published but not reported done by then: the relay publishes it again (a message lost
-    # with a Redis restart, or held by a worker that died, is sent once more).
-    lease_until: Mapped[datetime | None] = mapped_column(default=None)
-    completed_at: Mapped[datetime | None] = mapped_column(default=None)
-    last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
-    # The submission or other row this is about, for admins tracing a backlog.
+    # The submission or other row this is about, and its study (who may see the job).
     subject_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
+    study_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), default=None, index=True
+    )
+    status: Mapped[JobStatus] = mapped_column(
+        text_enum(JobStatus, "job_status"), default=JobStatus.queued
+    )
+    # Runs started; bounded by TASK_MAX_RETRIES + 1.
+    attempts: Mapped[int] = mapped_column(default=0)
+    progress: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    result_location: Mapped[str | None] = mapped_column(String(1024), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the relay publishes it, if it is not finished by then.
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The last time an administrator put it back in the queue after it failed.
+    rerun_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,24 +1,38 @@
-"""Outbox rows: written in the request's transaction, relayed to Celery after commit, and
-counted (backlog) for the admins' view and readiness."""
+"""Outbox rows, each one piece of work for the worker tier: written in the request's
+transaction, published by the relay, run by a task, and counted for the admins' view.
+
+A row's life (every step one statement on the row, inside the caller's transaction):
+
+    queued --claim--> running --succeed--> succeeded
+                         |---retry-----> retrying (due again after a backoff) --claim--> ...
+                         '---fail------> failed (the dead letter; rerun puts it back to queued)
+
+`claim` takes a row that is queued or retrying (or running past its lease: its worker died);
+a row running within its lease, or finished, is not this message's to run. The relay queues a
+running row again when it publishes it past its lease. Services flush, never commit.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.logging import scrub
 from server.core.models import utcnow
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 
 # Topics the worker tier consumes.
 ARCHIVE_SUBMISSION = "archive.submission"
 REDCAP_SYNC_SUBMISSION = "redcap.sync_submission"
 SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
+MAX_ERROR_CHARS = 2000
+LEASE_OVER = "Its last run did not finish within its lease (its worker stopped); sent again."
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,7 @@ class Event:
     topic: str
     payload: dict[str, Any]
     subject_id: uuid.UUID | None = None
+    study_id: uuid.UUID | None = None
 
 
 async def add(db: AsyncSession, events: list[Event], *, created_at: datetime | None = None) -> None:
@@ -44,18 +59,194 @@ async def add(db: AsyncSession, events: list[Event], *, created_at: datetime | N
                 "topic": e.topic,
                 "payload": e.payload,
                 "subject_id": e.subject_id,
+                "study_id": e.study_id,
                 "created_at": now,
-                "publish_attempts": 0,
+                "due_at": now,
             }
             for e in events
         ],
     )
 
 
+def safe_error(exc: BaseException) -> str:
+    """What a row and the logs keep of an error: its type and scrubbed text (exception text
+    is meant to carry ids, not PHI; emails, phones and tokens that slip in are masked)."""
+    message = str(exc).strip()
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    scrubbed: str = scrub(text)
+    return scrubbed[:MAX_ERROR_CHARS]
+
+
+# --- the relay's part ----------------------------------------------------------------------
+
+
+async def due(db: AsyncSession, *, now: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+    """(id, topic) of up to `limit` unfinished rows past their due_at, most overdue first,
+    locked (SKIP LOCKED: two relays never take the same rows) until the caller commits."""
+    rows = await db.execute(
+        select(OutboxEvent.id, OutboxEvent.topic)
+        .where(OutboxEvent.finished_at.is_(None), OutboxEvent.due_at <= now)
+        .order_by(OutboxEvent.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def published(
+    db: AsyncSession, ids: list[uuid.UUID], *, now: datetime, lease: timedelta
+) -> None:
+    """Sent: due again one lease from now unless a run takes it (and its own lease) first.
+    A row still running had outlived its run's lease: that run is over (its worker died, or
+    its time limit ended it), and the row is queued again for the message just sent."""
+    if ids:
+        running = OutboxEvent.status == JobStatus.running
+        await db.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(ids))
+            .values(
+                published_at=now,
+                due_at=now + lease,
+                status=case((running, JobStatus.queued), else_=OutboxEvent.status),
+                error=case((running, LEASE_OVER), else_=OutboxEvent.error),
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+# --- the task protocol's part (workers.protocol) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    topic: str
+    payload: dict[str, Any]
+    attempts: int  # this run included
+
+
+async def claim(
+    db: AsyncSession, event_id: uuid.UUID, *, now: datetime, lease: timedelta, max_attempts: int
+) -> Claimed | str:
+    """The row running for this message, attempts + 1, held for one lease; or why not (str)."""
+    row = await db.scalar(
+        select(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if row is None:
+        return "gone"
+    if row.finished_at is not None:
+        return str(row.status)
+    if row.status == JobStatus.running and row.due_at > now:
+        return f"running until {row.due_at.isoformat()}"
+    if row.attempts >= max_attempts:
+        # Every run so far ended without reporting back (its worker died, or its time limit
+        # killed it): work that kills workers is not tried for ever.
+        _finish(row, JobStatus.failed, now, f"out of attempts after {row.attempts} runs")
+        await db.flush()
+        return "out of attempts"
+    row.status = JobStatus.running
+    row.attempts += 1
+    row.started_at = now
+    row.due_at = now + lease
+    await db.flush()
+    return Claimed(row.topic, dict(row.payload), row.attempts)
+
+
+def _finish(row: OutboxEvent, status: JobStatus, now: datetime, error: str | None) -> None:
+    row.status = status
+    row.finished_at = now
+    row.error = error
+    if status == JobStatus.succeeded:
+        row.progress = 100
+
+
+async def succeed(
+    db: AsyncSession, event_id: uuid.UUID, *, now: datetime, result_location: str | None = None
+) -> None:
+    row = await db.get(OutboxEvent, event_id, with_for_update=True, populate_existing=True)
+    if row is not None and row.finished_at is None:
+        _finish(row, JobStatus.succeeded, now, None)
+        row.result_location = result_location
+        await db.flush()
+
+
+async def retry(db: AsyncSession, event_id: uuid.UUID, *, error: str, due_at: datetime) -> None:
+    """A transient error: the relay publishes it again at due_at."""
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id, OutboxEvent.finished_at.is_(None))
+        .values(status=JobStatus.retrying, error=error, due_at=due_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def fail(db: AsyncSession, event_id: uuid.UUID, *, error: str, now: datetime) -> None:
+    """Failed for good: the row is the dead letter, visible to admins, re-runnable."""
+    row = await db.get(OutboxEvent, event_id, with_for_update=True, populate_existing=True)
+    if row is not None and row.finished_at is None:
+        _finish(row, JobStatus.failed, now, error)
+        await db.flush()
+
+
+async def rerun(db: AsyncSession, row: OutboxEvent, *, now: datetime) -> None:
+    """A failed row queued again with a fresh budget of attempts; the relay publishes it."""
+    row.status = JobStatus.queued
+    row.attempts = 0
+    row.progress = 0
+    row.error = None
+    row.result_location = None
+    row.started_at = None
+    row.finished_at = None
+    row.due_at = now
+    row.rerun_at = now
+    await db.flush()
+
+
+async def settle(
+    db: AsyncSession,
+    topic: str,
+    subject_ids: list[uuid.UUID],
+    *,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Rows of `topic` about these subjects, settled by another row's run (a REDCap batch sends
+    other submissions too): succeeded, or failed with `error`, so their own runs find nothing
+    to do. Rows locked right now (a run starting on one) are left to that run."""
+    if not subject_ids:
+        return
+    free = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.topic == topic,
+            OutboxEvent.subject_id.in_(subject_ids),
+            OutboxEvent.finished_at.is_(None),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    status = JobStatus.succeeded if error is None else JobStatus.failed
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_(free.scalar_subquery()))
+        .values(
+            status=status,
+            finished_at=now,
+            progress=100 if error is None else OutboxEvent.progress,
+            error=error,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --- counts -----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Backlog:
-    pending: int  # not completed
-    unpublished: int  # not completed and never published
+    pending: int  # not finished
+    unpublished: int  # not finished and never published
     oldest_pending_age_seconds: float | None
     by_topic: dict[str, int] = field(default_factory=dict)
 
@@ -68,7 +259,7 @@ class Backlog:
 
 async def backlog(db: AsyncSession, *, now: datetime, by_topic: bool = True) -> Backlog:
     """Counts and ages only: nothing about what the rows are about."""
-    pending = OutboxEvent.completed_at.is_(None)
+    pending = OutboxEvent.finished_at.is_(None)
     row = (
         await db.execute(
             select(

@@ -69,9 +69,9 @@ class RedcapSyncState(Base):
     __tablename__ = "redcap_sync_states"
     __table_args__ = (
         Index("ix_redcap_sync_states_connection_status", "connection_id", "status"),
-        # The claim's question, once a batch: the highest instance each record holds (claim.
+        # The batch's question, once a batch: the highest instance each record holds (batch.
         # max_instances, one range of this index a record). It was a scan of every state of
-        # the connection: 50 ms a batch at 10,000 states, with the claim's turn held.
+        # the connection: 50 ms a batch at 10,000 states, with the connection's sender waiting.
         Index(
             "ix_redcap_sync_states_numbering",
             "connection_id",

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.errors import Conflict, NotFound
 from server.redcap import records, service
-from server.redcap.claim import max_instances
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.redcap.numbering import max_instances
 from server.redcap.schemas import PreviewRead
 from server.studies.access import SiteScope
 from server.submissions.models import Submission, SubmissionStatus

@@ -144,7 +144,7 @@ Formatter = Callable[[Any, str], str | None]  # (a non-null value, the timezone)
 @functools.lru_cache(maxsize=256)
 def formatter(kind: SourceKind, validation: str) -> Formatter:
     """How a value of this kind is written into a field with this validation: the checks that
-    depend on the field only are made once, not once a value (a claim formats thousands)."""
+    depend on the field only are made once, not once a value (a batch formats thousands)."""
     if kind == "number":
         places = (
             int(validation[7])
@@ -217,7 +217,7 @@ ValueBuilder = Callable[[SubmissionFacts], dict[str, str]]
 
 
 def value_builder(document: dict[str, Any]) -> ValueBuilder:
-    """field_values for one mapping, its fields looked up once: a claim builds 500 rows."""
+    """field_values for one mapping, its fields looked up once: a batch builds 500 rows."""
     targets: dict[str, dict[str, str]] = document.get("targets") or {}
     steps = [
         (

@@ -12,7 +12,7 @@ from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.redcap import participant_import, service, sync
+from server.redcap import participant_import, routing, service
 from server.redcap import preview as preview_service
 from server.redcap.deps import ConnectionManager, ConnectionReader
 from server.redcap.models import RedcapConnection, SyncStatus
@@ -165,7 +165,7 @@ async def resync(
     access: ConnectionManager, db: DBSession, resync_in: ResyncIn | None = None
 ) -> ResyncRead:
     submission_id = resync_in.submission_id if resync_in is not None else None
-    reset = await sync.resync(db, access.connection.id, submission_id)
+    reset = await routing.resync(db, access.connection.id, submission_id)
     await _record(
         db,
         AuditAction.redcap_resync,

@@ -153,7 +153,7 @@ async def reprocess(
     )
     submission.status = SubmissionStatus.accepted
     submission.problems = None
-    await outbox.add(db, service.release_events(submission.id))
+    await outbox.add(db, service.release_events(submission.id, submission.study_id))
     await db.flush()
     log.info(
         "submission_reprocessed",

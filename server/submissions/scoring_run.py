@@ -175,10 +175,11 @@ async def queue_study(db: AsyncSession, *, study_id: uuid.UUID) -> int:
         literal(outbox.SCORING_SUBMISSION),
         func.jsonb_build_object("submission_id", cast(Submission.id, Text)),
         literal(now),
-        literal(0),
+        literal(now),
         Submission.id,
+        Submission.study_id,
     ).where(Submission.study_id == study_id, Submission.status == SubmissionStatus.accepted)
-    columns = ["id", "topic", "payload", "created_at", "publish_attempts", "subject_id"]
+    columns = ["id", "topic", "payload", "created_at", "due_at", "subject_id", "study_id"]
     result = await db.execute(
         insert(OutboxEvent).from_select(columns, rows).returning(OutboxEvent.id)
     )

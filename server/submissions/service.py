@@ -82,12 +82,14 @@ def outbox_events(submission_id: uuid.UUID, status: SubmissionStatus) -> list[ou
     return [outbox.Event(topic, payload, submission_id) for topic in TOPICS[status]]
 
 
-def release_events(submission_id: uuid.UUID) -> list[outbox.Event]:
+def release_events(submission_id: uuid.UUID, study_id: uuid.UUID) -> list[outbox.Event]:
     """What a quarantined submission still owes once accepted: the accepted topics it did not
-    emit when it was stored (sent once, never twice)."""
+    emit when it was stored (sent once, never twice), as jobs of its study."""
     sent = set(TOPICS[SubmissionStatus.quarantined])
     return [
-        e for e in outbox_events(submission_id, SubmissionStatus.accepted) if e.topic not in sent
+        outbox.Event(e.topic, e.payload, e.subject_id, study_id)
+        for e in outbox_events(submission_id, SubmissionStatus.accepted)
+        if e.topic not in sent
     ]
 
 

@@ -66,9 +66,9 @@ _INSERT = """
                        $14::text[], $15::int[])
              AS x(position, module_id, module_key, module_version, summary, trials, n_trials)
     ), o AS (
-        INSERT INTO outbox_events (id, topic, payload, created_at, publish_attempts, subject_id)
-        SELECT gen_random_uuid(), y.topic, y.payload::jsonb, $8, 0, s.id
-        FROM s, unnest($16::text[], $17::text[]) AS y(topic, payload)
+        INSERT INTO outbox_events (id, topic, payload, created_at, due_at, subject_id, study_id)
+        SELECT gen_random_uuid(), y.topic, y.payload::jsonb, $8, $8, s.id, l.study_id
+        FROM s, l, unnest($16::text[], $17::text[]) AS y(topic, payload)
     )
     SELECT (SELECT id FROM s), EXISTS (SELECT FROM l)
 """

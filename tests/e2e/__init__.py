@@ -2,7 +2,4 @@
 
 stack.py          a stack of real, killable servers per test: PostgreSQL database, redis-server,
                   REDCap stand-in, relay and Celery workers; the study set-up and submissions
-celery_worker.py  Celery's command line with the tasks' time limits shortened (worker kill)
-
-Kept free of imports: the worker launcher runs from this package in a worker process.
 """

@@ -43,10 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.cli import migrate
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
-from server.jobs.models import DeadLetter, Job
 from server.main import create_app
 from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.redcap.models import RedcapSyncState, SyncStatus
 from server.studies.models import StudyRole
 from tests import factories, services
@@ -345,9 +344,16 @@ def session_mapping(module_key: str) -> dict[str, Any]:
     }
 
 
-async def set_up_study(stack: Stack, http: AsyncClient, participant_code: str = "P-001") -> World:
+async def set_up_study(
+    stack: Stack,
+    http: AsyncClient,
+    participant_code: str = "P-001",
+    standin: StandinProcess | None = None,
+) -> World:
     """Catalogue rows committed directly (a published module, a study, its battery and a
-    coordinator); the rest as the coordinator and the device do it, through the API."""
+    coordinator); the rest as the coordinator and the device do it, through the API. Its
+    connection goes to `standin` (the stack's own unless given)."""
+    standin = standin or stack.standin
     async with stack.sessions() as db, db.begin():
         study = await factories.create_study(db)
         site = await factories.create_site(db, study)
@@ -361,7 +367,7 @@ async def set_up_study(stack: Stack, http: AsyncClient, participant_code: str = 
     connection = await http.post(
         "/api/redcap/connections",
         params=in_study,
-        json={"api_url": stack.standin.url, "token": stack.standin.token,
+        json={"api_url": standin.url, "token": standin.token,
               "max_calls_per_minute": 600},
         headers=staff,
     )  # fmt: skip
@@ -435,11 +441,16 @@ async def sync_states(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, Red
         return {s.submission_id: s for s in rows}
 
 
-async def sync_jobs(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
-    """Each submission's REDCap sync job (made by the relay when it first publishes)."""
+async def sync_jobs(stack: Stack, ids: list[uuid.UUID]) -> dict[uuid.UUID, OutboxEvent]:
+    """Each submission's REDCap sync job: its outbox row (the latest, after a resync)."""
     async with stack.sessions() as db:
         rows = await db.scalars(
-            select(Job).where(Job.kind == outbox.REDCAP_SYNC_SUBMISSION, Job.subject_id.in_(ids))
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
+                OutboxEvent.subject_id.in_(ids),
+            )
+            .order_by(OutboxEvent.created_at)
         )
         return {j.subject_id: j for j in rows if j.subject_id is not None}
 
@@ -455,19 +466,22 @@ async def all_synced(stack: Stack, ids: list[uuid.UUID]) -> bool:
 
 
 async def all_done(stack: Stack, ids: list[uuid.UUID]) -> bool:
-    """Every outbox row of these submissions completed, and Redis holds no message: nothing
+    """Every outbox row of these submissions finished, and Redis holds no message: nothing
     queued, nothing delivered and not yet acknowledged."""
     events = await outbox_rows(stack, ids)
-    if not events or any(e.completed_at is None for e in events):
+    if not events or any(e.finished_at is None for e in events):
         return False
     redis = stack.redis_client()
     queued = redis.llen("redcap") or redis.llen("maintenance") or redis.llen("reports")
     return not (queued or redis.hlen("unacked"))
 
 
-async def dead_letters(stack: Stack) -> list[DeadLetter]:
+async def dead_letters(stack: Stack) -> list[OutboxEvent]:
+    """The failed jobs: each failed outbox row is its own dead letter."""
     async with stack.sessions() as db:
-        return list(await db.scalars(select(DeadLetter)))
+        return list(
+            await db.scalars(select(OutboxEvent).where(OutboxEvent.status == JobStatus.failed))
+        )
 
 
 def session_rows(state: dict[str, Any], record_id: str) -> list[dict[str, Any]]:

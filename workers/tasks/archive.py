@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.archive import service as archive_service
 from server.archive.storage import storage_from_settings
 from server.core.config import Settings
-from workers.events import EventIds, event_task, run_events
+from workers import protocol
 
 
 async def _archive(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
@@ -19,7 +19,7 @@ async def _archive(db: AsyncSession, settings: Settings, payload: dict[str, Any]
     return await archive_service.archive_submission(db, storage, submission_id)
 
 
-@event_task()
-def archive_submission(event_ids: EventIds) -> str:
-    """Write the submission's archive object; the Job's result_location is its key."""
-    return run_events(archive_submission, event_ids, _archive)
+@protocol.job_task()
+def archive_submission(event_id: str) -> str:
+    """Write the submission's archive object; the row's result_location is its key."""
+    return protocol.run(archive_submission, event_id, _archive)

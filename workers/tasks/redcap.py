@@ -8,26 +8,25 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
-from server.redcap import claim, sync
-from workers import runtime
-from workers.events import EventIds, event_task, run_events
+from server.redcap import sync
+from workers import protocol
 
 
-async def _sync(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
-    # Stopped mid-call (the worker lost the broker), it lets go of its claims on the way out.
-    claim.forget_held()
-    runtime.on_abandon(claim.release_held)
-    submission_id = uuid.UUID(payload["submission_id"])
+async def _sync(
+    db: AsyncSession, settings: Settings, payload: dict[str, Any]
+) -> protocol.Failed | None:
     # Idempotent; raises server.redcap.errors.TransientRedcapError for what is worth retrying.
-    # Its writes (the submission's sync state) commit with the job's completion; after a full
-    # batch, at once, and the task goes on with the connection's backlog: BACKLOG_SECONDS for
-    # the whole message (its events share the task's time limits), not for each event.
-    backlog = max(0.0, sync.BACKLOG_SECONDS - runtime.message_age())
-    await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
+    submission_id = uuid.UUID(payload["submission_id"])
+    # Its connection's backlog after its own submission, well inside the run's time limit.
+    backlog = min(sync.BACKLOG_SECONDS, settings.OUTBOX_LEASE_SECONDS / 3)
+    outcome = await sync.sync_submission(db, settings, submission_id, backlog_seconds=backlog)
+    # A record REDCap rejected is a failed job, not a succeeded one.
+    if outcome.status == "failed":
+        return protocol.Failed(outcome.error or "REDCap refused this submission.")
     return None
 
 
-@event_task()
-def sync_submission(event_ids: EventIds) -> str:
-    """Send one submission's results to its study's REDCap project."""
-    return run_events(sync_submission, event_ids, _sync)
+@protocol.job_task()
+def sync_submission(event_id: str) -> str:
+    """Send the submission's results (and its connection's backlog, in order) to REDCap."""
+    return protocol.run(sync_submission, event_id, _sync)

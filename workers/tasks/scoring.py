@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.submissions import scoring_run
-from workers.events import EventIds, event_task, run_events
+from workers import protocol
 
 
 async def _score(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
@@ -18,17 +18,17 @@ async def _score(db: AsyncSession, settings: Settings, payload: dict[str, Any]) 
     return await scoring_run.score_submission(db, uuid.UUID(payload["submission_id"]))
 
 
-@event_task()
-def score_submission(event_ids: EventIds) -> str:
+@protocol.job_task()
+def score_submission(event_id: str) -> str:
     """Score one submission's tasks on the server and re-check its session's data quality."""
-    return run_events(score_submission, event_ids, _score)
+    return protocol.run(score_submission, event_id, _score)
 
 
 async def _check(db: AsyncSession, settings: Settings, payload: dict[str, Any]) -> str | None:
     return await scoring_run.check_session(db, uuid.UUID(payload["session_id"]))
 
 
-@event_task()
-def check_session(event_ids: EventIds) -> str:
+@protocol.job_task()
+def check_session(event_id: str) -> str:
     """Re-check an ended session's data quality (its duration is known once it has ended)."""
-    return run_events(check_session, event_ids, _check)
+    return protocol.run(check_session, event_id, _check)
