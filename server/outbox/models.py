@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.models import Base, IdMixin, JSONType, text_enum, utcnow
@@ -46,7 +46,9 @@ class OutboxEvent(IdMixin, Base):
         ),
         # The relay's one question: which unfinished rows are due.
         Index("ix_outbox_events_due", "due_at", postgresql_where=text("finished_at IS NULL")),
-        Index("ix_outbox_events_status_created", "status", "created_at"),
+        # The dead letters, newest first. Not an index on status: a row's every step would
+        # rewrite it, and ingest would pay for it on each submission's rows.
+        Index("ix_outbox_events_failed", "finished_at", postgresql_where=text("status = 'failed'")),
     )
 
     topic: Mapped[str] = mapped_column(String(64))
@@ -54,9 +56,9 @@ class OutboxEvent(IdMixin, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # The submission or other row this is about, and its study (who may see the job).
     subject_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
-    study_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("studies.id", ondelete="CASCADE"), default=None, index=True
-    )
+    # No foreign key (as on subject_id): each submission writes three rows, and a key would add
+    # a lookup and a share lock on the study row to each, at ingest.
+    study_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
     status: Mapped[JobStatus] = mapped_column(
         text_enum(JobStatus, "job_status"), default=JobStatus.queued
     )
