@@ -74,6 +74,28 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 DBSession = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
+async def end_reads(db: AsyncSession) -> None:
+    """End the session's transaction before a call to the outside world (REDCap, SMTP, S3).
+
+    Call out, then write: a transaction held open across a network call holds a pooled
+    connection, and any row locks, for as long as the other side takes (and shows as `idle in
+    transaction`). So a route reads what it needs, ends its transaction here, makes the call,
+    and its writes after it go into a new, short transaction (the session begins one on its
+    next statement; the request's unit of work commits that one as usual).
+
+    A commit, not a rollback: the objects already loaded stay usable (expire_on_commit=False;
+    a rollback would expire them, and reading them again would need the database). Call it
+    before the route writes anything: what it has flushed so far commits here. Unflushed
+    changes are refused, so nothing goes half-way by accident. In the tests, the session is
+    a savepoint of the test's transaction and this releases it: the code path is the same,
+    the outer transaction stays (tests/test_redcap_no_transaction.py runs on a real database).
+    """
+    if db.new or db.dirty or db.deleted:
+        raise RuntimeError("end_reads: the session has changes not flushed")
+    if db.in_transaction():
+        await db.commit()
+
+
 async def get_autocommit_session(request: Request) -> AsyncIterator[AsyncSession]:
     """For routes whose every write is one self-contained statement (the ingest path).
 

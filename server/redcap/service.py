@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.core.crypto import token_box
+from server.core.db import end_reads
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.participants.models import Participant
@@ -189,7 +190,10 @@ async def delete_connection(db: AsyncSession, *, connection: RedcapConnection) -
 async def test_connection(
     db: AsyncSession, settings: Settings, *, connection: RedcapConnection
 ) -> ConnectionTestResult:
-    """Ask REDCap about the project; store what it said on the connection."""
+    """Ask REDCap about the project; store what it said on the connection.
+
+    No transaction is open during the calls (end_reads); the update is a new, short one."""
+    await end_reads(db)
     client = client_for(connection, settings, interactive=True)
     info = await client.project_info()
     version = await client.version()
@@ -250,10 +254,14 @@ async def get_mapping(db: AsyncSession, *, connection: RedcapConnection) -> Mapp
 async def save_mapping(
     db: AsyncSession, settings: Settings, *, connection: RedcapConnection, mapping_in: MappingIn
 ) -> MappingRead:
-    """Validate against the project's metadata as REDCap reports it now, then store."""
+    """Validate against the project's metadata as REDCap reports it now, then store.
+
+    The study's catalogue is read first; REDCap is asked with no transaction open
+    (end_reads); the mapping is written in a new, short one."""
+    catalogue = await mapping_rules.module_metrics(db, connection.study_id)
+    await end_reads(db)
     client = client_for(connection, settings, interactive=True)
     structure = await mapping_rules.fetch_structure(client)
-    catalogue = await mapping_rules.module_metrics(db, connection.study_id)
     targets = mapping_rules.validate(mapping_in, structure, catalogue)
     document = {**mapping_in.model_dump(mode="json"), "targets": targets}
     row = await get_mapping_row(db, connection.id)
