@@ -9,7 +9,12 @@ from server.modules.models import Module
 from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
-from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.redcap.models import (
+    RedcapConnection,
+    RedcapMapping,
+    RedcapParticipantImport,
+    RedcapSyncState,
+)
 from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
@@ -33,6 +38,7 @@ __all__ = [
     "QualityCheck",
     "RedcapConnection",
     "RedcapMapping",
+    "RedcapParticipantImport",
     "RedcapSyncState",
     "Site",
     "Study",

@@ -20,7 +20,7 @@ from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.outbox.models import OutboxEvent
-from server.redcap.models import RedcapConnection, RedcapMapping
+from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
@@ -35,6 +35,7 @@ STUDY_SCOPED = {
     "battery_id",
     "job_id",
     "connection_id",  # a REDCap connection
+    "import_id",  # a participant import from REDCap (of a connection)
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -82,6 +83,9 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(connection_b)
     await db.flush()
+    import_b = RedcapParticipantImport(connection_id=connection_b.id, settings={})
+    db.add(import_b)
+    await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -95,6 +99,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "battery_id": battery_b.id,
             "job_id": job_b.id,
             "connection_id": connection_b.id,
+            "import_id": import_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -159,7 +164,14 @@ async def test_lists_show_only_own_studies_and_participants(
 # The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
 # whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
 # but the world here gives each site its own).
-SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+SITE_SCOPED = {
+    "site_id",
+    "participant_id",
+    "submission_id",
+    "job_id",
+    "connection_id",
+    "import_id",
+}
 
 
 @dataclass
@@ -195,7 +207,8 @@ async def _site_objects(
     )
     db.add_all([job, connection])
     await db.flush()
-    db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
+    participant_import = RedcapParticipantImport(connection_id=connection.id, settings={})
+    db.add_all([RedcapMapping(connection_id=connection.id, document=MAPPING), participant_import])
     await db.flush()
     return {
         "study_id": study.id,
@@ -205,6 +218,7 @@ async def _site_objects(
         "submission_id": submission.id,
         "job_id": job.id,
         "connection_id": connection.id,
+        "import_id": participant_import.id,
     }
 
 

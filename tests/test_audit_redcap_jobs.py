@@ -18,6 +18,7 @@ from tests import factories
 from tests.audit_helpers import entries, only_entry, text_of
 from tests.redcap_standin import RedcapStandin, classic_project
 from tests.test_jobs import add_event, create_submission
+from tests.test_redcap_participant_import import import_job
 from tests.test_redcap_support import (
     World,
     connect_and_map,
@@ -84,20 +85,21 @@ async def test_saving_a_mapping_and_a_resync_are_recorded(
 
 
 async def test_a_participant_import_from_redcap_writes_one_entry(
-    client: AsyncClient, db: AsyncSession, world: World, classic: RedcapStandin
+    client: AsyncClient, db: AsyncSession, settings: Settings, world: World, classic: RedcapStandin
 ) -> None:
     connection = await create_connection(client, world, classic)
 
-    response = await client.post(
-        f"/api/redcap/connections/{connection['id']}/participant-import",
-        json={"form": "enrollment", "site_source": "dag", "dag_to_site": {"site_a": "A"}},
-        headers=world.headers,
+    response = await import_job(
+        client, db, settings, world, connection["id"], dag_to_site={"site_a": "A"}
     )
 
     assert response.status_code == 200, response.text
-    assert response.json()["created"] == 1
+    assert response.json()["report"]["created"] == 1
     entry = await only_entry(db, AuditAction.redcap_participants_imported, connection["id"])
     assert entry.summary == {"created": 1, "total_records": 1}
+    # Written by the worker, in the name of the coordinator who asked for the import.
+    created = await only_entry(db, AuditAction.redcap_connection_created, connection["id"])
+    assert entry.actor_id is not None and entry.actor_id == created.actor_id
 
 
 async def test_a_dead_letter_rerun_is_recorded_with_its_admin(

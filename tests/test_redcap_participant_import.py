@@ -1,7 +1,11 @@
-"""Participants from REDCap records: a report per record, a dry run, all or nothing."""
+"""Participants from REDCap records, as a job: a report per record, a dry run, all or nothing.
+
+Through HTTP (POST answers 202 with the import's id) and the worker's own path
+(workers.protocol.process with the task's handler, on the test's transaction)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,12 +13,16 @@ import pytest
 from httpx import AsyncClient
 from redcap.project import Project
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
+from server.outbox import service as outbox
+from server.outbox.models import JobStatus, OutboxEvent
 from server.participants.models import Participant
 from tests.redcap_standin import RedcapStandin, classic_project
 from tests.test_redcap_support import World, create_connection, make_world, participant, running
+from workers.protocol import process
+from workers.tasks.redcap import _import, import_participants
 
 
 @pytest.fixture
@@ -46,17 +54,58 @@ async def _count(db: AsyncSession, world: World) -> int:
     )
 
 
-async def _import(client: AsyncClient, world: World, connection_id: str, **body: Any) -> Any:
-    return await client.post(
+async def run_import_jobs(db: AsyncSession, settings: Settings) -> list[str]:
+    """Run the queued import jobs as a worker does (workers.protocol); their outcomes."""
+    sessions = async_sessionmaker(
+        bind=db.bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+    ids = (
+        await db.scalars(
+            select(OutboxEvent.id).where(
+                OutboxEvent.topic == outbox.REDCAP_IMPORT_PARTICIPANTS,
+                OutboxEvent.finished_at.is_(None),
+            )
+        )
+    ).all()
+    return [
+        await process(
+            sessions, settings, event_id=i, task_name=import_participants.name, handler=_import
+        )
+        for i in ids
+    ]
+
+
+async def import_job(
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    connection_id: str,
+    **body: Any,
+) -> Any:
+    """POST the import (202), run its job, and GET it: the import as its reader sees it."""
+    queued = await client.post(
         f"/api/redcap/connections/{connection_id}/participant-import",
         json={"form": "enrollment", "site_source": "dag",
               "dag_to_site": {"site_a": "A", "site_b": "B"}, **body},
         headers=world.headers,
     )  # fmt: skip
+    if queued.status_code != 202:
+        return queued
+    assert queued.json()["status"] == "queued" and queued.json()["report"] is None
+    await run_import_jobs(db, settings)
+    return await client.get(
+        f"/api/redcap/connections/{connection_id}/participant-imports/{queued.json()['id']}",
+        headers=world.headers,
+    )
 
 
 async def test_dry_run_reports_each_record_and_writes_nothing(
-    client: AsyncClient, db: AsyncSession, world: World, classic: RedcapStandin
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
 ) -> None:
     connection = await create_connection(client, world, classic)
     await participant(db, world, "1003", site=world.site_a)
@@ -65,9 +114,10 @@ async def test_dry_run_reports_each_record_and_writes_nothing(
         [{"record_id": "2001", "redcap_repeat_instrument": "cognitive_session",
           "redcap_repeat_instance": 1, "srt_n_trials": "5"}]
     )  # fmt: skip
-    response = await _import(client, world, connection["id"], dry_run=True)
+    response = await import_job(client, db, settings, world, connection["id"], dry_run=True)
     assert response.status_code == 200, response.text
-    report = response.json()
+    assert (response.json()["status"], response.json()["dry_run"]) == ("succeeded", True)
+    report = response.json()["report"]
     assert (report["dry_run"], report["total_records"], report["new"]) == (True, 3, 2)
     assert (report["already_enrolled"], report["rejected"], report["created"]) == (1, 0, 0)
     assert [(r["record_id"], r["site_code"], r["status"]) for r in report["records"]] == [
@@ -77,9 +127,9 @@ async def test_dry_run_reports_each_record_and_writes_nothing(
     exports = [c for c in classic.calls if c.content == "record" and c.action == "export"]
     assert len(exports) == 2  # the record ids, then one chunk of the form
 
-    real = await _import(client, world, connection["id"])
+    real = await import_job(client, db, settings, world, connection["id"])
     assert real.status_code == 200
-    assert real.json()["created"] == 2
+    assert (real.json()["status"], real.json()["report"]["created"]) == ("succeeded", 2)
     codes = (
         await db.execute(
             select(Participant.participant_code, Participant.site_id)
@@ -91,15 +141,22 @@ async def test_dry_run_reports_each_record_and_writes_nothing(
                      ("1003", world.site_a.id)]  # fmt: skip
 
 
-async def test_one_rejected_record_imports_nothing(
-    client: AsyncClient, db: AsyncSession, world: World, classic: RedcapStandin
+async def test_one_rejected_record_imports_nothing_and_the_job_fails(
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
 ) -> None:
     connection = await create_connection(client, world, classic)
-    response = await _import(client, world, connection["id"], dag_to_site={"site_a": "A"})
-    assert response.status_code == 422
-    envelope = response.json()
-    assert envelope["error_code"] == "import_rejected"
-    report = envelope["details"]
+    response = await import_job(
+        client, db, settings, world, connection["id"], dag_to_site={"site_a": "A"}
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "failed"
+    assert job["error"] == "1 of 3 records were rejected; nothing was imported."
+    report = job["report"]
     assert (report["new"], report["rejected"], report["created"]) == (2, 1, 0)
     [rejected] = [r for r in report["records"] if r["status"] == "rejected"]
     assert rejected["record_id"] == "1002"
@@ -108,11 +165,17 @@ async def test_one_rejected_record_imports_nothing(
 
 
 async def test_fixed_site_and_another_code_field(
-    client: AsyncClient, db: AsyncSession, world: World, classic: RedcapStandin
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
 ) -> None:
     connection = await create_connection(client, world, classic)
-    response = await _import(
+    response = await import_job(
         client,
+        db,
+        settings,
         world,
         connection["id"],
         site_source="fixed",
@@ -121,15 +184,47 @@ async def test_fixed_site_and_another_code_field(
         dry_run=True,
     )
     assert response.status_code == 200, response.text
-    assert [(r["participant_code"], r["site_code"]) for r in response.json()["records"]] == [
+    assert [(r["participant_code"], r["site_code"])
+            for r in response.json()["report"]["records"]] == [
         ("2024-01-10", "B"), ("2024-01-11", "B"), ("2024-01-12", "B")
     ]  # fmt: skip
+    # Sites are the study's: refused by the request, before anything is queued.
     for body, loc in [
-        ({"form": "demographics"}, ["body", "form"]),
-        ({"participant_code_field": "nope"}, ["body", "participant_code_field"]),
         ({"site_source": "fixed"}, ["body", "site_id"]),
         ({"dag_to_site": {"site_a": "ZZ"}}, ["body", "dag_to_site", "site_a"]),
     ]:
-        refused = await _import(client, world, connection["id"], **body)
+        refused = await import_job(client, db, settings, world, connection["id"], **body)
         assert refused.status_code == 422, body
         assert refused.json()["details"][0]["loc"] == loc
+    # The form and its fields are REDCap's: the job fails, and says what did not fit.
+    for body, loc in [
+        ({"form": "demographics"}, ["body", "form"]),
+        ({"participant_code_field": "nope"}, ["body", "participant_code_field"]),
+    ]:
+        failed = await import_job(client, db, settings, world, connection["id"], **body)
+        assert failed.json()["status"] == "failed", body
+        assert failed.json()["problem"][0]["loc"] == loc
+        assert failed.json()["report"] is None
+
+
+async def test_a_redelivered_import_runs_once(
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
+) -> None:
+    connection = await create_connection(client, world, classic)
+    done = await import_job(client, db, settings, world, connection["id"])
+    assert done.json()["report"]["created"] == 3
+    calls = len(classic.calls)
+    # The message again (the relay re-published it, say), and the service called again:
+    # the import has its report, so nothing is asked of REDCap and nothing is written.
+    job = await db.get(OutboxEvent, uuid.UUID(done.json()["job_id"]), populate_existing=True)
+    assert job is not None
+    job.finished_at = None
+    job.status = JobStatus.queued
+    await db.flush()
+    assert await run_import_jobs(db, settings) == ["succeeded"]
+    assert len(classic.calls) == calls
+    assert await _count(db, world) == 3

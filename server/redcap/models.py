@@ -105,3 +105,27 @@ class RedcapSyncState(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     synced_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RedcapParticipantImport(IdMixin, Base):
+    """One enrolment from REDCap asked for: its settings, and once run, its report.
+
+    The work itself is an outbox row (topic redcap.import_participants, subject_id this id):
+    its status, attempts and error are the job's, read from there, not kept twice.
+    """
+
+    __tablename__ = "redcap_participant_imports"
+
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("redcap_connections.id", ondelete="CASCADE"), index=True
+    )
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # ParticipantImportIn as asked (form, code field, site source): no participant data.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # ParticipantImportReport, written with the participants it created, in one transaction.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    # Where the settings do not fit the REDCap project (form or field unknown): the details.
+    problem: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,31 +2,32 @@
 
 Like the CSV import (server.participants.csv_import): every record is checked first and
 reported (new / already enrolled / rejected, with the reason); a dry run writes nothing; a
-real run with any rejected record writes nothing either and answers 422 with the report.
-Only the record id, the participant code field, the form's status and the data access group
-are exported: nothing else of the record leaves REDCap.
+real run with any rejected record writes nothing either. Only the record id, the participant
+code field, the form's status and the data access group are exported: nothing else of the
+record leaves REDCap.
+
+The pieces here are what the job (server.redcap.participant_import_job) puts together:
+`fetch` talks to REDCap and nothing else (it runs with no transaction open), `check_sites`
+and `evaluate` work on what the database and REDCap said.
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.core.errors import Unprocessable
-from server.participants import service as participants_service
 from server.participants.models import Participant
 from server.participants.schemas import ParticipantCreate
-from server.redcap.client import RedcapClient, client_for
-from server.redcap.models import RedcapConnection
+from server.redcap.client import RedcapClient
 from server.redcap.schemas import ImportedRecord, ParticipantImportIn, ParticipantImportReport
 from server.studies.models import Site
-
-log = structlog.get_logger(__name__)
 
 DAG = "redcap_data_access_group"
 MAX_RECORDS = 10_000
@@ -37,6 +38,42 @@ def _problem(loc: list[str], msg: str, **extra: Any) -> Unprocessable:
         "The import settings do not fit the REDCap project or this study.",
         details=[{"loc": ["body", *loc], "msg": msg, **extra}],
     )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What REDCap said: the form's rows, keyed by its record id field."""
+
+    id_field: str
+    code_field: str
+    rows: list[dict[str, Any]]
+
+
+async def study_sites(db: AsyncSession, study_id: uuid.UUID) -> dict[str, Site]:
+    """The study's sites by code."""
+    rows = await db.execute(select(Site).where(Site.study_id == study_id))
+    return {s.code: s for s in rows.scalars()}
+
+
+async def enrolled_codes(db: AsyncSession, study_id: uuid.UUID) -> set[str]:
+    rows = await db.execute(
+        select(Participant.participant_code).where(Participant.study_id == study_id)
+    )
+    return set(rows.scalars())
+
+
+def check_sites(sites: dict[str, Site], import_in: ParticipantImportIn) -> Site | None:
+    """The fixed site (site_source=fixed), or None; Unprocessable when the settings name
+    sites this study does not have."""
+    if import_in.site_source == "fixed":
+        fixed = next((s for s in sites.values() if s.id == import_in.site_id), None)
+        if fixed is None:
+            raise _problem(["site_id"], "site_source=fixed needs a site of this study")
+        return fixed
+    for name, code in import_in.dag_to_site.items():
+        if code not in sites:
+            raise _problem(["dag_to_site", name], f"no site with code '{code}' in this study")
+    return None
 
 
 async def _export(
@@ -67,29 +104,11 @@ async def _export(
     return rows
 
 
-async def import_participants(
-    db: AsyncSession,
-    settings: Settings,
-    *,
-    connection: RedcapConnection,
-    import_in: ParticipantImportIn,
-) -> ParticipantImportReport:
-    study_id = connection.study_id
-    sites = {
-        s.code: s
-        for s in (await db.execute(select(Site).where(Site.study_id == study_id))).scalars()
-    }
-    fixed_site: Site | None = None
-    if import_in.site_source == "fixed":
-        fixed_site = next((s for s in sites.values() if s.id == import_in.site_id), None)
-        if fixed_site is None:
-            raise _problem(["site_id"], "site_source=fixed needs a site of this study")
-    else:
-        for name, code in import_in.dag_to_site.items():
-            if code not in sites:
-                raise _problem(["dag_to_site", name], f"no site with code '{code}' in this study")
-
-    client = client_for(connection, settings, interactive=True)
+async def fetch(
+    client: RedcapClient, settings: Settings, import_in: ParticipantImportIn
+) -> Fetched:
+    """Check the form and code field against the project's metadata, then export the form.
+    REDCap only: call it with no transaction open."""
     metadata = await client.metadata()
     fields = {str(row["field_name"]): row for row in metadata}
     forms = {str(row["form_name"]) for row in metadata}
@@ -101,7 +120,6 @@ async def import_participants(
         raise _problem(
             ["participant_code_field"], f"REDCap has no field '{code_field}'", fields=list(fields)
         )
-
     rows = await _export(
         client,
         settings,
@@ -109,18 +127,24 @@ async def import_participants(
         code_field=code_field,
         dag=import_in.site_source == "dag",
     )
+    return Fetched(id_field=id_field, code_field=code_field, rows=rows)
+
+
+def evaluate(
+    import_in: ParticipantImportIn,
+    fetched: Fetched,
+    *,
+    sites: dict[str, Site],
+    fixed_site: Site | None,
+    existing: set[str],
+) -> tuple[ParticipantImportReport, list[ParticipantCreate]]:
+    """Each record's fate, and the participants to create if none is rejected."""
+    id_field, code_field = fetched.id_field, fetched.code_field
     by_record: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in fetched.rows:
         by_record.setdefault(str(row.get(id_field, "")), []).append(row)
     status_field = f"{import_in.form}_complete"
 
-    existing = set(
-        (
-            await db.execute(
-                select(Participant.participant_code).where(Participant.study_id == study_id)
-            )
-        ).scalars()
-    )
     seen: dict[str, str] = {}
     report: list[ImportedRecord] = []
     accepted: list[ParticipantCreate] = []
@@ -195,22 +219,4 @@ async def import_participants(
         created=0,
         records=report,
     )
-    if result.rejected:
-        raise Unprocessable(
-            f"{result.rejected} of {result.total_records} records were rejected; "
-            "nothing was imported.",
-            error_code="import_rejected",
-            details=result.model_dump(mode="json"),
-        )
-    if import_in.dry_run:
-        return result
-    for participant_in in accepted:
-        await participants_service.create(db, study_id=study_id, participant_in=participant_in)
-    result.created = len(accepted)
-    log.info(
-        "redcap_participants_imported",
-        connection_id=str(connection.id),
-        created=result.created,
-        already_enrolled=result.already_enrolled,
-    )
-    return result
+    return result, accepted

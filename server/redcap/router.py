@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import service as audit
 from server.audit.models import AuditAction
+from server.auth.deps import CurrentPrincipal
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.redcap import participant_import, routing, service
+from server.redcap import participant_import_job, routing, service
 from server.redcap import preview as preview_service
 from server.redcap.deps import ConnectionManager, ConnectionReader
 from server.redcap.models import RedcapConnection, SyncStatus
@@ -24,7 +25,7 @@ from server.redcap.schemas import (
     MappingIn,
     MappingRead,
     ParticipantImportIn,
-    ParticipantImportReport,
+    ParticipantImportRead,
     PreviewRead,
     ResyncIn,
     ResyncRead,
@@ -198,26 +199,33 @@ async def list_sync_states(
 
 @router.post(
     "/connections/{connection_id}/participant-import",
-    response_model=ParticipantImportReport,
-    responses={
-        **_REDCAP_ERRORS,
-        422: {"description": "Rejected records, nothing imported; or the API URL not allowed"},
-    },
+    response_model=ParticipantImportRead,
+    status_code=http_status.HTTP_202_ACCEPTED,
+    responses={422: {"description": "The settings name a site this study does not have"}},
 )
 async def import_participants(
     import_in: ParticipantImportIn,
     access: ConnectionManager,
+    principal: CurrentPrincipal,
     db: DBSession,
-    settings: AppSettings,
-) -> ParticipantImportReport:
-    report = await participant_import.import_participants(
-        db, settings, connection=access.connection, import_in=import_in
+) -> ParticipantImportRead:
+    """Queued as a job (REDCap is called by the worker, never inside this request): read
+    its status and report at GET .../participant-imports/{import_id}."""
+    return await participant_import_job.request_import(
+        db,
+        connection=access.connection,
+        import_in=import_in,
+        requested_by=principal.user.id,
     )
-    if report.created:
-        await _record(
-            db,
-            AuditAction.redcap_participants_imported,
-            access.connection,
-            {"created": report.created, "total_records": report.total_records},
-        )
-    return report
+
+
+@router.get(
+    "/connections/{connection_id}/participant-imports/{import_id}",
+    response_model=ParticipantImportRead,
+)
+async def get_participant_import(
+    import_id: uuid.UUID, access: ConnectionManager, db: DBSession
+) -> ParticipantImportRead:
+    return await participant_import_job.get_import(
+        db, connection=access.connection, import_id=import_id
+    )

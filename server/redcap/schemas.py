@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.outbox.models import JobStatus
 from server.redcap.models import SyncStatus
 
 TOKEN_PATTERN = r"^[0-9A-Fa-f]{32}$"
@@ -227,3 +228,19 @@ class ParticipantImportReport(BaseModel):
     rejected: int
     created: int
     records: list[ImportedRecord]
+
+
+class ParticipantImportRead(BaseModel):
+    """An import as a job: its status is its outbox row's; the report once it has run (a
+    failed one with rejected records keeps its report; a problem lists what did not fit)."""
+
+    id: uuid.UUID
+    connection_id: uuid.UUID
+    job_id: uuid.UUID | None
+    status: JobStatus
+    dry_run: bool
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    problem: list[dict[str, Any]] | None
+    report: ParticipantImportReport | None

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +143,9 @@ class RedcapStandin:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Called (on the server's thread) with each API call's `content` as it arrives, before
+        # it is answered: a test looks at the world at the moment REDCap is being asked.
+        self.on_call: Callable[[str | None], None] | None = None
 
     # ----- lifecycle ---------------------------------------------------------------------------
     def start(self) -> RedcapStandin:
@@ -271,6 +275,8 @@ class RedcapStandin:
         started = time.time()
         self.knobs.count_hit()
         params = Params(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        if self.on_call is not None:
+            self.on_call(params.get("content"))
         delay = self.knobs.delay_seconds
         if delay and self._stopping.wait(delay):
             handler.close_connection = True  # went down while "busy": no answer at all

@@ -1,4 +1,4 @@
-"""REDCap queue: outbox topic `redcap.sync_submission`."""
+"""REDCap queue: outbox topics `redcap.sync_submission` and `redcap.import_participants`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
-from server.redcap import sync
+from server.redcap import participant_import_job, sync
 from workers import protocol
 
 
@@ -30,3 +30,17 @@ async def _sync(
 def sync_submission(event_id: str) -> str:
     """Send the submission's results (and its connection's backlog, in order) to REDCap."""
     return protocol.run(sync_submission, event_id, _sync)
+
+
+async def _import(
+    db: AsyncSession, settings: Settings, payload: dict[str, Any]
+) -> protocol.Failed | None:
+    # REDCap is asked before `db` is first used: no transaction is open during the calls.
+    error = await participant_import_job.run_import(db, settings, uuid.UUID(payload["import_id"]))
+    return protocol.Failed(error) if error is not None else None
+
+
+@protocol.job_task()
+def import_participants(event_id: str) -> str:
+    """Enrol the records of a REDCap form as participants, all or none; the report is kept."""
+    return protocol.run(import_participants, event_id, _import)
