@@ -8,9 +8,10 @@ bindings and none of the old connections).
 
 Redis dying while a task runs: the worker acknowledged the message when the run started, so
 the run goes on and writes its outcome; a message lost with the old server comes back through
-the relay once its row's lease is over. A pool child that is stopped anyway (a warm shutdown's
-SIGTERM, which billiard turns into sys.exit wherever the child's event loop is) still exits,
-even inside a driver's callback (EXIT_GRACE_S): the last test.
+the relay once its row's lease is over (a lost message is what the lease is for). A pool
+child that is stopped anyway (a warm shutdown's SIGTERM, which billiard turns into sys.exit
+wherever the child's event loop is) still exits, even inside a driver's callback
+(EXIT_GRACE_S): the last test.
 """
 
 from __future__ import annotations
@@ -127,14 +128,13 @@ async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack, th
     worker = await stack.start_worker("only", OUTBOX_LEASE_SECONDS=15)
     async with stack.api() as http:
         world = await set_up_study(stack, http)
-        stack.standin.control("configure", delay_seconds=2.0)
-        hits = stack.standin_state()["hits"]
+        stack.standin.control("configure", hold_imports=True)
         in_flight = await submit(http, world, n_trials=10)
         await stack.wait_for(
-            lambda: stack.standin_state()["hits"] > hits,
+            lambda: stack.standin_state()["holding"] >= 1,
             timeout=20,
             every=0.02,
-            what="the import call to reach REDCap",
+            what="the import call to reach REDCap and be held",
         )
         stack.redis.kill()  # while the worker's child waits for REDCap's answer
         await stack.wait_for(
@@ -143,7 +143,7 @@ async def test_a_sync_in_flight_when_redis_dies_still_completes(stack: Stack, th
             what="the worker to lose the broker",
         )
         stack.redis.start()
-        stack.standin.control("configure", delay_seconds=0)
+        stack.standin.control("configure", hold_imports=False)
         ids = [in_flight]
         if then == "another_submission":
             ids.append(await submit(http, world, n_trials=11))
@@ -171,14 +171,13 @@ async def test_a_worker_holding_an_unacknowledged_message_survives_redis_coming_
         world = await set_up_study(stack, http)
         first = await submit(http, world, n_trials=10)
         await stack.wait_for(lambda: all_synced(stack, [first]), timeout=20, what="a first sync")
-        stack.standin.control("configure", delay_seconds=3.0)
-        hits = stack.standin_state()["hits"]
+        stack.standin.control("configure", hold_imports=True)
         ids = [await submit(http, world, n_trials=n) for n in (11, 12, 13)]
         await stack.wait_for(
-            lambda: stack.standin_state()["hits"] > hits,
+            lambda: stack.standin_state()["holding"] >= 1,
             timeout=20,
             every=0.02,
-            what="an import call to reach REDCap",
+            what="an import call to reach REDCap and be held",
         )
         redis = stack.redis_client()
         await stack.wait_for(
@@ -191,7 +190,7 @@ async def test_a_worker_holding_an_unacknowledged_message_survives_redis_coming_
             what="the worker to lose the broker",
         )
         stack.redis.start()
-        stack.standin.control("configure", delay_seconds=0)
+        stack.standin.control("configure", hold_imports=False)
     await stack.wait_for(lambda: all_synced(stack, ids), timeout=60, what="all synced")
     await stack.wait_for(
         lambda: worker.output().count("Connected to redis") >= 2,
@@ -244,6 +243,7 @@ def test_a_pool_child_stopped_inside_a_driver_callback_still_exits() -> None:
         text=True,
         timeout=EXIT_GRACE_S + 20,  # it used to wait for the coroutine for ever
     )
+    # It exited (the subprocess's timeout is the only clock here), after waiting for the
+    # coroutine to unwind for its grace, not cutting it off at once.
     assert child.stdout.startswith("exit -15 after "), child.stdout + child.stderr
-    waited = float(child.stdout.split()[-2])
-    assert EXIT_GRACE_S - 0.5 <= waited <= EXIT_GRACE_S + 2
+    assert float(child.stdout.split()[-2]) >= EXIT_GRACE_S - 0.5

@@ -44,9 +44,9 @@ def task_routes() -> dict[str, dict[str, str]]:
 
 def build_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this deployment: Redis as broker and result backend."""
-    # A run holds its outbox row for OUTBOX_LEASE_SECONDS (workers.protocol), then the relay
-    # publishes it again: the hard time limit ends a run by then, so no row ever has two runs
-    # at once. The soft limit comes first, for the task to record the failure itself.
+    # The hard time limit (OUTBOX_LEASE_SECONDS) ends a run that hangs: its process is killed,
+    # its run lock freed (server.outbox.liveness), and the relay publishes the row again. The
+    # soft limit comes first, for the task to record the failure itself.
     hard = settings.OUTBOX_LEASE_SECONDS
     redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
     Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)

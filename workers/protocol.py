@@ -1,17 +1,20 @@
 """The task protocol: every outbox task is `run(task, event_id, handler)`, one id a message.
 
-1. One transaction: claim the row (server.outbox.service.claim): running, attempts + 1, held
-   for OUTBOX_LEASE_SECONDS, which is also the task's hard time limit (workers.app). A row
-   finished, gone, or held by a run still within its lease: nothing to do.
+0. The row's run lock (server.outbox.liveness): a session-level advisory lock on a database
+   connection of its own, held until the outcome is committed. Held by another live run (a
+   second message for the same row): nothing to do.
+1. One transaction: claim the row (server.outbox.service.claim): running, attempts + 1. A row
+   finished or gone: nothing to do.
 2. One transaction: the handler (the domain's service call), then the row succeeded (or
    failed, if the handler says so with `Failed`): the service's writes commit with it or not
    at all.
 3. The handler raised: a transient error (workers.errors) within TASK_MAX_RETRIES sets the row
    retrying, due again after a backoff; anything else fails it (the dead letter).
 
-Celery acknowledges a message when its task starts and never retries it: a message lost
-with Redis, or with a worker killed mid-run, is published again by the relay once the row's
-due_at passes. That is the only way work comes back.
+Celery acknowledges a message when its task starts and never retries it. A message lost with
+Redis is published again by the relay once the row's due_at passes; a run whose worker died
+lost its lock with its connection, and the relay publishes its row again within seconds. That
+is the only way work comes back.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Any
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.core.config import Settings, get_settings
 from server.core.models import utcnow
+from server.outbox import liveness
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from workers import runtime
@@ -96,11 +100,33 @@ async def process(
     task_name: str,
     handler: Handler,
 ) -> str:
-    """Steps 1 to 3 above; the outcome's name. Never raises for the handler's errors."""
-    lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    """Steps 0 to 3 above; the outcome's name. Never raises for the handler's errors."""
+    async with liveness.run_lock(_bind(sessionmaker), event_id) as held:
+        if not held:
+            log.info("task_skipped", task=task_name, event_id=str(event_id), reason="running")
+            return "skipped"
+        return await _claim_and_run(
+            sessionmaker, settings, event_id=event_id, task_name=task_name, handler=handler
+        )
+
+
+def _bind(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | AsyncConnection:
+    bind = sessionmaker.kw["bind"]
+    assert isinstance(bind, AsyncEngine | AsyncConnection)
+    return bind
+
+
+async def _claim_and_run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    event_id: uuid.UUID,
+    task_name: str,
+    handler: Handler,
+) -> str:
     async with sessionmaker() as db, db.begin():
         claimed = await outbox.claim(
-            db, event_id, now=utcnow(), lease=lease, max_attempts=settings.TASK_MAX_RETRIES + 1
+            db, event_id, now=utcnow(), max_attempts=settings.TASK_MAX_RETRIES + 1
         )
     if isinstance(claimed, str):
         log.info("task_skipped", task=task_name, event_id=str(event_id), reason=claimed)
@@ -142,15 +168,21 @@ def run(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
             )
         )
     except SoftTimeLimitExceeded as exc:
-        # Cut short outside the handler's frames (inside the loop): recorded like a failure.
+        # Cut short outside the handler's frames (inside the loop): recorded like a failure,
+        # under the run lock again (else the relay may take the row for a dead run meanwhile).
         cut_short: BaseException = exc
-        return runtime.run(
-            lambda: record_failure(
-                sessionmaker,
-                settings,
-                event_id=parsed,
-                task_name=task.name,
-                exc=cut_short,
-                attempts=None,
-            )
-        )
+
+        async def record() -> str:
+            async with liveness.run_lock(_bind(sessionmaker), parsed) as held:
+                if not held:
+                    return "skipped"
+                return await record_failure(
+                    sessionmaker,
+                    settings,
+                    event_id=parsed,
+                    task_name=task.name,
+                    exc=cut_short,
+                    attempts=None,
+                )
+
+        return runtime.run(record)

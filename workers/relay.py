@@ -2,11 +2,12 @@
 
     python -m server relay
 
-A row is due while it is not finished and its due_at has passed: new rows at once, a retry
-after its backoff, and a row whose run did not finish within its lease (its worker died, or
-Redis lost the message) again. Publishing pushes due_at one lease on; a run that claims the
-row holds it for its own lease. Broker down: nothing changes, the rows wait, the relay backs
-off and tries again. Several relays may run: each cycle's rows are taken FOR UPDATE SKIP LOCKED.
+A row is due while it is not finished, not running, and its due_at has passed: new rows at
+once, a retry after its backoff, and a row whose message no run took within a lease (Redis
+lost it) again; publishing pushes due_at one lease on. Every LIVENESS_EVERY_S the relay also
+looks for running rows whose run lock is free (server.outbox.liveness: their worker died) and
+publishes them again, queued. Broker down: nothing changes, the rows wait, the relay backs off
+and tries again. Several relays may run: each cycle's rows are taken FOR UPDATE SKIP LOCKED.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.models import utcnow
+from server.outbox import liveness, topics
 from server.outbox import service as outbox
-from server.outbox import topics
 from workers.publisher import CeleryPublisher
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,8 @@ log = structlog.get_logger(__name__)
 Publish = Callable[[Sequence[tuple[str, uuid.UUID]]], Awaitable[None]]
 MAX_BACKOFF_S = 30.0
 BACKLOG_LOG_EVERY_S = 60.0
+# How often running rows are checked for a dead run: the wait after a worker is killed.
+LIVENESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -45,12 +48,22 @@ class RelayResult:
 
 
 async def relay_once(
-    db: AsyncSession, publish: Publish, *, now: datetime, lease: timedelta, batch: int
+    db: AsyncSession,
+    publish: Publish,
+    *,
+    now: datetime,
+    lease: timedelta,
+    batch: int,
+    orphans: bool = True,
 ) -> RelayResult:
-    """Publish up to `batch` due rows; the caller commits. A failed publish changes nothing."""
+    """Publish up to `batch` due rows, and (orphans) the running rows whose run died; the
+    caller commits. A failed publish changes nothing."""
     result = RelayResult()
     routed: list[tuple[str, uuid.UUID]] = []
-    for event_id, topic in await outbox.due(db, now=now, limit=batch):
+    rows = await outbox.due(db, now=now, limit=batch)
+    if orphans:
+        rows += await liveness.orphaned(db, limit=batch)
+    for event_id, topic in rows:
         if topic in topics.ROUTES:
             routed.append((topic, event_id))
         else:
@@ -92,13 +105,18 @@ async def run_relay(
     sessionmaker = create_sessionmaker(engine)
     interval, batch = settings.RELAY_INTERVAL_SECONDS, settings.RELAY_BATCH_SIZE
     lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
-    delay, failing_since, last_backlog_log = interval, None, 0.0
+    delay, failing_since, last_backlog_log, last_liveness = interval, None, 0.0, 0.0
     log.info("relay_started", interval_s=interval, lease_s=lease.total_seconds(), batch=batch)
     try:
         while not stop_event.is_set():
+            orphans = time.monotonic() - last_liveness >= LIVENESS_EVERY_S
+            if orphans:
+                last_liveness = time.monotonic()
             try:
                 async with sessionmaker() as db:
-                    result = await relay_once(db, publish, now=utcnow(), lease=lease, batch=batch)
+                    result = await relay_once(
+                        db, publish, now=utcnow(), lease=lease, batch=batch, orphans=orphans
+                    )
                     await db.commit()
             except Exception as exc:  # the database: the rows are safe in it, try again later
                 result = RelayResult(error=outbox.safe_error(exc))

@@ -22,8 +22,9 @@ from server.core.db import create_engine, create_sessionmaker
 T = TypeVar("T")
 log = structlog.stdlib.get_logger(__name__)
 
-# A prefork child runs one task at a time: two connections cover a task and its bookkeeping.
-WORKER_POOL_SIZE = 2
+# A prefork child runs one task at a time: its run lock, the task's session, and (a REDCap
+# sender) the sender's lock and the next batch's pick beside this one's outcome.
+WORKER_POOL_SIZE = 3
 # How long a process on its way out (SystemExit, KeyboardInterrupt) waits for the coroutine it
 # interrupted to unwind. A pool child's SIGTERM (Celery cancelling a task when the broker
 # connection drops) is billiard's sys.exit, raised wherever the loop is: inside a driver's

@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     # The worker tier (workers/, the relay included: workers.relay).
     # Redis gives a message a worker reserved but never started back after this.
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=1800, ge=60)
-    # A run holds its outbox row this long, which is also its hard time limit; a row not
-    # finished by then (its worker died, its message was lost) is published again.
+    # A task's hard time limit, and how long a published row may wait for a run before it is
+    # published again (its message was lost). A dead run comes back sooner: its lock is free.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
     RELAY_BATCH_SIZE: int = Field(default=500, ge=1)

@@ -29,8 +29,9 @@ class OutboxEvent(IdMixin, Base):
     """Work for the worker tier, written in the same transaction as the data it is about.
 
     Not finished and past `due_at`, the relay publishes its id (again): the first time, after
-    a transient error's backoff, or when a run did not finish within its lease (its worker died,
-    or Redis lost the message). That is the one way work comes back.
+    a transient error's backoff, or when its message was not run within a lease (Redis lost
+    it); running with its run lock free (its worker died, server.outbox.liveness), at once.
+    That is the one way work comes back.
     """
 
     __tablename__ = "outbox_events"

@@ -7,9 +7,10 @@ A row's life (every step one statement on the row, inside the caller's transacti
                          |---retry-----> retrying (due again after a backoff) --claim--> ...
                          '---fail------> failed (the dead letter; rerun puts it back to queued)
 
-`claim` takes a row that is queued or retrying (or running past its lease: its worker died);
-a row running within its lease, or finished, is not this message's to run. The relay queues a
-running row again when it publishes it past its lease. Services flush, never commit.
+`claim` is called by a run holding the row's run lock (server.outbox.liveness): it takes a row
+queued, retrying, or running (then that run is over: its lock was free); a finished row is not
+this message's to run. The relay queues a running row again when its run lock is free (its
+worker died) and publishes it. Services flush, never commit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
 REDCAP_IMPORT_PARTICIPANTS = "redcap.import_participants"
 MAX_ERROR_CHARS = 2000
-LEASE_OVER = "Its last run did not finish within its lease (its worker stopped); sent again."
+RUN_LOST = "Its last run stopped without an outcome (its worker died); sent again."
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,15 @@ def safe_error(exc: BaseException) -> str:
 
 async def due(db: AsyncSession, *, now: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
     """(id, topic) of up to `limit` unfinished rows past their due_at, most overdue first,
-    locked (SKIP LOCKED: two relays never take the same rows) until the caller commits."""
+    locked (SKIP LOCKED: two relays never take the same rows) until the caller commits. Not
+    running rows: whether their run is alive is its lock's to say (liveness.orphaned)."""
     rows = await db.execute(
         select(OutboxEvent.id, OutboxEvent.topic)
-        .where(OutboxEvent.finished_at.is_(None), OutboxEvent.due_at <= now)
+        .where(
+            OutboxEvent.finished_at.is_(None),
+            OutboxEvent.due_at <= now,
+            OutboxEvent.status != JobStatus.running,
+        )
         .order_by(OutboxEvent.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -97,9 +103,10 @@ async def due(db: AsyncSession, *, now: datetime, limit: int) -> list[tuple[uuid
 async def published(
     db: AsyncSession, ids: list[uuid.UUID], *, now: datetime, lease: timedelta
 ) -> None:
-    """Sent: due again one lease from now unless a run takes it (and its own lease) first.
-    A row still running had outlived its run's lease: that run is over (its worker died, or
-    its time limit ended it), and the row is queued again for the message just sent."""
+    """Sent: due again one lease from now if no run has claimed it by then (the message was
+    lost with Redis, say). A row still running is one whose run lock was free: that run is over
+    (its worker died, or its time limit ended it), and the row is queued again for the message
+    just sent."""
     if ids:
         running = OutboxEvent.status == JobStatus.running
         await db.execute(
@@ -109,7 +116,7 @@ async def published(
                 published_at=now,
                 due_at=now + lease,
                 status=case((running, JobStatus.queued), else_=OutboxEvent.status),
-                error=case((running, LEASE_OVER), else_=OutboxEvent.error),
+                error=case((running, RUN_LOST), else_=OutboxEvent.error),
             )
             .execution_options(synchronize_session=False)
         )
@@ -126,9 +133,10 @@ class Claimed:
 
 
 async def claim(
-    db: AsyncSession, event_id: uuid.UUID, *, now: datetime, lease: timedelta, max_attempts: int
+    db: AsyncSession, event_id: uuid.UUID, *, now: datetime, max_attempts: int
 ) -> Claimed | str:
-    """The row running for this message, attempts + 1, held for one lease; or why not (str)."""
+    """The row running for this message, attempts + 1; or why not (str). The caller holds the
+    row's run lock, so a row found running is a run that died (its lock was free)."""
     row = await db.scalar(
         select(OutboxEvent)
         .where(OutboxEvent.id == event_id)
@@ -139,8 +147,6 @@ async def claim(
         return "gone"
     if row.finished_at is not None:
         return str(row.status)
-    if row.status == JobStatus.running and row.due_at > now:
-        return f"running until {row.due_at.isoformat()}"
     if row.attempts >= max_attempts:
         # Every run so far ended without reporting back (its worker died, or its time limit
         # killed it): work that kills workers is not tried for ever.
@@ -150,7 +156,6 @@ async def claim(
     row.status = JobStatus.running
     row.attempts += 1
     row.started_at = now
-    row.due_at = now + lease
     await db.flush()
     return Claimed(row.topic, dict(row.payload), row.attempts)
 

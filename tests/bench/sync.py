@@ -52,7 +52,7 @@ from server.redcap import service as redcap_service
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState, SyncStatus
 from server.redcap.schemas import MappingIn
 from server.submissions import store
-from server.submissions.models import Submission
+from server.submissions.models import Submission, SubmissionStatus
 from server.submissions.service import checksum
 from tests import factories, services
 from tests import ingest_factories as ingest
@@ -204,6 +204,8 @@ def new_submission(
         checksum=checksum(body),
         raw_payload=orjson.dumps(body),
         received_at=received_at,
+        status=SubmissionStatus.accepted,
+        problems=None,
         tasks=tasks,
         events=[
             outbox.Event(t, {"submission_id": str(submission_id)}, submission_id) for t in topics

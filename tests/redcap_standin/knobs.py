@@ -1,4 +1,5 @@
-"""Test knobs: delay, injected failures, call log and hit counter (all thread-safe)."""
+"""Test knobs: delay, a hold on record imports, injected failures, call log and hit counter
+(all thread-safe)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ class Knobs:
         self._fail_content: str | None = None  # None = any call
         self._calls: list[CallRecord] = []
         self._hits = 0
+        # Record imports wait while this is clear: a test holds REDCap mid-import as long as
+        # it needs (a worker killed, Redis restarted), then lets the call go on.
+        self._released = threading.Event()
+        self._released.set()
+        self._holding = 0
 
     # ----- delay -------------------------------------------------------------------------------
     @property
@@ -54,6 +60,28 @@ class Knobs:
     def delay_seconds(self, value: float) -> None:
         with self._lock:
             self._delay = max(0.0, float(value))
+
+    # ----- hold -------------------------------------------------------------------------------
+    def hold_imports(self, on: bool) -> None:
+        if on:
+            self._released.clear()
+        else:
+            self._released.set()
+
+    def wait_if_held(self, stopping: threading.Event) -> bool:
+        """Wait while imports are held; False if the stand-in stops meanwhile."""
+        if self._released.is_set():
+            return True
+        with self._lock:
+            self._holding += 1
+        try:
+            while not self._released.wait(0.02):
+                if stopping.is_set():
+                    return False
+            return True
+        finally:
+            with self._lock:
+                self._holding -= 1
 
     # ----- injected failures -------------------------------------------------------------------
     @property
@@ -125,6 +153,7 @@ class Knobs:
             self._fail_after = False
             self._calls.clear()
             self._hits = 0
+        self._released.set()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -135,5 +164,6 @@ class Knobs:
                 "fail_after_processing": self._fail_after,
                 "fail_content": self._fail_content,
                 "hits": self._hits,
+                "holding": self._holding,  # record imports waiting for the hold to end
                 "calls": [asdict(c) for c in self._calls],
             }

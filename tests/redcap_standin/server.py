@@ -281,6 +281,10 @@ class RedcapStandin:
         if delay and self._stopping.wait(delay):
             handler.close_connection = True  # went down while "busy": no answer at all
             return
+        importing = params.get("content") == "record" and _action(params) == "import"
+        if importing and not self.knobs.wait_if_held(self._stopping):
+            handler.close_connection = True
+            return
         failure = self.knobs.take_failure(params.get("content"))
         reply: Reply | None = None
         error: str | None = None
@@ -318,6 +322,8 @@ class RedcapStandin:
         if op == "configure":
             if "delay_seconds" in command:
                 self.knobs.delay_seconds = float(command["delay_seconds"])
+            if "hold_imports" in command:
+                self.knobs.hold_imports(bool(command["hold_imports"]))
             if "fail_with_status" in command:
                 self.knobs.fail(
                     command["fail_with_status"],
