@@ -10,6 +10,12 @@ from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.schedules.models import (
+    ScheduleAssignment,
+    ScheduleProtocol,
+    ScheduleVisit,
+    VisitOccurrence,
+)
 from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
@@ -34,6 +40,9 @@ __all__ = [
     "RedcapConnection",
     "RedcapMapping",
     "RedcapSyncState",
+    "ScheduleAssignment",
+    "ScheduleProtocol",
+    "ScheduleVisit",
     "Site",
     "Study",
     "StudyMembership",
@@ -44,4 +53,5 @@ __all__ = [
     "TaskScore",
     "User",
     "UserSession",
+    "VisitOccurrence",
 ]

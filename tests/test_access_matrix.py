@@ -25,6 +25,7 @@ from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
+from tests import schedule_factories as sched
 
 # Parameters whose value identifies something inside one study.
 STUDY_SCOPED = {
@@ -35,6 +36,8 @@ STUDY_SCOPED = {
     "battery_id",
     "job_id",
     "connection_id",  # a REDCap connection
+    "protocol_id",  # a visit schedule protocol
+    "visit_id",  # a participant's visit occurrence
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -82,6 +85,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(connection_b)
     await db.flush()
+    protocol_b, visits_b = await sched.create_protocol(db, study_b, battery_b)
+    visit_b = await sched.create_occurrence(db, participant_b, protocol_b, visits_b[0])
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -95,6 +100,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "battery_id": battery_b.id,
             "job_id": job_b.id,
             "connection_id": connection_b.id,
+            "protocol_id": protocol_b.id,
+            "visit_id": visit_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -159,7 +166,7 @@ async def test_lists_show_only_own_studies_and_participants(
 # The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
 # whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
 # but the world here gives each site its own).
-SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id", "visit_id"}
 
 
 @dataclass
@@ -197,6 +204,10 @@ async def _site_objects(
     await db.flush()
     db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
     await db.flush()
+    protocol, visits = await sched.create_protocol(
+        db, study, battery, version=protocol_version(site)
+    )
+    visit = await sched.create_occurrence(db, participant, protocol, visits[0])
     return {
         "study_id": study.id,
         "battery_id": battery.id,
@@ -205,7 +216,13 @@ async def _site_objects(
         "submission_id": submission.id,
         "job_id": job.id,
         "connection_id": connection.id,
+        "protocol_id": protocol.id,
+        "visit_id": visit.id,
     }
+
+
+def protocol_version(site: Site) -> int:
+    return 1 if site.code == "A" else 2
 
 
 # As PUT .../mapping stores it (the REDCap project it was checked against is not needed here).
