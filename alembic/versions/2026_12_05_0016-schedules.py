@@ -1,7 +1,8 @@
 """schedules: visit protocols, each participant's visit occurrences, sessions' visits
 
-visit_occurrences is written in bulk (COPY) by the schedule sweep: its id comes from the
-server (gen_random_uuid) and only participant_id has a foreign key. "What is due now" reads
+visit_occurrences is written in bulk by the schedule sweep (hundreds of thousands of rows at
+once): no foreign keys (participants and studies are never deleted), two indexes beside the
+key. "What is due now" reads
 the partial index on window_start over pending rows (status upcoming or open).
 
 Revision ID: 0016
@@ -85,10 +86,9 @@ def upgrade() -> None:
     sa.Column('session_id', sa.Uuid(), nullable=True),
     sa.Column('status_reason', sa.String(length=500), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['participant_id'], ['participants.id'], name=op.f('fk_visit_occurrences_participant_id_participants'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_visit_occurrences')),
-    sa.UniqueConstraint('participant_id', 'visit_id', 'occurrence', name=op.f('uq_visit_occurrences_participant_id_visit_id_occurrence'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_visit_occurrences'))
     )
+    op.create_index('ix_visit_occurrences_participant', 'visit_occurrences', ['participant_id'], unique=False)
     op.create_index('ix_visit_occurrences_due', 'visit_occurrences', ['window_start'], unique=False, postgresql_where=sa.text("status IN ('upcoming', 'open')"))
     op.add_column('assessment_sessions', sa.Column('visit_occurrence_id', sa.Uuid(), nullable=True))
     op.create_foreign_key(op.f('fk_assessment_sessions_visit_occurrence_id_visit_occurrences'), 'assessment_sessions', 'visit_occurrences', ['visit_occurrence_id'], ['id'], ondelete='SET NULL')
@@ -98,6 +98,7 @@ def downgrade() -> None:
     op.drop_constraint(op.f('fk_assessment_sessions_visit_occurrence_id_visit_occurrences'), 'assessment_sessions', type_='foreignkey')
     op.drop_column('assessment_sessions', 'visit_occurrence_id')
     op.drop_index('ix_visit_occurrences_due', table_name='visit_occurrences', postgresql_where=sa.text("status IN ('upcoming', 'open')"))
+    op.drop_index('ix_visit_occurrences_participant', table_name='visit_occurrences')
     op.drop_table('visit_occurrences')
     op.drop_index(op.f('ix_schedule_assignments_study_id'), table_name='schedule_assignments')
     op.drop_table('schedule_assignments')

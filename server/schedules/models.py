@@ -115,13 +115,18 @@ class ScheduleAssignment(Base):
 
 
 class VisitOccurrence(Base):
-    """One occurrence of a visit for a participant. Written in bulk (COPY), so the id comes
-    from the server and only participant_id has a foreign key (one check per row is the cost
-    a bulk load feels most; the others are immutable published rows)."""
+    """One occurrence of a visit for a participant. Written in bulk (server.schedules.
+    materialise), hundreds of thousands of rows at once, so it carries no foreign key: each
+    would cost a lookup and a share lock per row (a quarter of the load, measured), and
+    participants and studies are withdrawn or archived, never deleted (the outbox made the
+    same trade in 0014). Two indexes besides the key, each one a cost of every row."""
 
     __tablename__ = "visit_occurrences"
     __table_args__ = (
-        UniqueConstraint("participant_id", "visit_id", "occurrence"),
+        # A participant's schedule; not unique on (visit, occurrence): a unique key of three
+        # columns cost twice this one's time in the bulk load, and the assignment row already
+        # makes materialising a participant happen once.
+        Index("ix_visit_occurrences_participant", "participant_id"),
         # "What is due now": pending rows only, so the index stays the size of what is open.
         Index("ix_visit_occurrences_due", "window_start", postgresql_where=text(PENDING_SQL)),
     )
@@ -129,9 +134,7 @@ class VisitOccurrence(Base):
     id: Mapped[uuid.UUID] = mapped_column(
         primary_key=True, server_default=text("gen_random_uuid()"), default=uuid.uuid4
     )
-    participant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("participants.id", ondelete="CASCADE")
-    )
+    participant_id: Mapped[uuid.UUID]
     study_id: Mapped[uuid.UUID]
     site_id: Mapped[uuid.UUID]
     protocol_id: Mapped[uuid.UUID]

@@ -234,13 +234,19 @@ async def complete_from_session(
 async def _follow_anchor(
     db: AsyncSession, occurrence: VisitOccurrence, visit: ScheduleVisit, completed_at: datetime
 ) -> None:
-    """Materialise the visits anchored on this one, from the local date it was completed."""
+    """Materialise the visits anchored on this one, from the local date it was first
+    completed (its later occurrences, or a replay, find them there already)."""
+    already = select(VisitOccurrence.id).where(
+        VisitOccurrence.participant_id == occurrence.participant_id,
+        VisitOccurrence.visit_id == ScheduleVisit.id,
+    )
     dependents = list(
         (
             await db.scalars(
                 select(ScheduleVisit).where(
                     ScheduleVisit.protocol_id == visit.protocol_id,
                     ScheduleVisit.anchor_visit_key == visit.key,
+                    ~already.exists(),
                 )
             )
         ).all()
