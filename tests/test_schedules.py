@@ -366,3 +366,17 @@ async def test_protocols_are_versioned_and_immutable_once_published(
         f"/api/schedules/protocols?study_id={study.id}", json=body, headers=headers
     )
     assert second.json()["version"] == 2
+
+
+async def test_the_beat_sweep_runs_once_at_a_time_and_is_idempotent(
+    db: AsyncSession, frozen: None
+) -> None:
+    study, site, battery = await _study(db)
+    await sched.create_protocol(db, study, battery)
+    participant = await _enrol(db, site, "Asia/Tokyo", datetime(2026, 3, 2, 1, tzinfo=UTC))
+    clock.set(datetime(2026, 3, 2, 2, tzinfo=UTC))
+    first = await sweep.run_once(db, now=clock.now())
+    assert first is not None and first.materialised >= 1
+    again = await sweep.run_once(db, now=clock.now())
+    assert again is not None and again.materialised == 0
+    assert len(await _rows(db, participant)) == 4

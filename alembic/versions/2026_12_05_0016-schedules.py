@@ -66,8 +66,6 @@ def upgrade() -> None:
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('anchor_date', sa.Date(), nullable=False),
     sa.Column('assigned_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['participant_id'], ['participants.id'], name=op.f('fk_schedule_assignments_participant_id_participants'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['protocol_id'], ['schedule_protocols.id'], name=op.f('fk_schedule_assignments_protocol_id_schedule_protocols')),
     sa.PrimaryKeyConstraint('participant_id', name=op.f('pk_schedule_assignments'))
     )
     op.create_index(op.f('ix_schedule_assignments_study_id'), 'schedule_assignments', ['study_id'], unique=False)

@@ -100,15 +100,14 @@ class ScheduleVisit(IdMixin, Base):
 
 class ScheduleAssignment(Base):
     """Which protocol version a participant follows, and the zone and anchor their rows were
-    computed from (a participant whose zone no longer matches is recomputed by the sweep)."""
+    computed from (a participant whose zone no longer matches is recomputed by the sweep).
+    Written in bulk beside visit_occurrences, and like it without foreign keys."""
 
     __tablename__ = "schedule_assignments"
 
-    participant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
-    )
+    participant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     study_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    protocol_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("schedule_protocols.id"))
+    protocol_id: Mapped[uuid.UUID]
     timezone: Mapped[str] = mapped_column(String(64))
     anchor_date: Mapped[date] = mapped_column(Date())
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
