@@ -15,6 +15,12 @@ from server.redcap.models import (
     RedcapParticipantImport,
     RedcapSyncState,
 )
+from server.schedules.models import (
+    ScheduleAssignment,
+    ScheduleProtocol,
+    ScheduleVisit,
+    VisitOccurrence,
+)
 from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
@@ -40,6 +46,9 @@ __all__ = [
     "RedcapMapping",
     "RedcapParticipantImport",
     "RedcapSyncState",
+    "ScheduleAssignment",
+    "ScheduleProtocol",
+    "ScheduleVisit",
     "Site",
     "Study",
     "StudyMembership",
@@ -50,4 +59,5 @@ __all__ = [
     "TaskScore",
     "User",
     "UserSession",
+    "VisitOccurrence",
 ]

@@ -25,6 +25,7 @@ from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests import ingest_factories as ingest
+from tests import schedule_factories as sched
 
 # Parameters whose value identifies something inside one study.
 STUDY_SCOPED = {
@@ -36,6 +37,8 @@ STUDY_SCOPED = {
     "job_id",
     "connection_id",  # a REDCap connection
     "import_id",  # a participant import from REDCap (of a connection)
+    "protocol_id",  # a visit schedule protocol
+    "visit_id",  # a participant's visit occurrence
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -86,6 +89,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     import_b = RedcapParticipantImport(connection_id=connection_b.id, settings={})
     db.add(import_b)
     await db.flush()
+    protocol_b, visits_b = await sched.create_protocol(db, study_b, battery_b)
+    visit_b = await sched.create_occurrence(db, participant_b, protocol_b, visits_b[0])
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -100,6 +105,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "job_id": job_b.id,
             "connection_id": connection_b.id,
             "import_id": import_b.id,
+            "protocol_id": protocol_b.id,
+            "visit_id": visit_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -171,6 +178,7 @@ SITE_SCOPED = {
     "job_id",
     "connection_id",
     "import_id",
+    "visit_id",
 }
 
 
@@ -210,6 +218,10 @@ async def _site_objects(
     participant_import = RedcapParticipantImport(connection_id=connection.id, settings={})
     db.add_all([RedcapMapping(connection_id=connection.id, document=MAPPING), participant_import])
     await db.flush()
+    protocol, visits = await sched.create_protocol(
+        db, study, battery, version=protocol_version(site)
+    )
+    visit = await sched.create_occurrence(db, participant, protocol, visits[0])
     return {
         "study_id": study.id,
         "battery_id": battery.id,
@@ -219,7 +231,13 @@ async def _site_objects(
         "job_id": job.id,
         "connection_id": connection.id,
         "import_id": participant_import.id,
+        "protocol_id": protocol.id,
+        "visit_id": visit.id,
     }
+
+
+def protocol_version(site: Site) -> int:
+    return 1 if site.code == "A" else 2
 
 
 # As PUT .../mapping stores it (the REDCap project it was checked against is not needed here).

@@ -9,4 +9,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "workers.tasks.maintenance.heartbeat",
         "schedule": 60.0,
     },
+    "maintenance.sweep_schedules": {
+        "task": "workers.tasks.maintenance.sweep_schedules",
+        "schedule": 60.0,
+    },
 }

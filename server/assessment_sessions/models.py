@@ -42,3 +42,7 @@ class AssessmentSession(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     client_ended_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The scheduled visit it was started for (or matched to when it completed), if any.
+    visit_occurrence_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("visit_occurrences.id", ondelete="SET NULL"), default=None
+    )

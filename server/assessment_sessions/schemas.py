@@ -17,6 +17,9 @@ class SessionStart(BaseModel):
     device: dict[str, Any] = Field(default_factory=dict, description="Model, OS, screen, ...")
     app_version: str = Field(default="", max_length=64)
     client_started_at: datetime
+    visit_id: uuid.UUID | None = Field(
+        default=None, description="The scheduled visit (GET /api/schedules/me) it is for"
+    )
 
 
 class SessionEnd(BaseModel):
@@ -46,6 +49,7 @@ class SessionRead(BaseModel):
     started_at: datetime
     client_ended_at: datetime | None
     ended_at: datetime | None
+    visit_occurrence_id: uuid.UUID | None = None
 
 
 class SessionState(SessionRead):

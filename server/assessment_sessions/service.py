@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.assessment_sessions.schemas import BatteryModuleRef, SessionEnd, SessionStart
 from server.batteries.models import Battery, BatteryModule
+from server.core import clock
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
-from server.core.models import utcnow
 from server.modules.models import Module
 from server.outbox import service as outbox
 from server.participants.schemas import ParticipantRef
+from server.schedules import service as schedules_service
 
 
 async def battery_modules(db: AsyncSession, battery_id: uuid.UUID) -> list[BatteryModuleRef]:
@@ -80,6 +81,11 @@ async def start(
             "No published battery with this id in your study.",
             details=[{"loc": ["body", "battery_id"], "msg": "unknown battery"}],
         )
+    visit_id = None
+    if session_in.visit_id is not None:
+        visit_id = await schedules_service.visit_for_start(
+            db, participant_id=participant.id, visit_id=session_in.visit_id, battery_id=battery.id
+        )
     # ON CONFLICT: a device whose retry races its first attempt (or a sync batch beside a
     # start) inserts the same id twice at once. A plain INSERT waits for the other and then
     # fails on the primary key (a 500); this waits, inserts nothing, and resumes instead.
@@ -93,6 +99,7 @@ async def start(
             device=session_in.device,
             app_version=session_in.app_version,
             client_started_at=session_in.client_started_at,
+            visit_occurrence_id=visit_id,
         )
         .on_conflict_do_nothing(index_elements=[AssessmentSession.id])
         .returning(AssessmentSession.id)
@@ -118,8 +125,10 @@ async def end(
     if session.status == SessionStatus.in_progress:
         session.status = target
         session.client_ended_at = end_in.client_ended_at
-        session.ended_at = utcnow()
+        session.ended_at = clock.now()
         await db.flush()
+        if target == SessionStatus.completed:
+            await _complete_visit(db, session)
         # Its duration is known now: the data-quality checks run again (server.scoring).
         payload = {"session_id": str(session.id)}
         event = outbox.Event(outbox.SCORING_SESSION, payload, session.id, session.study_id)
@@ -131,3 +140,23 @@ async def end(
             f"This session already ended as {session.status.value}.", error_code="session_ended"
         )
     return session, False
+
+
+async def _complete_visit(db: AsyncSession, session: AssessmentSession) -> None:
+    """A completed session completes its visit when it ended inside the window. When it
+    ended is the device's clock if it says so (an offline session syncs late), never later
+    than the server saw the end."""
+    ended_at = session.ended_at or clock.now()
+    client = session.client_ended_at
+    completed_at = client if client is not None and client <= ended_at else ended_at
+    matched = await schedules_service.complete_from_session(
+        db,
+        participant_id=session.participant_id,
+        battery_id=session.battery_id,
+        session_id=session.id,
+        visit_id=session.visit_occurrence_id,
+        completed_at=completed_at,
+    )
+    if matched is not None and session.visit_occurrence_id is None:
+        session.visit_occurrence_id = matched
+        await db.flush()

@@ -38,6 +38,9 @@ class AuditAction(enum.StrEnum):
     dead_letter_rerun = "dead_letter_rerun"
     submission_reprocessed = "submission_reprocessed"
     audit_exported = "audit_exported"
+    schedule_protocol_published = "schedule_protocol_published"
+    schedule_visit_overridden = "schedule_visit_overridden"
+    schedule_anchor_changed = "schedule_anchor_changed"
 
 
 class AuditEntry(Base):
