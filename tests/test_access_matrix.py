@@ -23,6 +23,7 @@ from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
+from tests import consent_factories as consent
 from tests import factories
 from tests import ingest_factories as ingest
 
@@ -35,6 +36,8 @@ STUDY_SCOPED = {
     "battery_id",
     "job_id",
     "connection_id",  # a REDCap connection
+    "document_id",  # a consent document
+    "record_id",  # a consent record (a signature)
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -82,6 +85,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(connection_b)
     await db.flush()
+    document_b = await consent.create_document(db, study_b, version=None)
+    record_b = await consent.sign(db, participant_b, await consent.create_document(db, study_b))
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -95,6 +100,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "battery_id": battery_b.id,
             "job_id": job_b.id,
             "connection_id": connection_b.id,
+            "document_id": document_b.id,
+            "record_id": record_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -159,7 +166,15 @@ async def test_lists_show_only_own_studies_and_participants(
 # The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
 # whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
 # but the world here gives each site its own).
-SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+SITE_SCOPED = {
+    "site_id",
+    "participant_id",
+    "submission_id",
+    "job_id",
+    "connection_id",
+    "document_id",  # each site has a consent document of its own here
+    "record_id",
+}
 
 
 @dataclass
@@ -197,6 +212,10 @@ async def _site_objects(
     await db.flush()
     db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
     await db.flush()
+    document = await consent.create_document(db, study, site=site, version=None)
+    record = await consent.sign(
+        db, participant, await consent.create_document(db, study, site=site)
+    )
     return {
         "study_id": study.id,
         "battery_id": battery.id,
@@ -205,6 +224,8 @@ async def _site_objects(
         "submission_id": submission.id,
         "job_id": job.id,
         "connection_id": connection.id,
+        "document_id": document.id,
+        "record_id": record.id,
     }
 
 
@@ -271,7 +292,9 @@ async def _call(
             query[param["name"]] = str(value)
     body = {} if method in ("POST", "PUT", "PATCH") else None
     response = await client.request(method, url, params=query, json=body, headers=headers)
-    envelope = response.json() if response.content else {}
+    # A route may answer a file (the consent PDF): only JSON is an envelope.
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    envelope = response.json() if response.content and is_json else {}
     return response.status_code, envelope.get("error_code") if isinstance(envelope, dict) else None
 
 

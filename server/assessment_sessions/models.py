@@ -42,3 +42,9 @@ class AssessmentSession(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     client_ended_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The signature the session started under (server.consent); None in a study without
+    # consent documents. Started before it was signed (an offline queue) if client_started_at
+    # precedes its signed_at.
+    consent_record_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("consent_records.id"), default=None
+    )

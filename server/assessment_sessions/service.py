@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.assessment_sessions.schemas import BatteryModuleRef, SessionEnd, SessionStart
 from server.batteries.models import Battery, BatteryModule
+from server.consent import service as consent_service
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
@@ -80,6 +81,9 @@ async def start(
             "No published battery with this id in your study.",
             details=[{"loc": ["body", "battery_id"], "msg": "unknown battery"}],
         )
+    # A new session only under the consent in force (403 consent_required); a resumed one
+    # (above) already started under consent.
+    consent_record_id = await consent_service.require_consent(db, participant=participant)
     # ON CONFLICT: a device whose retry races its first attempt (or a sync batch beside a
     # start) inserts the same id twice at once. A plain INSERT waits for the other and then
     # fails on the primary key (a 500); this waits, inserts nothing, and resumes instead.
@@ -93,6 +97,7 @@ async def start(
             device=session_in.device,
             app_version=session_in.app_version,
             client_started_at=session_in.client_started_at,
+            consent_record_id=consent_record_id,
         )
         .on_conflict_do_nothing(index_elements=[AssessmentSession.id])
         .returning(AssessmentSession.id)

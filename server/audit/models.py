@@ -38,6 +38,12 @@ class AuditAction(enum.StrEnum):
     dead_letter_rerun = "dead_letter_rerun"
     submission_reprocessed = "submission_reprocessed"
     audit_exported = "audit_exported"
+    consent_document_created = "consent_document_created"
+    consent_document_updated = "consent_document_updated"
+    consent_document_published = "consent_document_published"
+    consent_signed = "consent_signed"
+    consent_withdrawn = "consent_withdrawn"
+    consent_pdf_read = "consent_pdf_read"
 
 
 class AuditEntry(Base):

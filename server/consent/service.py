@@ -1,0 +1,331 @@
+"""Consent documents, signatures and withdrawals. Never commits; records its audit entries.
+
+The gate (require_consent) is called by server.assessment_sessions.service.start for every
+new session, online or replayed from an offline queue (server.sync), so both are refused
+alike: a queued session_start is rejected as an item (consent_required), the device keeps it
+and sends it again once the participant has signed. Nothing is thrown away, and the session
+then names the signature it ran under (assessment_sessions.consent_record_id): one whose
+client_started_at precedes that record's signed_at was run before consent, which an export
+can tell.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import service as audit
+from server.audit.models import AuditAction
+from server.consent import rules
+from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
+from server.consent.schemas import (
+    ConsentDocumentCreate,
+    ConsentDocumentUpdate,
+    ConsentSign,
+    WithdrawalIn,
+)
+from server.core.catalogue import PublicationStatus
+from server.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from server.core.models import utcnow
+from server.participants import service as participants_service
+from server.participants.models import Participant, ParticipantStatus
+from server.participants.schemas import ParticipantRef
+from server.studies.access import SiteScope
+from server.studies.models import Study
+
+# --- documents (staff) ---------------------------------------------------------------------
+
+
+async def list_documents(
+    db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope
+) -> Sequence[ConsentDocument]:
+    query = select(ConsentDocument).where(ConsentDocument.study_id == study_id)
+    query = scope.filter(query, ConsentDocument.site_id, study_wide_too=True)
+    return (await db.scalars(query.order_by(ConsentDocument.created_at, ConsentDocument.id))).all()
+
+
+async def get_document(db: AsyncSession, document_id: uuid.UUID) -> ConsentDocument:
+    document = await db.get(ConsentDocument, document_id)
+    if document is None:
+        raise NotFound("No such consent document.")
+    return document
+
+
+async def create_document(
+    db: AsyncSession,
+    *,
+    study_id: uuid.UUID,
+    document_in: ConsentDocumentCreate,
+    scope: SiteScope,
+    created_by: uuid.UUID | None,
+) -> ConsentDocument:
+    if document_in.site_id is not None:
+        await participants_service.site_of_study(
+            db, study_id=study_id, site_id=document_in.site_id, scope=scope
+        )
+    document = ConsentDocument(study_id=study_id, created_by=created_by, **document_in.model_dump())
+    db.add(document)
+    await db.flush()
+    await _record_document(db, AuditAction.consent_document_created, document)
+    return document
+
+
+def _draft_only(document: ConsentDocument) -> None:
+    if document.status == PublicationStatus.published:
+        raise Conflict(
+            f"Version {document.version} of this consent document is published and never "
+            "changes; create a new document for a new version.",
+            error_code="consent_document_published",
+        )
+
+
+async def update_document(
+    db: AsyncSession, *, document: ConsentDocument, document_in: ConsentDocumentUpdate
+) -> ConsentDocument:
+    changes = document_in.model_dump(exclude_unset=True, exclude_none=True)
+    if not changes:
+        return document
+    _draft_only(document)
+    for field, value in changes.items():
+        setattr(document, field, value)
+    await db.flush()
+    await _record_document(db, AuditAction.consent_document_updated, document, sorted(changes))
+    return document
+
+
+async def publish(db: AsyncSession, *, document: ConsentDocument) -> ConsentDocument:
+    _draft_only(document)
+    # The study's row lock: two publications in one study take turns for the next number.
+    await db.execute(select(Study.id).where(Study.id == document.study_id).with_for_update())
+    latest = await db.scalar(
+        select(func.max(ConsentDocument.version)).where(
+            ConsentDocument.study_id == document.study_id,
+            ConsentDocument.site_id.is_(None)
+            if document.site_id is None
+            else ConsentDocument.site_id == document.site_id,
+            ConsentDocument.language.is_(None)
+            if document.language is None
+            else ConsentDocument.language == document.language,
+        )
+    )
+    document.version = (latest or 0) + 1
+    document.status = PublicationStatus.published
+    document.published_at = utcnow()
+    await db.flush()
+    await _record_document(db, AuditAction.consent_document_published, document)
+    return document
+
+
+async def _record_document(
+    db: AsyncSession,
+    action: AuditAction,
+    document: ConsentDocument,
+    fields: list[str] | None = None,
+) -> None:
+    summary: dict[str, object] = {
+        "version": document.version,
+        "language": document.language,
+        "requires_reconsent": document.requires_reconsent,
+    }
+    if fields is not None:
+        summary["fields"] = fields
+    await audit.record(
+        db,
+        action=action,
+        object_type="consent_document",
+        object_id=document.id,
+        study_id=document.study_id,
+        site_id=document.site_id,
+        summary=summary,
+    )
+
+
+# --- the participant's state and the gate ----------------------------------------------------
+
+
+async def verdict_for(db: AsyncSession, *, participant: ParticipantRef) -> rules.Verdict:
+    language = await db.scalar(select(Participant.language).where(Participant.id == participant.id))
+    docs = [
+        rules.PublishedDoc(id=i, site_id=s, language=lang, version=v or 0, requires_reconsent=r)
+        for i, s, lang, v, r in await db.execute(
+            select(
+                ConsentDocument.id,
+                ConsentDocument.site_id,
+                ConsentDocument.language,
+                ConsentDocument.version,
+                ConsentDocument.requires_reconsent,
+            ).where(
+                ConsentDocument.study_id == participant.study_id,
+                ConsentDocument.status == PublicationStatus.published,
+            )
+        )
+    ]
+    if not docs:  # no gate: one query for studies without consent documents
+        return rules.verdict([], [], site_id=participant.site_id, language=language)
+    signed = [
+        rules.Signed(record_id=r, document_id=d)
+        for r, d in await db.execute(
+            select(ConsentRecord.id, ConsentRecord.document_id)
+            .where(ConsentRecord.participant_id == participant.id)
+            .order_by(ConsentRecord.signed_at, ConsentRecord.id)
+        )
+    ]
+    return rules.verdict(docs, signed, site_id=participant.site_id, language=language)
+
+
+async def require_consent(db: AsyncSession, *, participant: ParticipantRef) -> uuid.UUID | None:
+    """The record that covers the document in force (None: the study has no documents), or
+    403 consent_required."""
+    verdict = await verdict_for(db, participant=participant)
+    if verdict.satisfied:
+        return verdict.covered_by
+    if verdict.in_force is None:
+        message = (
+            "This study needs your consent before any session, but has no consent document "
+            "for your site and language yet. Please contact your study team."
+        )
+    else:
+        message = (
+            "Please read and sign the study's consent document (GET /api/consent/me, then "
+            "POST /api/consent/me/sign) before starting a session."
+        )
+    document_id = None if verdict.in_force is None else str(verdict.in_force.id)
+    version = None if verdict.in_force is None else verdict.in_force.version
+    raise Forbidden(
+        message,
+        error_code="consent_required",
+        details={"document_id": document_id, "version": version},
+    )
+
+
+async def records_of(db: AsyncSession, *, participant_id: uuid.UUID) -> Sequence[ConsentRecord]:
+    return (
+        await db.scalars(
+            select(ConsentRecord)
+            .where(ConsentRecord.participant_id == participant_id)
+            .order_by(ConsentRecord.signed_at, ConsentRecord.id)
+        )
+    ).all()
+
+
+async def withdrawals_of(
+    db: AsyncSession, *, participant_id: uuid.UUID
+) -> Sequence[ConsentWithdrawal]:
+    """Oldest first; the last one's data_use is what exports honour."""
+    return (
+        await db.scalars(
+            select(ConsentWithdrawal)
+            .where(ConsentWithdrawal.participant_id == participant_id)
+            .order_by(ConsentWithdrawal.withdrawn_at, ConsentWithdrawal.id)
+        )
+    ).all()
+
+
+async def get_record(db: AsyncSession, record_id: uuid.UUID) -> ConsentRecord:
+    record = await db.get(ConsentRecord, record_id)
+    if record is None:
+        raise NotFound("No such consent record.")
+    return record
+
+
+# --- signing and withdrawing -----------------------------------------------------------------
+
+
+async def sign(
+    db: AsyncSession, *, participant: ParticipantRef, sign_in: ConsentSign, ip: str | None
+) -> ConsentRecord:
+    verdict = await verdict_for(db, participant=participant)
+    current = verdict.in_force
+    if current is None:
+        raise Unprocessable(
+            "There is no consent document for you to sign in this study.",
+            error_code="no_consent_document",
+        )
+    if sign_in.document_id != current.id:
+        raise Conflict(
+            "This is not the consent document in force; fetch GET /api/consent/me again.",
+            error_code="consent_document_not_in_force",
+            details={"document_id": str(current.id), "version": current.version},
+        )
+    record = ConsentRecord(
+        participant_id=participant.id,
+        study_id=participant.study_id,
+        document_id=current.id,
+        document_version=current.version,
+        attestation_kind=sign_in.attestation.kind,
+        attestation=sign_in.attestation.value,
+        ip_address=ip,
+        app_version=sign_in.app_version,
+    )
+    db.add(record)
+    await db.flush()
+    await audit.record(
+        db,
+        action=AuditAction.consent_signed,
+        object_type="consent_record",
+        object_id=record.id,
+        study_id=participant.study_id,
+        site_id=participant.site_id,
+        # Which version and how, never the typed name.
+        summary={
+            "participant_id": str(participant.id),
+            "document_id": str(current.id),
+            "version": current.version,
+            "attestation_kind": record.attestation_kind.value,
+        },
+    )
+    return record
+
+
+async def withdraw(
+    db: AsyncSession,
+    *,
+    participant_id: uuid.UUID,
+    withdrawal_in: WithdrawalIn,
+    by: uuid.UUID | None,
+) -> ConsentWithdrawal:
+    """The participant withdraws (by None) or a staff member for them: recorded with the
+    reason and the data-use choice; the participant becomes withdrawn, which ends their
+    logins (server.participant_auth) and so every session, submission and sync after it."""
+    # Locked: a withdrawal racing another (or a status change) takes its turn.
+    participant = await db.get(
+        Participant, participant_id, with_for_update=True, populate_existing=True
+    )
+    if participant is None:
+        raise NotFound("No such participant.")
+    if participant.status == ParticipantStatus.withdrawn:
+        raise Conflict("This participant has already withdrawn.", error_code="already_withdrawn")
+    at = utcnow()
+    withdrawal = ConsentWithdrawal(
+        participant_id=participant.id,
+        study_id=participant.study_id,
+        withdrawn_at=at,
+        withdrawn_by=by,
+        reason=withdrawal_in.reason,
+        data_use=withdrawal_in.data_use,
+        previous_status=participant.status.value,
+    )
+    db.add(withdrawal)
+    participant.status = ParticipantStatus.withdrawn
+    await db.flush()
+    # Future visits are cancelled (server.schedules, wired at merge):
+    # LEAD: schedules_service.cancel_future_visits(db, participant_id=participant.id, at=at, reason="withdrawn")  # noqa: E501
+    # Reminders: none exist yet; whatever sends them must skip withdrawn participants.
+    await audit.record(
+        db,
+        action=AuditAction.consent_withdrawn,
+        object_type="participant",
+        object_id=participant.id,
+        study_id=participant.study_id,
+        site_id=participant.site_id,
+        # The reason is free text (it may name people): kept on the row, not in the trail.
+        summary={
+            "by": "participant" if by is None else "staff",
+            "data_use": withdrawal.data_use.value,
+            "status": {"from": withdrawal.previous_status, "to": ParticipantStatus.withdrawn.value},
+        },
+    )
+    return withdrawal
