@@ -16,6 +16,7 @@ from server.assessment_sessions.models import AssessmentSession
 from server.audit.models import AuditEntry
 from server.consent.models import ConsentRecord
 from server.core.config import Settings
+from server.demo import seed_demo_consent
 from server.participants.models import Participant, ParticipantStatus
 from server.studies.models import StudyRole
 from tests import consent_factories as consent
@@ -355,3 +356,14 @@ async def test_pdf_of_a_signed_record(
         )
     )
     assert reads == 1
+
+
+async def test_demo_participants_have_signed_the_demo_consent(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    w = await _world(db, settings)
+    await seed_demo_consent(db, study_id=w["study"].id, participants=[w["participant"]])
+    status = (await client.get("/api/consent/me", headers=w["me"])).json()
+    assert status["consent_required"] is False and status["document"]["version"] == 1
+    started = await client.post("/api/session/start", json=_start(w["battery"].id), headers=w["me"])
+    assert started.status_code == 201, started.text
