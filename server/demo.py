@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries import service as batteries_service
 from server.batteries.models import Battery
 from server.batteries.schemas import BatteryCreate
+from server.consent import documents as consent_documents
 from server.consent import service as consent_service
 from server.consent.models import AttestationKind
 from server.consent.schemas import Attestation, ConsentDocumentCreate, ConsentSign
@@ -152,7 +153,7 @@ async def seed_demo_consent(
 ) -> None:
     """Consent v1, published, and signed by every demo participant: without it their app
     could start no session (server.consent gates POST /api/session/start)."""
-    document = await consent_service.create_document(
+    document = await consent_documents.create_document(
         db,
         study_id=study_id,
         document_in=ConsentDocumentCreate(
@@ -161,7 +162,7 @@ async def seed_demo_consent(
         scope=WHOLE_STUDY,
         created_by=None,
     )
-    document = await consent_service.publish(db, document=document)
+    document = await consent_documents.publish(db, document=document)
     for participant in participants:
         await consent_service.sign(
             db,

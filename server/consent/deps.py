@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from server.auth.deps import CurrentPrincipal
-from server.consent import service
+from server.consent import documents, service
 from server.consent.models import ConsentDocument, ConsentRecord
 from server.core.db import DBSession
 from server.participants.models import Participant
@@ -34,7 +34,7 @@ def document_access(permission: str) -> Callable[..., Awaitable[DocumentAccess]]
     async def dependency(
         document_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
     ) -> DocumentAccess:
-        document = await service.get_document(db, document_id)
+        document = await documents.get_document(db, document_id)
         # A document of a site one's membership does not cover is as absent as another
         # study's; one of no site is the whole study's.
         access = await require_study_of(

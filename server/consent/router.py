@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.auth.deps import CurrentPrincipal
-from server.consent import pdf, service
+from server.consent import documents, pdf, service
 from server.consent.deps import DocumentConfigurer, DocumentReader, RecordManager
 from server.consent.models import ConsentDocument
 from server.consent.schemas import (
@@ -42,8 +42,8 @@ participant_router = APIRouter(prefix="/api/consent/me", tags=["consent"])
 
 @router.get("/documents", response_model=list[ConsentDocumentRead])
 async def list_documents(access: StudyReader, db: DBSession) -> list[ConsentDocumentRead]:
-    documents = await service.list_documents(db, study_id=access.study.id, scope=access.sites)
-    return [ConsentDocumentRead.model_validate(d) for d in documents]
+    found = await documents.list_documents(db, study_id=access.study.id, scope=access.sites)
+    return [ConsentDocumentRead.model_validate(d) for d in found]
 
 
 @router.post("/documents", response_model=ConsentDocumentRead, status_code=status.HTTP_201_CREATED)
@@ -53,7 +53,7 @@ async def create_document(
     db: DBSession,
     principal: CurrentPrincipal,
 ) -> ConsentDocumentRead:
-    document = await service.create_document(
+    document = await documents.create_document(
         db,
         study_id=access.study.id,
         document_in=document_in,
@@ -76,7 +76,9 @@ async def get_document(access: DocumentReader) -> ConsentDocumentRead:
 async def update_document(
     document_in: ConsentDocumentUpdate, access: DocumentConfigurer, db: DBSession
 ) -> ConsentDocumentRead:
-    document = await service.update_document(db, document=access.document, document_in=document_in)
+    document = await documents.update_document(
+        db, document=access.document, document_in=document_in
+    )
     return ConsentDocumentRead.model_validate(document)
 
 
@@ -89,7 +91,7 @@ async def publish_document(access: DocumentConfigurer, db: DBSession) -> Consent
     """Gives the next version of its track (study, site, language); from now on it is the
     version in force there, and if it requires re-consent, every participant's next session
     start asks for it."""
-    return ConsentDocumentRead.model_validate(await service.publish(db, document=access.document))
+    return ConsentDocumentRead.model_validate(await documents.publish(db, document=access.document))
 
 
 @router.get("/participants/{participant_id}", response_model=ConsentHistory)
@@ -127,7 +129,7 @@ async def withdraw_on_behalf(
 )
 async def record_pdf(access: RecordManager, db: DBSession) -> Response:
     record, participant = access.record, access.participant
-    document = await service.get_document(db, record.document_id)
+    document = await documents.get_document(db, record.document_id)
     study = await db.get_one(Study, participant.study_id)
     body = pdf.render(
         record=record,
@@ -193,7 +195,7 @@ async def _status(db: AsyncSession, participant: ParticipantRef) -> ConsentStatu
     verdict = await service.verdict_for(db, participant=participant)
     document: ConsentDocument | None = None
     if verdict.in_force is not None:
-        document = await service.get_document(db, verdict.in_force.id)
+        document = await documents.get_document(db, verdict.in_force.id)
     records = await service.records_of(db, participant_id=participant.id)
     return ConsentStatus(
         consent_required=not verdict.satisfied,

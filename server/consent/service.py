@@ -13,135 +13,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.consent import rules
-from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
+from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal, DataUse
 from server.consent.schemas import (
-    ConsentDocumentCreate,
-    ConsentDocumentUpdate,
     ConsentSign,
     WithdrawalIn,
 )
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.core.models import utcnow
-from server.participants import service as participants_service
 from server.participants.models import Participant, ParticipantStatus
 from server.participants.schemas import ParticipantRef
-from server.studies.access import SiteScope
-from server.studies.models import Study
-
-# --- documents (staff) ---------------------------------------------------------------------
-
-
-async def list_documents(
-    db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope
-) -> Sequence[ConsentDocument]:
-    query = select(ConsentDocument).where(ConsentDocument.study_id == study_id)
-    query = scope.filter(query, ConsentDocument.site_id, study_wide_too=True)
-    return (await db.scalars(query.order_by(ConsentDocument.created_at, ConsentDocument.id))).all()
-
-
-async def get_document(db: AsyncSession, document_id: uuid.UUID) -> ConsentDocument:
-    document = await db.get(ConsentDocument, document_id)
-    if document is None:
-        raise NotFound("No such consent document.")
-    return document
-
-
-async def create_document(
-    db: AsyncSession,
-    *,
-    study_id: uuid.UUID,
-    document_in: ConsentDocumentCreate,
-    scope: SiteScope,
-    created_by: uuid.UUID | None,
-) -> ConsentDocument:
-    if document_in.site_id is not None:
-        await participants_service.site_of_study(
-            db, study_id=study_id, site_id=document_in.site_id, scope=scope
-        )
-    document = ConsentDocument(study_id=study_id, created_by=created_by, **document_in.model_dump())
-    db.add(document)
-    await db.flush()
-    await _record_document(db, AuditAction.consent_document_created, document)
-    return document
-
-
-def _draft_only(document: ConsentDocument) -> None:
-    if document.status == PublicationStatus.published:
-        raise Conflict(
-            f"Version {document.version} of this consent document is published and never "
-            "changes; create a new document for a new version.",
-            error_code="consent_document_published",
-        )
-
-
-async def update_document(
-    db: AsyncSession, *, document: ConsentDocument, document_in: ConsentDocumentUpdate
-) -> ConsentDocument:
-    changes = document_in.model_dump(exclude_unset=True, exclude_none=True)
-    if not changes:
-        return document
-    _draft_only(document)
-    for field, value in changes.items():
-        setattr(document, field, value)
-    await db.flush()
-    await _record_document(db, AuditAction.consent_document_updated, document, sorted(changes))
-    return document
-
-
-async def publish(db: AsyncSession, *, document: ConsentDocument) -> ConsentDocument:
-    _draft_only(document)
-    # The study's row lock: two publications in one study take turns for the next number.
-    await db.execute(select(Study.id).where(Study.id == document.study_id).with_for_update())
-    latest = await db.scalar(
-        select(func.max(ConsentDocument.version)).where(
-            ConsentDocument.study_id == document.study_id,
-            ConsentDocument.site_id.is_(None)
-            if document.site_id is None
-            else ConsentDocument.site_id == document.site_id,
-            ConsentDocument.language.is_(None)
-            if document.language is None
-            else ConsentDocument.language == document.language,
-        )
-    )
-    document.version = (latest or 0) + 1
-    document.status = PublicationStatus.published
-    document.published_at = utcnow()
-    await db.flush()
-    await _record_document(db, AuditAction.consent_document_published, document)
-    return document
-
-
-async def _record_document(
-    db: AsyncSession,
-    action: AuditAction,
-    document: ConsentDocument,
-    fields: list[str] | None = None,
-) -> None:
-    summary: dict[str, object] = {
-        "version": document.version,
-        "language": document.language,
-        "requires_reconsent": document.requires_reconsent,
-    }
-    if fields is not None:
-        summary["fields"] = fields
-    await audit.record(
-        db,
-        action=action,
-        object_type="consent_document",
-        object_id=document.id,
-        study_id=document.study_id,
-        site_id=document.site_id,
-        summary=summary,
-    )
-
 
 # --- the participant's state and the gate ----------------------------------------------------
 
@@ -222,6 +112,30 @@ async def withdrawals_of(
             .order_by(ConsentWithdrawal.withdrawn_at, ConsentWithdrawal.id)
         )
     ).all()
+
+
+async def data_use_of(
+    db: AsyncSession, *, study_id: uuid.UUID
+) -> dict[uuid.UUID, tuple[DataUse, datetime]]:
+    """For exports: each withdrawn participant's choice and time, from their latest withdrawal
+    (until_withdrawal: only data received before that time; none: nothing). A participant not
+    here never withdrew. Re-enrolled participants (status changed back by staff) are still
+    listed: an export decides with their status whether a later consent supersedes it."""
+    rows = await db.execute(
+        select(
+            ConsentWithdrawal.participant_id,
+            ConsentWithdrawal.data_use,
+            ConsentWithdrawal.withdrawn_at,
+        )
+        .where(ConsentWithdrawal.study_id == study_id)
+        .order_by(
+            ConsentWithdrawal.participant_id,
+            ConsentWithdrawal.withdrawn_at.desc(),
+            ConsentWithdrawal.id.desc(),
+        )
+        .ext(distinct_on(ConsentWithdrawal.participant_id))
+    )
+    return {participant_id: (use, at) for participant_id, use, at in rows}
 
 
 async def get_record(db: AsyncSession, record_id: uuid.UUID) -> ConsentRecord:
