@@ -23,10 +23,7 @@ from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.consent import rules
 from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal, DataUse
-from server.consent.schemas import (
-    ConsentSign,
-    WithdrawalIn,
-)
+from server.consent.schemas import ConsentSign, WithdrawalIn
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.core.models import utcnow
@@ -37,7 +34,6 @@ from server.participants.schemas import ParticipantRef
 
 
 async def verdict_for(db: AsyncSession, *, participant: ParticipantRef) -> rules.Verdict:
-    language = await db.scalar(select(Participant.language).where(Participant.id == participant.id))
     docs = [
         rules.PublishedDoc(id=i, site_id=s, language=lang, version=v or 0, requires_reconsent=r)
         for i, s, lang, v, r in await db.execute(
@@ -54,7 +50,9 @@ async def verdict_for(db: AsyncSession, *, participant: ParticipantRef) -> rules
         )
     ]
     if not docs:  # no gate: one query for studies without consent documents
-        return rules.verdict([], [], site_id=participant.site_id, language=language)
+        return rules.verdict([], [], site_id=participant.site_id, language=None)
+    # Not on the participant token's ParticipantRef: only the consent gate needs it.
+    language = await db.scalar(select(Participant.language).where(Participant.id == participant.id))
     signed = [
         rules.Signed(record_id=r, document_id=d)
         for r, d in await db.execute(
