@@ -10,12 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries import service as batteries_service
 from server.batteries.models import Battery
 from server.batteries.schemas import BatteryCreate
+from server.consent import documents as consent_documents
+from server.consent import service as consent_service
+from server.consent.models import AttestationKind
+from server.consent.schemas import Attestation, ConsentDocumentCreate, ConsentSign
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.modules.builtin import load_builtins
 from server.participants import service as participants_service
-from server.participants.schemas import ContactIn, ParticipantCreate
+from server.participants.models import Participant
+from server.participants.schemas import ContactIn, ParticipantCreate, ParticipantRef
 from server.studies import service as studies_service
+from server.studies.access import WHOLE_STUDY
 from server.studies.models import Study, StudyRole
 from server.studies.schemas import SiteCreate, StudyCreate
 from server.users import service as users_service
@@ -89,9 +95,10 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                         role=role,
                         site_ids=[site.id for site in sites if site.code in scope],
                     )
+            participants = []
             for n in range(1, 21):
                 site = sites[n % 2]
-                await participants_service.create(
+                participant = await participants_service.create(
                     db,
                     study_id=study.id,
                     participant_in=ParticipantCreate(
@@ -101,12 +108,15 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                         contact=ContactIn(email=f"participant{n:03d}@example.org"),
                     ),
                 )
+                participants.append(participant)
             await seed_demo_batteries(db, study_id=study.id)
+            await seed_demo_consent(db, study_id=study.id, participants=participants)
     finally:
         await engine.dispose()
     print(
         f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants, "
-        f"batteries {', '.join(key for key, _, _ in DEMO_BATTERIES)}"
+        f"batteries {', '.join(key for key, _, _ in DEMO_BATTERIES)}, "
+        "consent v1 signed by every participant"
     )
     _print_logins()
 
@@ -126,6 +136,44 @@ async def seed_demo_batteries(db: AsyncSession, *, study_id: uuid.UUID) -> list[
         battery, _ = await batteries_service.publish(db, battery=battery)
         batteries.append(battery)
     return batteries
+
+
+DEMO_CONSENT_TEXT = (
+    "This is the demo study's consent document, for trying the platform.\n\n"
+    "You are asked to take part in short computerised tasks of attention and reaction time, "
+    "and to answer a brief mood questionnaire, at each visit. Taking part is voluntary: you "
+    "may withdraw at any time, without giving a reason, and choose what your data may still "
+    "be used for.\n\n"
+    "Your results are stored under a study code, never with your name."
+)
+
+
+async def seed_demo_consent(
+    db: AsyncSession, *, study_id: uuid.UUID, participants: list[Participant]
+) -> None:
+    """Consent v1, published, and signed by every demo participant: without it their app
+    could start no session (server.consent gates POST /api/session/start)."""
+    document = await consent_documents.create_document(
+        db,
+        study_id=study_id,
+        document_in=ConsentDocumentCreate(
+            title="Consent to take part in the Metricis demo study", body=DEMO_CONSENT_TEXT
+        ),
+        scope=WHOLE_STUDY,
+        created_by=None,
+    )
+    document = await consent_documents.publish(db, document=document)
+    for participant in participants:
+        await consent_service.sign(
+            db,
+            participant=ParticipantRef.model_validate(participant, from_attributes=True),
+            sign_in=ConsentSign(
+                document_id=document.id,
+                attestation=Attestation(kind=AttestationKind.checkbox, value="I agree (demo data)"),
+                app_version="demo",
+            ),
+            ip=None,
+        )
 
 
 def _print_logins() -> None:

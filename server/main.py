@@ -15,6 +15,8 @@ from server.auth.router import router as auth_router
 from server.auth.user_sessions_router import router as user_sessions_router
 from server.auth.users_router import router as users_router
 from server.batteries.router import router as batteries_router
+from server.consent.router import participant_router as consent_participant_router
+from server.consent.router import router as consent_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
 from server.core.docs import install_docs
@@ -65,10 +67,16 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     quality_router,
     rescore_router,
     schedules_router,
+    consent_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).
-PARTICIPANT_ROUTERS: list[APIRouter] = [session_router, submit_router, sync_router]
+PARTICIPANT_ROUTERS: list[APIRouter] = [
+    session_router,
+    submit_router,
+    sync_router,
+    consent_participant_router,
+]
 # Bodies these routes read by hand (gzip, size limits), published in the OpenAPI document.
 HAND_READ_BODIES: list[type[BaseModel]] = [SubmissionIn, SyncIn]
 

@@ -3,6 +3,7 @@
 from server.assessment_sessions.models import AssessmentSession
 from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
+from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
 from server.core.models import Base
 from server.item_banks.models import ItemBank
 from server.modules.models import Module
@@ -35,6 +36,9 @@ __all__ = [
     "Base",
     "Battery",
     "BatteryModule",
+    "ConsentDocument",
+    "ConsentRecord",
+    "ConsentWithdrawal",
     "ItemBank",
     "Module",
     "OutboxEvent",

@@ -23,6 +23,7 @@ from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
+from tests import consent_factories as consent
 from tests import factories
 from tests import ingest_factories as ingest
 from tests import schedule_factories as sched
@@ -39,6 +40,8 @@ STUDY_SCOPED = {
     "import_id",  # a participant import from REDCap (of a connection)
     "protocol_id",  # a visit schedule protocol
     "visit_id",  # a participant's visit occurrence
+    "document_id",  # a consent document
+    "record_id",  # a consent record (a signature)
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -91,6 +94,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     await db.flush()
     protocol_b, visits_b = await sched.create_protocol(db, study_b, battery_b)
     visit_b = await sched.create_occurrence(db, participant_b, protocol_b, visits_b[0])
+    document_b = await consent.create_document(db, study_b, version=None)
+    record_b = await consent.sign(db, participant_b, await consent.create_document(db, study_b))
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -107,6 +112,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "import_id": import_b.id,
             "protocol_id": protocol_b.id,
             "visit_id": visit_b.id,
+            "document_id": document_b.id,
+            "record_id": record_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -179,6 +186,8 @@ SITE_SCOPED = {
     "connection_id",
     "import_id",
     "visit_id",
+    "document_id",  # each site has a consent document of its own here
+    "record_id",
 }
 
 
@@ -222,6 +231,10 @@ async def _site_objects(
         db, study, battery, version=protocol_version(site)
     )
     visit = await sched.create_occurrence(db, participant, protocol, visits[0])
+    document = await consent.create_document(db, study, site=site, version=None)
+    record = await consent.sign(
+        db, participant, await consent.create_document(db, study, site=site)
+    )
     return {
         "study_id": study.id,
         "battery_id": battery.id,
@@ -233,6 +246,8 @@ async def _site_objects(
         "import_id": participant_import.id,
         "protocol_id": protocol.id,
         "visit_id": visit.id,
+        "document_id": document.id,
+        "record_id": record.id,
     }
 
 
@@ -303,7 +318,9 @@ async def _call(
             query[param["name"]] = str(value)
     body = {} if method in ("POST", "PUT", "PATCH") else None
     response = await client.request(method, url, params=query, json=body, headers=headers)
-    envelope = response.json() if response.content else {}
+    # A route may answer a file (the consent PDF): only JSON is an envelope.
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    envelope = response.json() if response.content and is_json else {}
     return response.status_code, envelope.get("error_code") if isinstance(envelope, dict) else None
 
 

@@ -46,3 +46,9 @@ class AssessmentSession(Base):
     visit_occurrence_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("visit_occurrences.id", ondelete="SET NULL"), default=None
     )
+    # The signature the session started under (server.consent); None in a study without
+    # consent documents. Started before it was signed (an offline queue) if client_started_at
+    # precedes its signed_at.
+    consent_record_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("consent_records.id"), default=None
+    )

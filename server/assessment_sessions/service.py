@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.assessment_sessions.schemas import BatteryModuleRef, SessionEnd, SessionStart
 from server.batteries.models import Battery, BatteryModule
+from server.consent import service as consent_service
 from server.core import clock
 from server.core.catalogue import PublicationStatus
 from server.core.errors import Conflict, NotFound, Unprocessable
@@ -86,6 +87,9 @@ async def start(
         visit_id = await schedules_service.visit_for_start(
             db, participant_id=participant.id, visit_id=session_in.visit_id, battery_id=battery.id
         )
+    # A new session only under the consent in force (403 consent_required); a resumed one
+    # (above) already started under consent.
+    consent_record_id = await consent_service.require_consent(db, participant=participant)
     # ON CONFLICT: a device whose retry races its first attempt (or a sync batch beside a
     # start) inserts the same id twice at once. A plain INSERT waits for the other and then
     # fails on the primary key (a 500); this waits, inserts nothing, and resumes instead.
@@ -100,6 +104,7 @@ async def start(
             app_version=session_in.app_version,
             client_started_at=session_in.client_started_at,
             visit_occurrence_id=visit_id,
+            consent_record_id=consent_record_id,
         )
         .on_conflict_do_nothing(index_elements=[AssessmentSession.id])
         .returning(AssessmentSession.id)

@@ -41,6 +41,12 @@ class AuditAction(enum.StrEnum):
     schedule_protocol_published = "schedule_protocol_published"
     schedule_visit_overridden = "schedule_visit_overridden"
     schedule_anchor_changed = "schedule_anchor_changed"
+    consent_document_created = "consent_document_created"
+    consent_document_updated = "consent_document_updated"
+    consent_document_published = "consent_document_published"
+    consent_signed = "consent_signed"
+    consent_withdrawn = "consent_withdrawn"
+    consent_pdf_read = "consent_pdf_read"
 
 
 class AuditEntry(Base):

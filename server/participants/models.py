@@ -35,6 +35,8 @@ class Participant(IdMixin, TimestampMixin, Base):
         default=ParticipantStatus.enrolled,
     )
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # BCP 47 ("en", "de"): which consent document is theirs (server.consent); None: unknown.
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
     enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

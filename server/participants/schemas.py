@@ -10,6 +10,7 @@ from server.studies.schemas import check_timezone
 
 PARTICIPANT_CODE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PHONE = r"^\+?[0-9 ()./-]{6,31}$"
+LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # BCP 47 as apps report it: en, pt-BR
 
 
 class ContactIn(BaseModel):
@@ -30,6 +31,7 @@ class ParticipantCreate(BaseModel):
     site_id: uuid.UUID
     participant_code: str = Field(pattern=PARTICIPANT_CODE)
     timezone: str = "UTC"
+    language: str | None = Field(default=None, pattern=LANGUAGE, description="BCP 47, e.g. en")
     status: ParticipantStatus = ParticipantStatus.enrolled
     enrolled_at: datetime | None = None
     contact: ContactIn | None = None
@@ -44,6 +46,7 @@ class ParticipantUpdate(BaseModel):
     site_id: uuid.UUID | None = None
     status: ParticipantStatus | None = None
     timezone: str | None = None
+    language: str | None = Field(default=None, pattern=LANGUAGE)
 
     @field_validator("timezone")
     @classmethod
@@ -62,6 +65,7 @@ class ParticipantRead(BaseModel):
     participant_code: str
     status: ParticipantStatus
     timezone: str
+    language: str | None
     enrolled_at: datetime
     created_at: datetime
 

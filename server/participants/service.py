@@ -105,6 +105,7 @@ async def create(
         site_id=participant_in.site_id,
         participant_code=participant_in.participant_code,
         timezone=participant_in.timezone,
+        language=participant_in.language,
         status=participant_in.status,
         enrolled_at=participant_in.enrolled_at or utcnow(),
     )
