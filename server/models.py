@@ -4,6 +4,7 @@ from server.assessment_sessions.models import AssessmentSession
 from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
 from server.core.models import Base
+from server.exports.models import Export, ExportSubmission
 from server.item_banks.models import ItemBank
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
@@ -24,6 +25,8 @@ __all__ = [
     "Base",
     "Battery",
     "BatteryModule",
+    "Export",
+    "ExportSubmission",
     "ItemBank",
     "Module",
     "OutboxEvent",

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
+from server.exports.models import Export
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping
 from server.studies.models import Site, Study, StudyRole
@@ -35,6 +36,7 @@ STUDY_SCOPED = {
     "battery_id",
     "job_id",
     "connection_id",  # a REDCap connection
+    "export_id",
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -81,6 +83,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
         token_last4="0000",
     )
     db.add(connection_b)
+    export_b = Export(study_id=study_b.id, filters={"site_ids": None}, formats=["csv"])
+    db.add(export_b)
     await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
@@ -95,6 +99,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "battery_id": battery_b.id,
             "job_id": job_b.id,
             "connection_id": connection_b.id,
+            "export_id": export_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -159,7 +164,9 @@ async def test_lists_show_only_own_studies_and_participants(
 # The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
 # whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
 # but the world here gives each site its own).
-SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+SITE_SCOPED = {
+    "site_id", "participant_id", "submission_id", "job_id", "connection_id", "export_id"
+}  # fmt: skip
 
 
 @dataclass
@@ -193,7 +200,9 @@ async def _site_objects(
         token_encrypted=token_box(settings).encrypt("0" * 32),
         token_last4="0000",
     )
-    db.add_all([job, connection])
+    # An export of this site alone: a site-scoped member of another site does not see it.
+    export = Export(study_id=study.id, filters={"site_ids": [str(site.id)]}, formats=["csv"])
+    db.add_all([job, connection, export])
     await db.flush()
     db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
     await db.flush()
@@ -205,6 +214,7 @@ async def _site_objects(
         "submission_id": submission.id,
         "job_id": job.id,
         "connection_id": connection.id,
+        "export_id": export.id,
     }
 
 

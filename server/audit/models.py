@@ -38,6 +38,9 @@ class AuditAction(enum.StrEnum):
     dead_letter_rerun = "dead_letter_rerun"
     submission_reprocessed = "submission_reprocessed"
     audit_exported = "audit_exported"
+    export_requested = "export_requested"
+    export_downloaded = "export_downloaded"
+    export_frozen = "export_frozen"
 
 
 class AuditEntry(Base):

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # A run holds its outbox row this long, which is also its hard time limit; a row not
     # finished by then (its worker died, its message was lost) is published again.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
+    # Tests only: a pause after each block an export streams, to kill a worker mid-export.
+    EXPORT_TEST_PAUSE_SECONDS: float = Field(default=0.0, ge=0)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
     RELAY_BATCH_SIZE: int = Field(default=500, ge=1)
     # Transient errors: retried after 2, 4, 8, ... s (capped), then failed for good.

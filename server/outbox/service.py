@@ -31,6 +31,7 @@ ARCHIVE_SUBMISSION = "archive.submission"
 REDCAP_SYNC_SUBMISSION = "redcap.sync_submission"
 SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
+EXPORT_BUILD = "exports.build"
 MAX_ERROR_CHARS = 2000
 LEASE_OVER = "Its last run did not finish within its lease (its worker stopped); sent again."
 

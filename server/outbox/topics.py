@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from server.outbox.service import (
     ARCHIVE_SUBMISSION,
+    EXPORT_BUILD,
     REDCAP_SYNC_SUBMISSION,
     SCORING_SESSION,
     SCORING_SUBMISSION,
@@ -29,6 +30,7 @@ ROUTES: dict[str, Route] = {
     # (a full queue holds all its topics' new rows, relay_cycle.held_topics).
     SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "reports"),
     SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
+    EXPORT_BUILD: Route("workers.tasks.exports.build_export", "exports"),
 }
 
 
