@@ -67,3 +67,9 @@ bench-sync: $(STAMP)
 # The audit write's cost per request and the chain's entries a second (PostgreSQL only).
 bench-audit: $(STAMP)
 	python -m tests.bench.audit $(BENCH_ARGS)
+
+# Trial-level CSV and Parquet exports of 1,000,000 trial rows against PostgreSQL's COPY to
+# /dev/null, and the exporting process's peak RSS (PostgreSQL only).
+.PHONY: bench-export
+bench-export: $(STAMP)
+	python -m tests.bench.export $(BENCH_ARGS)

@@ -179,9 +179,9 @@ def _version() -> str:
 
 
 def _software(formats: set[str]) -> dict[str, str]:
-    import pyarrow
-
-    versions = {"metricis": _version(), "pyarrow": str(pyarrow.__version__)}
+    versions = {"metricis": _version()}
+    if formats - {"csv"}:
+        versions["pyarrow"] = importlib.metadata.version("pyarrow")
     if formats & set(TABULAR):
         versions["pyreadstat"] = importlib.metadata.version("pyreadstat")
     return versions
@@ -255,9 +255,7 @@ async def build(
                 )
             ).all()
         s_rows = _stringify(s_columns, s_rows)
-        await asyncio.to_thread(
-            _write_sessions, tmp, s_columns, s_rows, formats, files, layouts, counts
-        )
+        _write_sessions(tmp, s_columns, s_rows, formats, files, layouts, counts)
         (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
         files["codebook.csv"] = tmp / "codebook.csv"
         manifest = {
@@ -279,7 +277,7 @@ async def build(
         (tmp / "manifest.json").write_bytes(json.dumps(manifest, indent=1).encode() + b"\n")
         files["manifest.json"] = tmp / "manifest.json"
         zip_path = tmp / "export.zip"
-        await asyncio.to_thread(writers.write_zip, zip_path, files)
+        writers.write_zip(zip_path, files)
         checksum, size = _sha256(zip_path), zip_path.stat().st_size
         async with sessionmaker() as db:
             export = await db.get(Export, plan.export_id)
@@ -314,7 +312,9 @@ async def _write_formats(
         _layouts(stem, columns, formats, layouts)
         return
     parquet = tmp / f"{stem}.parquet"
-    await asyncio.to_thread(writers.parquet_from_csv, raw, parquet, columns)
+    # On this thread: the worker runs one export a process, and another thread would bring
+    # its own allocator arena (tens of MB of peak).
+    writers.parquet_from_csv(raw, parquet, columns)
     raw.unlink()
     if "parquet" in formats:
         files[parquet.name] = parquet
@@ -322,7 +322,7 @@ async def _write_formats(
         if fmt in formats:
             out = tmp / f"{stem}.{fmt}"
             write = writers.write_sav if fmt == "sav" else writers.write_dta
-            await asyncio.to_thread(write, parquet, out, columns)
+            write(parquet, out, columns)
             files[out.name] = out
     _layouts(stem, columns, formats, layouts)
 
@@ -342,7 +342,9 @@ def _write_sessions(
     counts: dict[str, int],
 ) -> None:
     parquet = tmp / "sessions.parquet"
-    writers.write_rows_parquet(parquet, columns, rows)
+    if formats - {"csv"}:
+        # pyarrow (and pandas, for SPSS and Stata) only when asked for: they weigh ~50-100 MB.
+        writers.write_rows_parquet(parquet, columns, rows)
     if "csv" in formats:
         writers.write_rows_csv(tmp / "sessions.csv", columns, rows)
     for fmt in formats:

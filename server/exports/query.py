@@ -142,10 +142,19 @@ def trial_select_sql(
     export_id: uuid.UUID, module_key: str, module_version: int, fields: list[Column]
 ) -> str:
     """One module version's trials, one row per trial, in a fixed order, for COPY (asyncpg's
-    copy_from_query wraps it); the values are the JSON's own text (->>), so numbers and
+    copy_from_query wraps it); the values are the JSON's own text, so numbers and
     booleans are written as the device sent them. Literals are inlined: COPY takes no
     parameters."""
-    values = ", ".join(f"t.v->>{_literal(c.name)} AS {_ident(c.name)}" for c in fields)
+    values = ", ".join(f"r.{_ident(c.name)}" for c in fields)
+    # json_to_record parses each trial once (->> on json re-parses it for every field); as
+    # text, each value is the JSON's own spelling, a string's unescaped, null as NULL.
+    record = (
+        "CROSS JOIN LATERAL json_to_record(t.v) AS r("
+        + ", ".join(f"{_ident(c.name)} text" for c in fields)
+        + ")"
+        if fields
+        else ""
+    )
     return f"""
         SELECT p.participant_code, si.code AS site,
                {VISIT_SQL} AS visit,
@@ -160,6 +169,7 @@ def trial_select_sql(
         JOIN sites si ON si.id = p.site_id
         JOIN assessment_sessions a ON a.id = s.session_id
         CROSS JOIN LATERAL json_array_elements(st.trials) WITH ORDINALITY AS t(v, n)
+        {record}
         WHERE e.export_id = {_literal(str(export_id))}
         ORDER BY p.participant_code, a.started_at, a.id, s.received_at, s.id, st.position, t.n
     """
