@@ -175,7 +175,8 @@ async def main() -> None:
             figures[fmt] = await asyncio.to_thread(run_child, url, archive, export_id)
             rate = rows / figures[fmt]["seconds"]
             print(f"{fmt}: {figures[fmt]['seconds']:.2f} s, {rate:,.0f} rows/s, "
-                  f"worker peak RSS {figures[fmt]['peak_mb']:.0f} MB")  # fmt: skip
+                  f"worker peak RSS {figures[fmt]['peak_mb']:.0f} MB while exporting "
+                  f"({figures[fmt]['import_peak_mb']:.0f} MB at its imports)")  # fmt: skip
         copy_s = await copy_to_devnull(url, export_id)
         print(f"COPY to /dev/null: {copy_s:.2f} s, {rows / copy_s:,.0f} rows/s")
         csv_rate, parquet_rate = (
