@@ -181,3 +181,18 @@ async def test_filters_narrow_the_export(world: dict[str, object]) -> None:
                              "trials_mood9_v1.csv"]  # fmt: skip
     trials = _csv(files["trials_mood9_v1.csv"])
     assert set(trials["site"]) == {"LON"} and len(trials) == 2 * 5
+
+
+async def test_psych_ds_layout_names_the_csvs_by_keywords(world: dict[str, object]) -> None:
+    seeded: ef.Seeded = world["seeded"]  # type: ignore[assignment]
+    request = ExportCreate(modules=[{"key": "simple_rt"}], formats=["psychds"])
+    _, data = await ef.export_now(world["sessions"], world["storage"], seeded, request)  # type: ignore[arg-type]
+    files = ef.members(data)
+    assert "data/level-trial_module-simplert_version-1_data.csv" in files
+    assert "data/level-session_data.csv" in files
+    assert files["data/level-session_data.csv"] == files["sessions.csv"]
+    description = json.loads(files["dataset_description.json"])
+    header = files["trials_simple_rt_v1.csv"].split(b"\r\n", 1)[0].decode().split(",")
+    assert set(header) <= set(description["variableMeasured"])
+    book = files["codebook.csv"].decode()
+    assert "data/level-session_data.csv,participant_code" in book

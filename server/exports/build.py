@@ -220,7 +220,9 @@ async def build(
     plan = planned
     progress = Progress(sessionmaker, plan)
     await progress.flush()
-    formats = set(plan.formats)
+    # Psych-DS is a layout of the CSVs (asked for with it), not a format of its own.
+    psychds = "psychds" in plan.formats
+    formats = set(plan.formats) - {"psychds"}
     with tempfile.TemporaryDirectory(prefix="metricis-export-") as tmp_name:
         tmp = Path(tmp_name)
         files: dict[str, Path] = {}
@@ -256,6 +258,8 @@ async def build(
             ).all()
         s_rows = _stringify(s_columns, s_rows)
         _write_sessions(tmp, s_columns, s_rows, formats, files, layouts, counts)
+        if psychds:
+            psychds_layout(tmp, files, layouts)
         (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
         files["codebook.csv"] = tmp / "codebook.csv"
         manifest = {
@@ -356,3 +360,33 @@ def _write_sessions(
         files[name] = tmp / name
         layouts[name] = columns
         counts[name] = len(rows)
+
+
+def psychds_layout(tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]]) -> None:
+    """The CSVs again as data/<keyword>-<value>_data.csv, and dataset_description.json with
+    every variable measured (Psych-DS)."""
+    names = {}
+    for name in sorted(files):
+        if not name.endswith(".csv"):
+            continue
+        stem = name.removesuffix(".csv")
+        if stem == "sessions":
+            keywords = "level-session"
+        else:
+            key, version = stem.removeprefix("trials_").rsplit("_v", 1)
+            keywords = f"level-trial_module-{key.replace('_', '')}_version-{version}"
+        names[f"data/{keywords}_data.csv"] = name
+    for target, source in names.items():
+        files[target] = files[source]
+        layouts[target] = layouts[source]
+    variables = sorted({c.name for target in names for c in layouts[target]})
+    description = {
+        "@context": "https://schema.org/",
+        "@type": "Dataset",
+        "name": "Metricis export",
+        "description": "Trial-level and session-level data; see codebook.csv and manifest.json.",
+        "variableMeasured": variables,
+    }
+    path = tmp / "dataset_description.json"
+    path.write_bytes(json.dumps(description, indent=1).encode() + b"\n")
+    files["dataset_description.json"] = path

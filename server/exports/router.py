@@ -32,10 +32,12 @@ StudyExporter = Annotated[StudyAccess, Depends(study_access(Permission.EXPORT))]
 async def _read(
     db: DBSession, settings: AppSettings, export: Export, *, link: bool = True
 ) -> ExportRead:
+    status, job_error = await service.job_status(db, export)
     read = ExportRead.model_validate(
         {
             **{c: getattr(export, c) for c in ExportRead.model_fields if hasattr(export, c)},
-            "status": await service.job_status(db, export),
+            "status": status,
+            "job_error": job_error,
         }
     )
     if link and export.storage_key is not None:

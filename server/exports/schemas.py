@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.participants.models import ParticipantStatus
 
-Format = Literal["csv", "parquet", "sav", "dta"]
+# psychds: the CSVs again in a Psych-DS layout (data/*_data.csv, dataset_description.json).
+Format = Literal["csv", "parquet", "sav", "dta", "psychds"]
 
 
 class ModuleFilter(BaseModel):
@@ -48,6 +49,8 @@ class ExportRead(BaseModel):
     sha256: str | None
     size_bytes: int | None
     error: str | None
+    # Why the job failed or is retrying, when it did.
+    job_error: str | None = None
     # When done: a link to the zip, carrying a signed token that expires (and no data).
     download_url: str | None = None
     download_expires_at: datetime | None = None

@@ -79,7 +79,8 @@ async def create(
         study_id=access.study.id,
         requested_by=user_id,
         filters=await _effective_filters(db, access, request),
-        formats=sorted(set(request.formats)),
+        # Psych-DS lays out the CSVs: asking for it asks for them.
+        formats=sorted(set(request.formats) | ({"csv"} if "psychds" in request.formats else set())),
     )
     await _queue(db, export)
     return export
@@ -111,11 +112,12 @@ async def rerun(db: AsyncSession, *, source: Export, user_id: uuid.UUID) -> Expo
     return export
 
 
-async def job_status(db: AsyncSession, export: Export) -> str:
+async def job_status(db: AsyncSession, export: Export) -> tuple[str, str | None]:
+    """The job's state and its error (the outbox row's: scrubbed, ids only)."""
     if export.storage_key is not None:
-        return "succeeded"
+        return "succeeded", None
     job = await db.get(OutboxEvent, export.job_id) if export.job_id else None
-    return "queued" if job is None else str(job.status)
+    return ("queued", None) if job is None else (str(job.status), job.error)
 
 
 # --- the download link's token: the export id and an expiry, signed; no data in it ---------
