@@ -71,3 +71,8 @@ bench-audit: $(STAMP)
 # 100,000 participants' visit schedules materialised, and the "what is due now" query.
 bench-schedules: $(STAMP)
 	python -m tests.bench.schedules $(BENCH_ARGS)
+# Trial-level CSV and Parquet exports of 1,000,000 trial rows against PostgreSQL's COPY to
+# /dev/null, and the exporting process's peak RSS (PostgreSQL only).
+.PHONY: bench-export
+bench-export: $(STAMP)
+	python -m tests.bench.export $(BENCH_ARGS)

@@ -26,6 +26,7 @@ from server.core.middleware import RequestContextMiddleware
 from server.core.openapi import install_openapi
 from server.core.ratelimit import RateLimits, default_rate_limit
 from server.core.runtime import tune_gc
+from server.exports.router import router as exports_router
 from server.health.router import router as health_router
 from server.item_banks.router import router as item_banks_router
 from server.jobs.router import dead_letters_router
@@ -68,6 +69,7 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     rescore_router,
     schedules_router,
     consent_router,
+    exports_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

@@ -5,6 +5,7 @@ from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
 from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
 from server.core.models import Base
+from server.exports.models import Export, ExportSubmission
 from server.item_banks.models import ItemBank
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
@@ -39,6 +40,8 @@ __all__ = [
     "ConsentDocument",
     "ConsentRecord",
     "ConsentWithdrawal",
+    "Export",
+    "ExportSubmission",
     "ItemBank",
     "Module",
     "OutboxEvent",

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
+from server.exports.models import Export
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
 from server.studies.models import Site, Study, StudyRole
@@ -42,6 +43,7 @@ STUDY_SCOPED = {
     "visit_id",  # a participant's visit occurrence
     "document_id",  # a consent document
     "record_id",  # a consent record (a signature)
+    "export_id",
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -88,6 +90,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
         token_last4="0000",
     )
     db.add(connection_b)
+    export_b = Export(study_id=study_b.id, filters={"site_ids": None}, formats=["csv"])
+    db.add(export_b)
     await db.flush()
     import_b = RedcapParticipantImport(connection_id=connection_b.id, settings={})
     db.add(import_b)
@@ -114,6 +118,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "visit_id": visit_b.id,
             "document_id": document_b.id,
             "record_id": record_b.id,
+            "export_id": export_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -188,6 +193,7 @@ SITE_SCOPED = {
     "visit_id",
     "document_id",  # each site has a consent document of its own here
     "record_id",
+    "export_id",
 }
 
 
@@ -222,7 +228,9 @@ async def _site_objects(
         token_encrypted=token_box(settings).encrypt("0" * 32),
         token_last4="0000",
     )
-    db.add_all([job, connection])
+    # An export of this site alone: a site-scoped member of another site does not see it.
+    export = Export(study_id=study.id, filters={"site_ids": [str(site.id)]}, formats=["csv"])
+    db.add_all([job, connection, export])
     await db.flush()
     participant_import = RedcapParticipantImport(connection_id=connection.id, settings={})
     db.add_all([RedcapMapping(connection_id=connection.id, document=MAPPING), participant_import])
@@ -248,6 +256,7 @@ async def _site_objects(
         "visit_id": visit.id,
         "document_id": document.id,
         "record_id": record.id,
+        "export_id": export.id,
     }
 
 

@@ -41,6 +41,13 @@ class ObjectStorage(Protocol):
     def get(self, key: str) -> bytes:
         """The object's bytes; raises ObjectNotFound."""
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Store a file's contents under key without reading it into memory; whole or not at
+        all, as put."""
+
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks; raises ObjectNotFound before the first."""
+
     def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -103,6 +110,33 @@ class LocalStorage:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as tmp, open(path, "rb") as src:
+                while block := src.read(1 << 20):
+                    tmp.write(block)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(key)
+        return self._chunks(path, chunk_size)
+
+    @staticmethod
+    def _chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk_size):
+                yield block
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -193,8 +227,23 @@ class S3Storage:
         # A PUT replaces the object whole: S3 readers never see a partial object.
         self._client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
 
-    def get(self, key: str) -> bytes:
+    def put_file(self, key: str, path: Path) -> None:
+        # Multipart for large files; the object appears only once the upload completes.
+        self._client.upload_file(str(path), self.bucket, check_key(key))
+
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=check_key(key))
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise
+        return iter(response["Body"].iter_chunks(chunk_size))
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
 
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=check_key(key))

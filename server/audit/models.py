@@ -47,6 +47,9 @@ class AuditAction(enum.StrEnum):
     consent_signed = "consent_signed"
     consent_withdrawn = "consent_withdrawn"
     consent_pdf_read = "consent_pdf_read"
+    export_requested = "export_requested"
+    export_downloaded = "export_downloaded"
+    export_frozen = "export_frozen"
 
 
 class AuditEntry(Base):

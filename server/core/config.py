@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # A task's hard time limit, and how long a published row may wait for a run before it is
     # published again (its message was lost). A dead run comes back sooner: its lock is free.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
+    # Tests only: a pause after each block an export streams, to kill a worker mid-export.
+    EXPORT_TEST_PAUSE_SECONDS: float = Field(default=0.0, ge=0)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)
     RELAY_BATCH_SIZE: int = Field(default=500, ge=1)
     # Transient errors: retried after 2, 4, 8, ... s (capped), then failed for good.

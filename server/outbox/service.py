@@ -33,6 +33,7 @@ REDCAP_SYNC_SUBMISSION = "redcap.sync_submission"
 SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
 REDCAP_IMPORT_PARTICIPANTS = "redcap.import_participants"
+EXPORT_BUILD = "exports.build"
 MAX_ERROR_CHARS = 2000
 RUN_LOST = "Its last run stopped without an outcome (its worker died); sent again."
 

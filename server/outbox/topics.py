@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from server.outbox.service import (
     ARCHIVE_SUBMISSION,
+    EXPORT_BUILD,
     REDCAP_IMPORT_PARTICIPANTS,
     REDCAP_SYNC_SUBMISSION,
     SCORING_SESSION,
@@ -31,6 +32,7 @@ ROUTES: dict[str, Route] = {
     SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "reports"),
     SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
     REDCAP_IMPORT_PARTICIPANTS: Route("workers.tasks.redcap.import_participants", "redcap"),
+    EXPORT_BUILD: Route("workers.tasks.exports.build_export", "exports"),
 }
 
 

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-resilience-" + "e" * 40
 INSTRUMENT = "cognitive_session"
 # Every queue the deployment's workers consume that an outbox topic routes to.
-QUEUES = "redcap,maintenance,reports"
+QUEUES = "redcap,maintenance,reports,exports"
 
 
 # ----- processes ---------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Stack:
     async def start_worker(
         self, name: str, *, time_limit_s: int | None = None, **settings: object
     ) -> Process:
-        """`celery -A workers.app worker -Q redcap,maintenance,reports --pool=prefork -c 1`; returns
+        """`celery -A workers.app worker -Q <QUEUES> --pool=prefork -c 1`; returns
         once it consumes. time_limit_s: run it through tests.e2e.celery_worker, with the tasks'
         hard time limit shortened to that."""
         env = self.env(**settings)

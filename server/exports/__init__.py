@@ -1,0 +1,1 @@
+"""Exports: study data as CSV, Parquet, SPSS and Stata files with a codebook and manifest."""

@@ -1,0 +1,392 @@
+"""Building an export: select, stream, write, zip, publish; the worker's one call.
+
+1. One transaction: the selection written to export_submissions, the totals set.
+2. Per module version, one COPY streams its trials as CSV straight into a file (CRLF for
+   the CSV asked for; Parquet, SPSS and Stata are made from the raw COPY file). Progress is
+   written every few seconds in a transaction of its own.
+3. The session table (small) in a read transaction; codebook, manifest and zip on disk.
+4. No transaction open: the zip goes to the archive's storage under its final key, whole
+   (storage.put_file writes a temporary name and renames, or PUTs in one go).
+5. One transaction: the export marked done with its key and checksum. Run again after a
+   crash, the build starts over from 1: nothing was offered before 5.
+"""
+
+# A worker process runs one export on its own loop: blocking file calls hold up nothing else.
+# ruff: noqa: ASYNC230, ASYNC240
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import json
+import tempfile
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.archive.storage import ObjectStorage
+from server.core.models import utcnow
+from server.exports import query, sessions, writers
+from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
+from server.exports.models import Export, ExportSubmission
+from server.item_banks.models import ItemBank
+from server.modules.models import Module
+
+PROGRESS_EVERY_S = 2.0
+TABULAR = ("sav", "dta")
+
+
+class ExportGone(LookupError):
+    """The export's row is gone (its study deleted): nothing to build."""
+
+
+class SelectionChanged(RuntimeError):
+    """A freeze's re-run found one of its submissions gone or changed."""
+
+
+def storage_key(export: Export) -> str:
+    return f"exports/{export.study_id}/{export.id}.zip"
+
+
+@dataclass
+class Plan:
+    export_id: uuid.UUID
+    filters: dict[str, Any]
+    formats: list[str]
+    data_as_of: Any
+    rows_total: int
+    modules: dict[tuple[str, int], Module | None] = field(default_factory=dict)
+    item_banks: dict[uuid.UUID, ItemBank] = field(default_factory=dict)
+
+
+async def _plan(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
+    export = await db.get(Export, export_id, with_for_update=True)
+    if export is None:
+        raise ExportGone(str(export_id))
+    if export.storage_key is not None:
+        return export.storage_key  # built already: a message delivered twice
+    await db.execute(delete(ExportSubmission).where(ExportSubmission.export_id == export_id))
+    if export.source_export_id is not None:
+        source = await db.get(Export, export.source_export_id)
+        if (
+            source is None
+            or await query.copy_frozen(db, export_id=export_id, source_id=source.id) < 0
+        ):
+            raise SelectionChanged("a submission of the freeze is gone or changed")
+        export.data_as_of = source.data_as_of
+    else:
+        await query.select_submissions(
+            db, export_id=export_id, study_id=export.study_id, filters=export.filters
+        )
+        export.data_as_of = await db.scalar(text("SELECT now()"))
+    found = await query.modules_in(db, export_id, export.filters)
+    export.rows_total = sum(int(m.n_trials) for m in found)
+    export.rows_done = 0
+    export.progress_at = utcnow()
+    plan = Plan(export_id, export.filters, export.formats, export.data_as_of, export.rows_total)
+    for m in found:
+        module = await db.get(Module, uuid.UUID(m.module_id))
+        plan.modules[(m.module_key, m.module_version)] = module
+        if module is not None and module.item_bank_id is not None:
+            bank = await db.get(ItemBank, module.item_bank_id)
+            if bank is not None:
+                plan.item_banks[module.id] = bank
+    await db.flush()
+    return plan
+
+
+class Progress:
+    """Rows streamed so far, written to the export row every PROGRESS_EVERY_S."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], plan: Plan) -> None:
+        self.sessionmaker = sessionmaker
+        self.plan = plan
+        self.done = 0
+        self.written_at = time.monotonic()
+
+    async def add(self, rows: int) -> None:
+        self.done += rows
+        if time.monotonic() - self.written_at >= PROGRESS_EVERY_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        self.written_at = time.monotonic()
+        async with self.sessionmaker() as db, db.begin():
+            await db.execute(
+                update(Export)
+                .where(Export.id == self.plan.export_id)
+                .values(rows_done=min(self.done, self.plan.rows_total), progress_at=utcnow())
+            )
+
+
+async def _copy_trials(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sql: str,
+    *,
+    raw: Path | None,
+    crlf: Path | None,
+    progress: Progress,
+    pause_s: float,
+) -> None:
+    """One COPY into the raw file and/or the CRLF CSV; bytes never become Python rows."""
+    raw_out = open(raw, "wb") if raw is not None else None  # noqa: SIM115
+    crlf_out = open(crlf, "wb") if crlf is not None else None  # noqa: SIM115
+    sink = writers.CrlfSink(crlf_out) if crlf_out is not None else None
+    first = True
+
+    async def output(chunk: bytes) -> None:
+        nonlocal first
+        if raw_out is not None:
+            raw_out.write(chunk)
+        if sink is not None:
+            sink.write(chunk)
+        rows = chunk.count(b"\n") - (1 if first else 0)  # the header line is not a row
+        first = False
+        await progress.add(rows)
+        if pause_s:
+            await asyncio.sleep(pause_s)  # tests only: a slow export to kill mid-way
+
+    try:
+        async with sessionmaker() as db:
+            connection = await db.connection()
+            raw_connection = await connection.get_raw_connection()
+            driver: Any = raw_connection.driver_connection
+            await driver.copy_from_query(
+                sql, output=output, format="csv", header=True, encoding="UTF8"
+            )
+            await db.rollback()
+    finally:
+        for handle in (raw_out, crlf_out):
+            if handle is not None:
+                handle.close()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("metricis")
+    except importlib.metadata.PackageNotFoundError:
+        # Run from a checkout (not installed): the version pyproject.toml declares.
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        with open(pyproject, "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+
+
+def _software(formats: set[str]) -> dict[str, str]:
+    versions = {"metricis": _version()}
+    if formats - {"csv"}:
+        versions["pyarrow"] = importlib.metadata.version("pyarrow")
+    if formats & set(TABULAR):
+        versions["pyreadstat"] = importlib.metadata.version("pyreadstat")
+    return versions
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(writers.COPY_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stringify(columns: list[Column], rows: list[list[Any]]) -> list[list[Any]]:
+    text_at = [i for i, c in enumerate(columns) if c.type == STRING]
+    for row in rows:
+        for i in text_at:
+            if row[i] is not None and not isinstance(row[i], str):
+                row[i] = json.dumps(row[i]) if isinstance(row[i], dict | list) else str(row[i])
+    return rows
+
+
+async def build(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage: ObjectStorage,
+    export_id: uuid.UUID,
+    *,
+    pause_s: float = 0.0,
+) -> str:
+    """Build the export's zip and publish it; its storage key. Idempotent: a built export
+    returns its key, an interrupted one starts over."""
+    async with sessionmaker() as db, db.begin():
+        planned = await _plan(db, export_id)
+    if isinstance(planned, str):
+        return planned
+    plan = planned
+    progress = Progress(sessionmaker, plan)
+    await progress.flush()
+    # Psych-DS is a layout of the CSVs (asked for with it), not a format of its own.
+    psychds = "psychds" in plan.formats
+    formats = set(plan.formats) - {"psychds"}
+    with tempfile.TemporaryDirectory(prefix="metricis-export-") as tmp_name:
+        tmp = Path(tmp_name)
+        files: dict[str, Path] = {}
+        layouts: dict[str, list[Column]] = {}
+        counts: dict[str, int] = {}
+        for (key, version), module in sorted(plan.modules.items()):
+            fields = trial_columns(module, plan.item_banks.get(module.id)) if module else []
+            columns = trial_id_columns() + fields
+            stem = f"trials_{key}_v{version}"
+            needs_raw = bool(formats - {"csv"})
+            raw = tmp / f"{stem}.raw.csv" if needs_raw else None
+            crlf = tmp / f"{stem}.csv" if "csv" in formats else None
+            sql = query.trial_select_sql(plan.export_id, key, version, fields)
+            before = progress.done
+            await _copy_trials(sessionmaker, sql, raw=raw, crlf=crlf, progress=progress,
+                               pause_s=pause_s)  # fmt: skip
+            n = progress.done - before
+            await _write_formats(tmp, stem, columns, formats, raw, crlf, files, layouts)
+            for name in files:
+                if name.startswith(stem + "."):
+                    counts[name] = n
+        async with sessionmaker() as db, db.begin():
+            s_columns, s_rows, scorers = await sessions.session_table(
+                db, export_id=plan.export_id, filters=plan.filters,
+                data_as_of=plan.data_as_of, modules=plan.modules,
+            )  # fmt: skip
+            submissions = (
+                await db.execute(
+                    select(ExportSubmission.submission_id, ExportSubmission.checksum)
+                    .where(ExportSubmission.export_id == plan.export_id)
+                    .order_by(ExportSubmission.submission_id)
+                )
+            ).all()
+        s_rows = _stringify(s_columns, s_rows)
+        _write_sessions(tmp, s_columns, s_rows, formats, files, layouts, counts)
+        if psychds:
+            psychds_layout(tmp, files, layouts)
+        (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
+        files["codebook.csv"] = tmp / "codebook.csv"
+        manifest = {
+            "format": "metricis-export/1",
+            "request": {"filters": plan.filters, "formats": sorted(plan.formats)},
+            "files": [
+                {"name": name, "rows": counts.get(name), "sha256": _sha256(files[name])}
+                for name in sorted(files)
+            ],
+            "modules": [
+                {"key": k, "version": v, "scorers": scorers.get(f"{k}@{v}", [])}
+                for k, v in sorted(plan.modules)
+            ],
+            # CONSENT: how many were excluded and why (never who) goes here.
+            "excluded": {},
+            "submissions": [{"id": str(s), "raw_checksum": c} for s, c in submissions],
+            "software": _software(formats),
+        }
+        (tmp / "manifest.json").write_bytes(json.dumps(manifest, indent=1).encode() + b"\n")
+        files["manifest.json"] = tmp / "manifest.json"
+        zip_path = tmp / "export.zip"
+        writers.write_zip(zip_path, files)
+        checksum, size = _sha256(zip_path), zip_path.stat().st_size
+        async with sessionmaker() as db:
+            export = await db.get(Export, plan.export_id)
+            if export is None:
+                raise ExportGone(str(plan.export_id))
+            key = storage_key(export)
+        # No transaction open from here to the upload's end.
+        await asyncio.to_thread(storage.put_file, key, zip_path)
+    async with sessionmaker() as db, db.begin():
+        await db.execute(
+            update(Export)
+            .where(Export.id == plan.export_id)
+            .values(storage_key=key, sha256=checksum, size_bytes=size, finished_at=utcnow(),
+                    rows_done=plan.rows_total, progress_at=utcnow(), error=None)
+        )  # fmt: skip
+    return key
+
+
+async def _write_formats(
+    tmp: Path,
+    stem: str,
+    columns: list[Column],
+    formats: set[str],
+    raw: Path | None,
+    crlf: Path | None,
+    files: dict[str, Path],
+    layouts: dict[str, list[Column]],
+) -> None:
+    if crlf is not None:
+        files[f"{stem}.csv"] = crlf
+    if raw is None:
+        _layouts(stem, columns, formats, layouts)
+        return
+    parquet = tmp / f"{stem}.parquet"
+    # On this thread: the worker runs one export a process, and another thread would bring
+    # its own allocator arena (tens of MB of peak).
+    writers.parquet_from_csv(raw, parquet, columns)
+    raw.unlink()
+    if "parquet" in formats:
+        files[parquet.name] = parquet
+    for fmt in TABULAR:
+        if fmt in formats:
+            out = tmp / f"{stem}.{fmt}"
+            write = writers.write_sav if fmt == "sav" else writers.write_dta
+            write(parquet, out, columns)
+            files[out.name] = out
+    _layouts(stem, columns, formats, layouts)
+
+
+def _layouts(stem: str, columns: list[Column], formats: set[str], out: dict[str, Any]) -> None:
+    for fmt in sorted(formats):
+        out[f"{stem}.{fmt}"] = columns
+
+
+def _write_sessions(
+    tmp: Path,
+    columns: list[Column],
+    rows: list[list[Any]],
+    formats: set[str],
+    files: dict[str, Path],
+    layouts: dict[str, list[Column]],
+    counts: dict[str, int],
+) -> None:
+    parquet = tmp / "sessions.parquet"
+    if formats - {"csv"}:
+        # pyarrow (and pandas, for SPSS and Stata) only when asked for: they weigh ~50-100 MB.
+        writers.write_rows_parquet(parquet, columns, rows)
+    if "csv" in formats:
+        writers.write_rows_csv(tmp / "sessions.csv", columns, rows)
+    for fmt in formats:
+        name = f"sessions.{fmt}"
+        if fmt == "sav":
+            writers.write_sav(parquet, tmp / name, columns)
+        elif fmt == "dta":
+            writers.write_dta(parquet, tmp / name, columns)
+        files[name] = tmp / name
+        layouts[name] = columns
+        counts[name] = len(rows)
+
+
+def psychds_layout(tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]]) -> None:
+    """The CSVs again as data/<keyword>-<value>_data.csv, and dataset_description.json with
+    every variable measured (Psych-DS)."""
+    names = {}
+    for name in sorted(files):
+        if not name.endswith(".csv"):
+            continue
+        stem = name.removesuffix(".csv")
+        if stem == "sessions":
+            keywords = "level-session"
+        else:
+            key, version = stem.removeprefix("trials_").rsplit("_v", 1)
+            keywords = f"level-trial_module-{key.replace('_', '')}_version-{version}"
+        names[f"data/{keywords}_data.csv"] = name
+    for target, source in names.items():
+        files[target] = files[source]
+        layouts[target] = layouts[source]
+    variables = sorted({c.name for target in names for c in layouts[target]})
+    description = {
+        "@context": "https://schema.org/",
+        "@type": "Dataset",
+        "name": "Metricis export",
+        "description": "Trial-level and session-level data; see codebook.csv and manifest.json.",
+        "variableMeasured": variables,
+    }
+    path = tmp / "dataset_description.json"
+    path.write_bytes(json.dumps(description, indent=1).encode() + b"\n")
+    files["dataset_description.json"] = path

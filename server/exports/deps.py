@@ -1,0 +1,44 @@
+"""valid_export_id: another study's export (one of sites beyond a site-scoped member's) is 404."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+
+from server.auth.deps import CurrentPrincipal, Principal
+from server.core.db import DBSession
+from server.core.errors import NotFound
+from server.exports.models import Export
+from server.studies.access import Permission, StudyAccess, require_study_of
+
+
+@dataclass(frozen=True)
+class ExportAccess:
+    export: Export
+    study: StudyAccess
+    principal: Principal
+
+
+def export_access(permission: str) -> Callable[..., Awaitable[ExportAccess]]:
+    async def dependency(
+        export_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
+    ) -> ExportAccess:
+        export = await db.get(Export, export_id)
+        if export is None:
+            raise NotFound("No such export.")
+        access = await require_study_of(db, principal, export.study_id, permission, thing="export")
+        sites = export.filters.get("site_ids")
+        scope = access.sites.site_ids
+        # A site-scoped member sees exports of their sites only (not whole-study ones).
+        if scope is not None and (sites is None or not {uuid.UUID(s) for s in sites} <= scope):
+            raise NotFound("No such export.")
+        return ExportAccess(export, access, principal)
+
+    return dependency
+
+
+ExportReader = Annotated[ExportAccess, Depends(export_access(Permission.EXPORT))]

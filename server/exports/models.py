@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.models import Base, IdMixin, JSONType, utcnow
+
+
+class Export(IdMixin, Base):
+    """One export request and, once built, its zip in the archive's storage.
+
+    The job's life (queued, running, retrying, failed) is its outbox row's (job_id); this row
+    keeps what only an export has: the request, progress, the published zip, the freeze.
+    """
+
+    __tablename__ = "exports"
+
+    study_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # The effective filters (a site-scoped member's sites filled in) and the formats asked for.
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    formats: Mapped[list[str]] = mapped_column(JSONType)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    # A re-run of a freeze: reads exactly the submissions that export listed.
+    source_export_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("exports.id", ondelete="SET NULL"), default=None
+    )
+    # Scores computed after this are not read: a freeze's re-run reads the scores it read.
+    data_as_of: Mapped[datetime | None] = mapped_column(default=None)
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    progress_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set only once the zip is complete in storage: a key here is always a whole file.
+    storage_key: Mapped[str | None] = mapped_column(String(1024), default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    frozen_at: Mapped[datetime | None] = mapped_column(default=None)
+    frozen_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+
+
+class ExportSubmission(Base):
+    """The submissions an export read, chosen once when its build starts: every file of the
+    export reads this set, and a freeze's re-run reads it again."""
+
+    __tablename__ = "export_submissions"
+
+    export_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    # No foreign key: a frozen list outlives a deleted submission, and the re-run says so.
+    submission_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    checksum: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,175 @@
+"""The SQL of an export: which submissions it reads, and its trial rows as one COPY.
+
+The selection is written once into export_submissions when a build starts; every file then
+reads that set, so files agree with each other and a freeze's re-run reads the same rows.
+"""
+
+# SQL text is assembled from fixed fragments, bound-parameter names and escaped literals
+# (COPY takes no parameters); no request value is pasted in unescaped.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.exports.columns import Column
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# VISITS: the session's visit (schedules) goes here, in every file; empty until visits exist.
+VISIT_SQL = "NULL::text"
+
+
+def consent_filter() -> str:
+    """Submissions the participant's consent lets us export.
+
+    # CONSENT: the withdrawal filter goes here (withdrawn participants excluded, or cut at
+    # their withdrawal date, as their recorded data-use choice says); everything passes today.
+    """
+    return "TRUE"
+
+
+async def select_submissions(
+    db: AsyncSession, *, export_id: uuid.UUID, study_id: uuid.UUID, filters: dict[str, Any]
+) -> int:
+    """Write the filtered, accepted (never quarantined) submissions into export_submissions."""
+    where = ["s.study_id = :study_id", "s.status = 'accepted'", consent_filter()]
+    params: dict[str, Any] = {"export_id": export_id, "study_id": study_id}
+    if filters.get("site_ids") is not None:
+        where.append("p.site_id = ANY(:site_ids)")
+        params["site_ids"] = [uuid.UUID(s) for s in filters["site_ids"]]
+    if filters.get("participant_statuses"):
+        where.append("p.status = ANY(:statuses)")
+        params["statuses"] = list(filters["participant_statuses"])
+    if filters.get("date_from"):
+        where.append("a.started_at >= :date_from")
+        params["date_from"] = date.fromisoformat(filters["date_from"])
+    if filters.get("date_to"):
+        # Inclusive of the whole last day.
+        where.append("a.started_at < :date_to")
+        params["date_to"] = date.fromisoformat(filters["date_to"]) + timedelta(days=1)
+    module_clause, module_params = module_filter(filters, alias="st")
+    if module_clause != "TRUE":
+        where.append(
+            f"EXISTS (SELECT 1 FROM submission_tasks st "
+            f"WHERE st.submission_id = s.id AND {module_clause})"
+        )
+        params.update(module_params)
+    sql = f"""
+        INSERT INTO export_submissions (export_id, submission_id, checksum)
+        SELECT :export_id, s.id, s.checksum
+        FROM submissions s
+        JOIN participants p ON p.id = s.participant_id
+        JOIN assessment_sessions a ON a.id = s.session_id
+        WHERE {" AND ".join(where)}
+    """
+    result = await db.execute(text(sql), params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def copy_frozen(db: AsyncSession, *, export_id: uuid.UUID, source_id: uuid.UUID) -> int:
+    """A freeze's re-run: exactly the submissions the frozen export listed, if all are still
+    there as they were (same raw checksum, accepted); their number, or -1 if one is not."""
+    missing = await db.scalar(
+        text("""
+            SELECT count(*) FROM export_submissions e
+            LEFT JOIN submissions s ON s.id = e.submission_id
+                AND s.checksum = e.checksum AND s.status = 'accepted'
+            WHERE e.export_id = :source AND s.id IS NULL
+        """),
+        {"source": source_id},
+    )
+    if missing:
+        return -1
+    result = await db.execute(
+        text("""
+            INSERT INTO export_submissions (export_id, submission_id, checksum)
+            SELECT :export_id, submission_id, checksum FROM export_submissions
+            WHERE export_id = :source
+        """),
+        {"export_id": export_id, "source": source_id},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def module_filter(filters: dict[str, Any], *, alias: str) -> tuple[str, dict[str, Any]]:
+    """[{key, version?}] -> a clause on alias.module_key / module_version."""
+    modules = filters.get("modules") or []
+    if not modules:
+        return "TRUE", {}
+    parts, params = [], {}
+    for n, module in enumerate(modules):
+        clause = f"{alias}.module_key = :mk{n}"
+        params[f"mk{n}"] = module["key"]
+        if module.get("version") is not None:
+            clause += f" AND {alias}.module_version = :mv{n}"
+            params[f"mv{n}"] = int(module["version"])
+        parts.append(f"({clause})")
+    return "(" + " OR ".join(parts) + ")", params
+
+
+async def modules_in(db: AsyncSession, export_id: uuid.UUID, filters: dict[str, Any]) -> list[Any]:
+    """The (module_key, module_version, module_id, n_trials) of the selected tasks, sorted."""
+    clause, params = module_filter(filters, alias="st")
+    rows = await db.execute(
+        text(f"""
+            SELECT st.module_key, st.module_version, min(st.module_id::text) AS module_id,
+                   sum(st.n_trials) AS n_trials
+            FROM export_submissions e
+            JOIN submission_tasks st ON st.submission_id = e.submission_id
+            WHERE e.export_id = :export_id AND {clause}
+            GROUP BY st.module_key, st.module_version
+            ORDER BY st.module_key, st.module_version
+        """),
+        {"export_id": export_id, **params},
+    )
+    return list(rows)
+
+
+def trial_select_sql(
+    export_id: uuid.UUID, module_key: str, module_version: int, fields: list[Column]
+) -> str:
+    """One module version's trials, one row per trial, in a fixed order, for COPY (asyncpg's
+    copy_from_query wraps it); the values are the JSON's own text, so numbers and
+    booleans are written as the device sent them. Literals are inlined: COPY takes no
+    parameters."""
+    values = ", ".join(f"r.{_ident(c.name)}" for c in fields)
+    # json_to_record parses each trial once (->> on json re-parses it for every field); as
+    # text, each value is the JSON's own spelling, a string's unescaped, null as NULL.
+    record = (
+        "CROSS JOIN LATERAL json_to_record(t.v) AS r("
+        + ", ".join(f"{_ident(c.name)} text" for c in fields)
+        + ")"
+        if fields
+        else ""
+    )
+    return f"""
+        SELECT p.participant_code, si.code AS site,
+               {VISIT_SQL} AS visit,
+               a.id AS session_id, s.id AS submission_id, st.module_key, st.module_version,
+               t.n - 1 AS trial_position{", " + values if values else ""}
+        FROM export_submissions e
+        JOIN submissions s ON s.id = e.submission_id
+        JOIN submission_tasks st ON st.submission_id = s.id
+             AND st.module_key = {_literal(module_key)}
+             AND st.module_version = {int(module_version)}
+        JOIN participants p ON p.id = s.participant_id
+        JOIN sites si ON si.id = p.site_id
+        JOIN assessment_sessions a ON a.id = s.session_id
+        CROSS JOIN LATERAL json_array_elements(st.trials) WITH ORDINALITY AS t(v, n)
+        {record}
+        WHERE e.export_id = {_literal(str(export_id))}
+        ORDER BY p.participant_code, a.started_at, a.id, s.received_at, s.id, st.position, t.n
+    """

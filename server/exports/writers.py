@@ -1,0 +1,238 @@
+"""File writers: CSV (RFC 4180), Parquet, SPSS and Stata, the codebook and the zip.
+
+Every writer is deterministic: same rows in, same bytes out (no wall-clock values: the
+timestamps SPSS and Stata headers carry are overwritten with a fixed one).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from server.exports.columns import BOOLEAN, INTEGER, MISSING, NUMBER, Column
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+COPY_BLOCK = 1 << 20
+ROW_GROUP_ROWS = 65_536
+
+
+class CrlfSink:
+    """COPY's CSV (LF line ends) to RFC 4180's CRLF, keeping newlines inside quoted fields.
+
+    Quotes toggle the quoted state (an escaped "" toggles twice), so after splitting a chunk
+    on '"' the even parts are outside quotes; only their LFs are record ends. Byte-level work
+    stays in C (split, replace, join)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.quoted = False
+
+    def write(self, chunk: bytes) -> None:
+        if b'"' not in chunk:
+            self.out.write(chunk if self.quoted else chunk.replace(b"\n", b"\r\n"))
+            return
+        parts = chunk.split(b'"')
+        start = 1 if self.quoted else 0
+        for i in range(start, len(parts), 2):
+            parts[i] = parts[i].replace(b"\n", b"\r\n")
+        # An odd number of quotes flips the state for the next chunk.
+        if (len(parts) - 1) % 2:
+            self.quoted = not self.quoted
+        self.out.write(b'"'.join(parts))
+
+
+def arrow_type(column: Column) -> Any:
+    import pyarrow as pa
+
+    return {INTEGER: pa.int64(), NUMBER: pa.float64(), BOOLEAN: pa.bool_()}.get(
+        column.type, pa.string()
+    )
+
+
+def arrow_schema(columns: Sequence[Column]) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c.name, arrow_type(c)) for c in columns])
+
+
+def parquet_from_csv(csv_path: Path, out: Path, columns: Sequence[Column]) -> int:
+    """Stream a COPY CSV into Parquet block by block, one row group a block; rows written."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(columns)
+    reader = pacsv.open_csv(
+        csv_path,
+        # Small blocks, one thread: the reader's read-ahead is the memory an export adds;
+        # parsing is a fraction of the COPY's time either way.
+        read_options=pacsv.ReadOptions(block_size=256 << 10, use_threads=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema,
+            strings_can_be_null=True,
+            # COPY writes NULL as an empty field and an empty string as "".
+            quoted_strings_can_be_null=False,
+            true_values=["true"],
+            false_values=["false"],
+        ),
+    )
+    rows = 0
+    pending: list[Any] = []
+    with pq.ParquetWriter(out, schema, compression="snappy") as writer:
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            # Row groups of about ROW_GROUP_ROWS: small blocks read, sensible groups written.
+            if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP_ROWS)
+                pending = []
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP_ROWS)
+    return rows
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def write_rows_csv(path: Path, columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow([c.name for c in columns])
+        for row in rows:
+            writer.writerow([_csv_value(v) for v in row])
+            n += 1
+    return n
+
+
+def write_rows_parquet(
+    path: Path, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(columns)
+    arrays = [
+        pa.array([row[i] for row in rows], type=schema.field(i).type) for i in range(len(columns))
+    ]
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path, compression="snappy")
+
+
+def _frame(parquet: Path, columns: Sequence[Column]) -> Any:
+    """A pandas frame for pyreadstat: booleans as 0/1 (labelled), missing as NaN/None."""
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(parquet).to_pandas()
+    for c in columns:
+        if c.type in (BOOLEAN, INTEGER):
+            frame[c.name] = frame[c.name].astype("float64")
+        elif c.type != NUMBER:
+            frame[c.name] = frame[c.name].astype(object).where(frame[c.name].notna(), "")
+    return frame
+
+
+def _labels(
+    columns: Sequence[Column],
+) -> tuple[list[str | None], dict[str, dict[float, str]]]:
+    labels: list[str | None] = [c.label + (f" ({c.unit})" if c.unit else "") for c in columns]
+    value_labels = {
+        c.name: {float(k): v for k, v in c.value_labels.items()} for c in columns if c.value_labels
+    }
+    return labels, value_labels
+
+
+def write_sav(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
+    import pyreadstat
+
+    labels, value_labels = _labels(columns)
+    pyreadstat.write_sav(
+        _frame(parquet, columns),
+        str(out),
+        column_labels=labels,
+        variable_value_labels=value_labels,
+    )
+    # The SAV header's creation date and time (offset 92: 9 + 8 bytes): a fixed moment.
+    with open(out, "r+b") as handle:
+        handle.seek(92)
+        handle.write(b"01 Jan 8000:00:00")
+
+
+def write_dta(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
+    import pyreadstat
+
+    labels, value_labels = _labels(columns)
+    pyreadstat.write_dta(
+        _frame(parquet, columns),
+        str(out),
+        column_labels=labels,
+        variable_value_labels=value_labels,
+    )
+    # The header's <timestamp> (a length byte, then "dd Mon yyyy hh:mm"): a fixed moment.
+    with open(out, "r+b") as handle:
+        head = handle.read(4096)
+        at = head.find(b"<timestamp>")
+        if at >= 0:
+            size = head[at + 11]
+            handle.seek(at + 12)
+            handle.write(b"01 Jan 1980 00:00"[:size].ljust(size))
+
+
+CODEBOOK_COLUMNS = (
+    "file", "column", "label", "type", "unit", "module_key", "module_version",
+    "allowed_values", "value_labels", "missing",
+)  # fmt: skip
+
+
+def codebook_rows(files: Mapping[str, Sequence[Column]]) -> list[list[str]]:
+    rows = []
+    for name in sorted(files):
+        for c in files[name]:
+            rows.append(
+                [
+                    name,
+                    c.name,
+                    c.label,
+                    c.type,
+                    c.unit,
+                    c.module_key,
+                    "" if c.module_version is None else str(c.module_version),
+                    "; ".join(c.allowed_values),
+                    "; ".join(f"{k}={v}" for k, v in sorted(c.value_labels.items())),
+                    MISSING,
+                ]
+            )
+    return rows
+
+
+def codebook_csv(files: Mapping[str, Sequence[Column]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CODEBOOK_COLUMNS)
+    writer.writerows(codebook_rows(files))
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_zip(out: Path, files: dict[str, Path]) -> None:
+    """The files in name order, fixed timestamps and modes: the same files, the same zip.
+    Parquet is compressed already and is stored; the rest is deflated at a fixed level."""
+    with zipfile.ZipFile(out, "w", allowZip64=True) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            stored = name.endswith(".parquet")
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+            # The deflate level lives on the entry (read by ZipFile.open): 1, for speed.
+            info._compresslevel = None if stored else 1  # type: ignore[attr-defined]
+            with open(files[name], "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                while block := src.read(COPY_BLOCK):
+                    dst.write(block)
