@@ -32,6 +32,7 @@ from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.redcap.router import router as redcap_router
+from server.reports.router import router as reports_router
 from server.scoring.router import router as quality_router
 from server.studies.router import router as studies_router
 from server.submissions.reference import router as reference_router
@@ -63,6 +64,7 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     audit_router,
     quality_router,
     rescore_router,
+    reports_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

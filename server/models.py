@@ -10,6 +10,7 @@ from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
 from server.participants.models import Participant, ParticipantContact
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState
+from server.reports.models import Report
 from server.scoring.models import QualityCheck, StudyQualitySettings, TaskScore
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite
 from server.submissions.models import Submission, SubmissionTask
@@ -34,6 +35,7 @@ __all__ = [
     "RedcapConnection",
     "RedcapMapping",
     "RedcapSyncState",
+    "Report",
     "Site",
     "Study",
     "StudyMembership",

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
+from server.core.models import utcnow
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping
+from server.reports.models import Report, ReportKind
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import factories
@@ -35,6 +37,7 @@ STUDY_SCOPED = {
     "battery_id",
     "job_id",
     "connection_id",  # a REDCap connection
+    "report_id",
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -81,6 +84,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
         token_last4="0000",
     )
     db.add(connection_b)
+    report_b = _report(study_b.id, site_b.id, participant_b.id)
+    db.add(report_b)
     await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
@@ -95,9 +100,26 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "battery_id": battery_b.id,
             "job_id": job_b.id,
             "connection_id": connection_b.id,
+            "report_id": report_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
+    )
+
+
+def _report(study_id: uuid.UUID, site_id: uuid.UUID, participant_id: uuid.UUID) -> Report:
+    """A built participant report (its download still needs a signed link)."""
+    return Report(
+        study_id=study_id,
+        kind=ReportKind.participant,
+        subject_id=participant_id,
+        site_ids=[str(site_id)],
+        options={"participant_id": str(participant_id)},
+        key=uuid.uuid4().hex,
+        built_at=utcnow(),
+        pdf=b"%PDF-1.4",
+        pages=1,
+        size_bytes=8,
     )
 
 
@@ -122,6 +144,7 @@ def test_matrix_covers_the_study_routes(app_instance: FastAPI) -> None:
     assert "GET /api/studies/{study_id}" in covered
     assert "POST /api/participants/import" in covered
     assert "PUT /api/participants/{participant_id}/contact" in covered
+    assert {"POST /api/reports", "GET /api/reports/{report_id}/download"} <= covered
     assert len(covered) >= 17
 
 
@@ -159,7 +182,14 @@ async def test_lists_show_only_own_studies_and_participants(
 # The cross-SITE matrix: one study, sites A and B, a coordinator limited to site A. Parameters
 # whose value belongs to one site of a study (the study-wide REDCap connection is of no site,
 # but the world here gives each site its own).
-SITE_SCOPED = {"site_id", "participant_id", "submission_id", "job_id", "connection_id"}
+SITE_SCOPED = {
+    "site_id",
+    "participant_id",
+    "submission_id",
+    "job_id",
+    "connection_id",
+    "report_id",
+}
 
 
 @dataclass
@@ -193,7 +223,8 @@ async def _site_objects(
         token_encrypted=token_box(settings).encrypt("0" * 32),
         token_last4="0000",
     )
-    db.add_all([job, connection])
+    report = _report(study.id, site.id, participant.id)
+    db.add_all([job, connection, report])
     await db.flush()
     db.add(RedcapMapping(connection_id=connection.id, document=MAPPING))
     await db.flush()
@@ -205,6 +236,7 @@ async def _site_objects(
         "submission_id": submission.id,
         "job_id": job.id,
         "connection_id": connection.id,
+        "report_id": report.id,
     }
 
 
@@ -282,6 +314,7 @@ def test_site_matrix_covers_the_participant_routes(app_instance: FastAPI) -> Non
     assert "GET /api/participants/{participant_id}/sessions" in covered
     assert "GET /api/submissions/{submission_id}" in covered
     assert "GET /api/redcap/connections/{connection_id}/preview" in covered
+    assert "GET /api/reports/{report_id}" in covered
     assert len(covered) >= 20
 
 

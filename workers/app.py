@@ -26,6 +26,7 @@ TASK_MODULES = [
     "workers.tasks.archive",
     "workers.tasks.redcap",
     "workers.tasks.scoring",
+    "workers.tasks.reports",
 ]
 BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 

@@ -38,6 +38,8 @@ class AuditAction(enum.StrEnum):
     dead_letter_rerun = "dead_letter_rerun"
     submission_reprocessed = "submission_reprocessed"
     audit_exported = "audit_exported"
+    report_requested = "report_requested"
+    report_downloaded = "report_downloaded"
 
 
 class AuditEntry(Base):

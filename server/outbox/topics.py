@@ -15,6 +15,8 @@ from server.outbox.service import (
     SCORING_SUBMISSION,
 )
 
+REPORTS_BUILD = "reports.build"
+
 
 @dataclass(frozen=True)
 class Route:
@@ -29,6 +31,7 @@ ROUTES: dict[str, Route] = {
     # (a full queue holds all its topics' new rows, relay_cycle.held_topics).
     SCORING_SUBMISSION: Route("workers.tasks.scoring.score_submission", "reports"),
     SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
+    REPORTS_BUILD: Route("workers.tasks.reports.build_report", "reports"),
 }
 
 

@@ -1,0 +1,1 @@
+"""PDF reports: a participant's course across visits, one session, a study's progress."""
