@@ -142,16 +142,27 @@ def line_chart(
     return d
 
 
-def bar_chart(title: str, points: list[Point], top: float | None = None) -> Drawing:
-    """A bar per visit (questionnaire totals), red where the session was flagged."""
+def bar_chart(
+    title: str, points: list[Point], normal: tuple[float, float] | None = None
+) -> Drawing:
+    """A bar per visit (questionnaire totals), red where the session was flagged, over the
+    normal range's band."""
     d = Drawing(WIDTH, HEIGHT)
     visits = [p.visit for p in points]
     values = [p.value for p in points if p.value is not None]
     # Headroom for the value labels over the bars.
-    hi = max([*values, top or 0.0, 1.0]) * 1.15
+    hi = max([*values, normal[1] if normal else 0.0, 1.0]) * 1.15
     lo = 0.0
-    _frame(d, title, lo, hi, visits)
     y0, y1 = BOTTOM, HEIGHT - TOP
+    if normal is not None:
+        band = (max(normal[0], lo) - lo) / (hi - lo) * (y1 - y0)
+        top = (normal[1] - lo) / (hi - lo) * (y1 - y0)
+        d.add(
+            Rect(
+                LEFT, y0 + band, WIDTH - RIGHT - LEFT, top - band, fillColor=BAND, strokeColor=None
+            )
+        )
+    _frame(d, title, lo, hi, visits)
     step = (WIDTH - RIGHT - LEFT - 16) / max(len(points), 1)
     bar = max(min(step * 0.6, 16.0), 2.0)
     for p in points:

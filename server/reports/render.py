@@ -55,6 +55,16 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def _wrap(label: str, width: int = 13) -> str:
+    lines: list[str] = []
+    for word in label.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
 def _shown(module: ModuleInfo, options: Options) -> list[dict[str, Any]]:
     """The metrics a report shows: those asked for, else those with a direction (the ones a
     reader compares across visits), else all."""
@@ -92,9 +102,10 @@ def _module_table(
     head = ["Visit", "Date"]
     for m in metrics:
         unit = f" ({m['unit']})" if m.get("unit") and m["unit"] not in ("count",) else ""
-        head.append(Paragraph(f"<b>{m['label']}{unit}</b>", styles.sheet()["note"]))
+        # Plain strings, wrapped here: a Paragraph per header cell costs its line breaking.
+        head.append(_wrap(f"{m['label']}{unit}"))
         if m.get("reliability"):
-            head.append(Paragraph("<b>Change (RCI)</b>", styles.sheet()["note"]))
+            head.append("Change\n(RCI)")
     head.append("Flags")
     rows: list[list[Any]] = [head]
     points: dict[str, list[Point]] = {m["key"]: [] for m in metrics}
@@ -124,7 +135,14 @@ def _module_table(
         rules = sorted({r for k, r in visit.flags if k in (None, module.key)})
         row.append(", ".join(rules) if rules else "")
         rows.append(row)
-    return styles.data_table(rows), points
+    # Fixed widths: reportlab then measures no cell to size the columns.
+    n_change = sum(1 for m in metrics if m.get("reliability"))
+    widths = [11 * mm, 19 * mm] + [
+        w for m in metrics for w in ([21 * mm, 29 * mm] if m.get("reliability") else [21 * mm])
+    ]
+    used = 30 * mm + 21 * mm * len(metrics) + 29 * mm * n_change
+    widths.append(max(22 * mm, 178 * mm - used))
+    return styles.data_table(rows, widths), points
 
 
 def participant_report(data: ParticipantData, modules: list[ModuleInfo], options: Options) -> Built:
@@ -156,13 +174,12 @@ def participant_report(data: ParticipantData, modules: list[ModuleInfo], options
             series = points[m["key"]]
             if not any(p.value is not None for p in series):
                 continue
+            nr = m.get("normal_range")
+            band = (nr["low"], nr["high"]) if nr else None
             if module.questionnaire and m.get("reliability"):
-                charts.append(bar_chart(f"{m['label']} per visit", series))
-            elif m.get("reliability") or m.get("normal_range"):
-                nr = m.get("normal_range")
-                charts.append(
-                    line_chart(m["label"], series, (nr["low"], nr["high"]) if nr else None)
-                )
+                charts.append(bar_chart(f"{m['label']} per visit", series, band))
+            elif m.get("reliability") or nr:
+                charts.append(line_chart(m["label"], series, band))
         for i in range(0, len(charts), 2):
             pair = charts[i : i + 2]
             story.append(KeepTogether(Table([pair], hAlign="LEFT")))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -200,6 +200,10 @@ async def build(
     report = await db.get(Report, report_id, with_for_update=True)
     if report is None or report.built_at is not None:
         return None if report is None else f"report:{report.id}"
+    # This transaction also marks the job succeeded (workers.protocol): lost in a crash, both
+    # are lost together, the job runs again and builds the same report. So its commit need not
+    # wait for the WAL flush, which on a busy disk is most of a build's database time.
+    await db.execute(text("SET LOCAL synchronous_commit TO OFF"))
     now = now or utcnow()
     found = await _data(db, report)
     options = render.Options(

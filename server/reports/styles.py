@@ -58,6 +58,7 @@ def sheet() -> StyleSheet1:
             spaceBefore=8,
             spaceAfter=4,
             textColor=ACCENT,
+            keepWithNext=1,  # a module's heading never ends a page without its table
         )
     )
     out.add(
