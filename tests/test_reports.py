@@ -18,11 +18,13 @@ from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.audit.models import AuditEntry
 from server.core.config import Settings
 from server.participants.models import Participant, ParticipantStatus
+from server.redcap.models import RedcapSyncState, SyncStatus
 from server.reports import service
 from server.reports.change import IMPROVED, WORSENED
 from server.reports.models import Report
 from server.scoring.models import QualityCheck
 from server.studies.models import StudyRole
+from server.submissions.models import Submission
 from tests import factories
 from tests import report_factories as rf
 
@@ -148,6 +150,21 @@ async def test_unchanged_data_reuses_the_report_and_new_data_builds_anew(
     )
     assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
 
+    # A date range is another input too: here only the second visit (2026-03-16).
+    ranged = await ask(
+        client,
+        headers,
+        course.study.id,
+        "participant",
+        course.participant.id,
+        since="2026-03-10",
+        until="2026-04-01",
+    )
+    assert ranged.status_code == 202
+    text = text_of(await built_pdf(client, db, settings, headers, ranged.json()["id"]))
+    assert "1 visits, 2026-03-16 to 2026-03-16" in text
+    assert f"{rf.mean_rt(rf.RTS[0]):.1f}" not in text
+
     await rf.add_visit(
         db, client, settings, course, rf.RTS[3], rf.MOODS[3], when=datetime(2026, 5, 1, tzinfo=UTC)
     )
@@ -159,7 +176,7 @@ async def test_unchanged_data_reuses_the_report_and_new_data_builds_anew(
         await db.scalar(
             select(func.count()).select_from(Report).where(Report.study_id == course.study.id)
         )
-        == 3
+        == 4
     )
 
 
@@ -194,6 +211,19 @@ async def test_study_progress_counts_match_the_database(
             battery_id=course.battery.id,
             status=SessionStatus.abandoned,
             client_started_at=datetime.now(UTC),
+        )
+    )
+    await db.flush()
+    # One submission of the first site REDCap refused.
+    refused = await db.scalar(
+        select(Submission.id).where(Submission.participant_id == course.participant.id).limit(1)
+    )
+    db.add(
+        RedcapSyncState(
+            submission_id=refused,
+            study_id=course.study.id,
+            status=SyncStatus.failed,
+            error="refused",
         )
     )
     await db.flush()
@@ -246,7 +276,15 @@ async def test_study_progress_counts_match_the_database(
         )
         completed = [str(sum(1 for n in per_participant if n >= v)) for v in (1, 2, 3)]
         assert visits[:4] == [*completed, str(abandoned)], site.code
-        assert sync[0] == "0"
+        failed = await db.scalar(
+            select(func.count())
+            .select_from(RedcapSyncState)
+            .join(Submission, Submission.id == RedcapSyncState.submission_id)
+            .join(Participant, Participant.id == Submission.participant_id)
+            .where(Participant.site_id == site.id, RedcapSyncState.status == SyncStatus.failed)
+        )
+        assert sync[0] == str(failed)
+    assert rows(course.site.code, 1)[2] == ["1"]
     assert rows(course.site.code, 4)[1] == ["1", "1", "1", "1"]
     assert rows(second.code, 4)[1] == ["1", "1", "0", "0"]
     assert "REDCap sync failures" in text

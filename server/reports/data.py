@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -105,8 +105,9 @@ def visit_points(raw: dict[str, Any]) -> list[Visit]:
     return list(visits.values())
 
 
-def _bound(day: date | None) -> str | None:
-    return None if day is None else datetime.combine(day, datetime.min.time()).isoformat() + "Z"
+def _bound(day: date | None) -> datetime | None:
+    """A date as the start of that day, UTC (asyncpg takes datetimes for timestamptz)."""
+    return None if day is None else datetime.combine(day, datetime.min.time(), tzinfo=UTC)
 
 
 async def participant_data(
