@@ -56,7 +56,7 @@ lint: $(STAMP)
 
 # Benchmarks (not tests): print figures and a summary line; bench-ingest needs wrk
 # (apt-get install wrk), bench-sync redis-server; both PostgreSQL (TEST_DATABASE_URL).
-.PHONY: bench-ingest bench-sync bench-audit bench-schedules
+.PHONY: bench-ingest bench-sync bench-audit bench-schedules bench-report
 bench-ingest: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || sudo apt-get install -y wrk; }
 	python -m tests.bench.ingest $(BENCH_ARGS)
@@ -76,3 +76,6 @@ bench-schedules: $(STAMP)
 .PHONY: bench-export
 bench-export: $(STAMP)
 	python -m tests.bench.export $(BENCH_ARGS)
+# 200 participant reports of 12 visits, built by 2 worker processes (PostgreSQL only).
+bench-report: $(STAMP)
+	python -m tests.bench.report $(BENCH_ARGS)

@@ -35,6 +35,7 @@ from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.redcap.router import router as redcap_router
+from server.reports.router import router as reports_router
 from server.schedules.router import router as schedules_router
 from server.scoring.router import router as quality_router
 from server.studies.router import router as studies_router
@@ -70,6 +71,7 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     schedules_router,
     consent_router,
     exports_router,
+    reports_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

@@ -17,6 +17,7 @@ from server.redcap.models import (
     RedcapParticipantImport,
     RedcapSyncState,
 )
+from server.reports.models import Report
 from server.schedules.models import (
     ScheduleAssignment,
     ScheduleProtocol,
@@ -53,6 +54,7 @@ __all__ = [
     "RedcapMapping",
     "RedcapParticipantImport",
     "RedcapSyncState",
+    "Report",
     "ScheduleAssignment",
     "ScheduleProtocol",
     "ScheduleVisit",

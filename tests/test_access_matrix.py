@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
+from server.core.models import utcnow
 from server.exports.models import Export
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
+from server.reports.models import Report, ReportKind
 from server.studies.models import Site, Study, StudyRole
 from server.submissions.models import Submission
 from tests import consent_factories as consent
@@ -44,6 +46,7 @@ STUDY_SCOPED = {
     "document_id",  # a consent document
     "record_id",  # a consent record (a signature)
     "export_id",
+    "report_id",
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -92,6 +95,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     db.add(connection_b)
     export_b = Export(study_id=study_b.id, filters={"site_ids": None}, formats=["csv"])
     db.add(export_b)
+    report_b = _report(study_b.id, site_b.id, participant_b.id)
+    db.add(report_b)
     await db.flush()
     import_b = RedcapParticipantImport(connection_id=connection_b.id, settings={})
     db.add(import_b)
@@ -119,9 +124,26 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "document_id": document_b.id,
             "record_id": record_b.id,
             "export_id": export_b.id,
+            "report_id": report_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
+    )
+
+
+def _report(study_id: uuid.UUID, site_id: uuid.UUID, participant_id: uuid.UUID) -> Report:
+    """A built participant report (its download still needs a signed link)."""
+    return Report(
+        study_id=study_id,
+        kind=ReportKind.participant,
+        subject_id=participant_id,
+        site_ids=[str(site_id)],
+        options={"participant_id": str(participant_id)},
+        key=uuid.uuid4().hex,
+        built_at=utcnow(),
+        pdf=b"%PDF-1.4",
+        pages=1,
+        size_bytes=8,
     )
 
 
@@ -146,6 +168,7 @@ def test_matrix_covers_the_study_routes(app_instance: FastAPI) -> None:
     assert "GET /api/studies/{study_id}" in covered
     assert "POST /api/participants/import" in covered
     assert "PUT /api/participants/{participant_id}/contact" in covered
+    assert {"POST /api/reports", "GET /api/reports/{report_id}/download"} <= covered
     assert len(covered) >= 17
 
 
@@ -194,6 +217,7 @@ SITE_SCOPED = {
     "document_id",  # each site has a consent document of its own here
     "record_id",
     "export_id",
+    "report_id",
 }
 
 
@@ -231,6 +255,8 @@ async def _site_objects(
     # An export of this site alone: a site-scoped member of another site does not see it.
     export = Export(study_id=study.id, filters={"site_ids": [str(site.id)]}, formats=["csv"])
     db.add_all([job, connection, export])
+    report = _report(study.id, site.id, participant.id)
+    db.add_all([job, connection, report])
     await db.flush()
     participant_import = RedcapParticipantImport(connection_id=connection.id, settings={})
     db.add_all([RedcapMapping(connection_id=connection.id, document=MAPPING), participant_import])
@@ -257,6 +283,7 @@ async def _site_objects(
         "document_id": document.id,
         "record_id": record.id,
         "export_id": export.id,
+        "report_id": report.id,
     }
 
 
@@ -340,6 +367,7 @@ def test_site_matrix_covers_the_participant_routes(app_instance: FastAPI) -> Non
     assert "GET /api/participants/{participant_id}/sessions" in covered
     assert "GET /api/submissions/{submission_id}" in covered
     assert "GET /api/redcap/connections/{connection_id}/preview" in covered
+    assert "GET /api/reports/{report_id}" in covered
     assert len(covered) >= 20
 
 

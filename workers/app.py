@@ -27,6 +27,7 @@ TASK_MODULES = [
     "workers.tasks.redcap",
     "workers.tasks.scoring",
     "workers.tasks.exports",
+    "workers.tasks.reports",
 ]
 BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 

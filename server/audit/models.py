@@ -50,6 +50,8 @@ class AuditAction(enum.StrEnum):
     export_requested = "export_requested"
     export_downloaded = "export_downloaded"
     export_frozen = "export_frozen"
+    report_requested = "report_requested"
+    report_downloaded = "report_downloaded"
 
 
 class AuditEntry(Base):

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # a REDCap server inside the hospital network. Ignored outside production.
     REDCAP_ALLOWED_HOSTS: Annotated[list[str], NoDecode] = []
 
+    # PDF reports (server.reports): the paper size, and how long a download link works.
+    REPORT_PAGE_SIZE: Literal["A4", "Letter"] = "A4"
+    REPORT_LINK_TTL_SECONDS: int = Field(default=300, ge=10, le=86400)
+
     # Set when the secret came from the default factory, so production can refuse it.
     jwt_secret_generated: bool = Field(default=False, exclude=True)
 

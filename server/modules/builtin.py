@@ -52,6 +52,60 @@ def _metric(
     return {"key": key, "unit": unit, "label": label, "derived_from": derived}
 
 
+def _norms(
+    metric: dict[str, Any],
+    *,
+    higher_is_better: bool,
+    r: float | None = None,
+    sd: float | None = None,
+    source: str = "",
+    normal: tuple[float, float, str] | None = None,
+) -> dict[str, Any]:
+    """A metric with what reports need to read it: its direction, the test-retest reliability
+    and SD of the reliable change index (Jacobson & Truax 1991), a normal range."""
+    out = {**metric, "higher_is_better": higher_is_better}
+    if r is not None and sd is not None:
+        out["reliability"] = {"test_retest_r": r, "sd": sd, "source": source}
+    if normal is not None:
+        out["normal_range"] = {"low": normal[0], "high": normal[1], "source": normal[2]}
+    return out
+
+
+# Psychometrics the built-in versions declare (reports: reliable change, normal ranges).
+# They are values of the order the cited literature reports for comparable adult tasks, not
+# this app's own norms: a study that needs exact figures declares its own module version.
+_RT_SOURCE = (
+    "Adult simple/choice RT means' test-retest r ~0.8 and between-person SD 50-70 ms, as in "
+    "Deary, Liewald & Nissan 2011 (Behav Res Methods 43:258) and Falleti et al. 2006 "
+    "(J Clin Exp Neuropsychol 28:1095)"
+)
+_CPT_SOURCE = "CPT d' and hit RT retest r ~0.7-0.8: Conners CPT 3 manual (Conners 2014)"
+_SPAN_SOURCE = (
+    "Digit span retest r ~0.8 (Wechsler 2008, WAIS-IV Technical Manual); raw span SD ~1.2"
+)
+_MOOD_SOURCE = (
+    "By analogy with the PHQ-9: 48-hour retest r 0.84, Kroenke, Spitzer & Williams 2001 "
+    "(J Gen Intern Med 16:606); SD ~5 points in primary care"
+)
+
+
+def _rt_metrics(sd: float, normal: tuple[float, float, str] | None) -> list[dict[str, Any]]:
+    better = {"mean_rt_ms": False, "median_rt_ms": False, "sd_rt_ms": False, "n_lapses": False}
+    out = []
+    for metric in _RT_METRICS:
+        if metric["key"] == "mean_rt_ms":
+            out.append(
+                _norms(
+                    metric, higher_is_better=False, r=0.80, sd=sd, source=_RT_SOURCE, normal=normal
+                )
+            )
+        elif metric["key"] in better:
+            out.append(_norms(metric, higher_is_better=better[metric["key"]]))
+        else:
+            out.append(metric)
+    return out
+
+
 # --- simple reaction time -------------------------------------------------------------------
 
 _RT_TRIAL: dict[str, Any] = {
@@ -104,7 +158,8 @@ SIMPLE_RT = {
     ),
     "trial_schema": _object(_RT_TRIAL),
     "summary_schema": _object(_RT_SUMMARY),
-    "metrics": _RT_METRICS,
+    # Normal range: healthy adults' mean simple RT (Deary, Liewald & Nissan 2011).
+    "metrics": _rt_metrics(50.0, (180.0, 350.0, "Deary, Liewald & Nissan 2011")),
 }
 
 # --- choice reaction time -------------------------------------------------------------------
@@ -128,9 +183,12 @@ CHOICE_RT = {
     ),
     "summary_schema": _object({**_RT_SUMMARY, "n_correct": COUNT, "accuracy": PROPORTION_OR_NULL}),
     "metrics": [
-        *_RT_METRICS,
+        *_rt_metrics(70.0, None),
         _metric("n_correct", "count", "Correct responses", "count", where={"correct": True}),
-        _metric("accuracy", "proportion", "Accuracy", "proportion", "correct"),
+        _norms(
+            _metric("accuracy", "proportion", "Accuracy", "proportion", "correct"),
+            higher_is_better=True,
+        ),
     ],
 }
 
@@ -196,14 +254,26 @@ CPT = {
             "responded",
             {"target": False},
         ),
-        _metric("d_prime", "z", "Sensitivity (d')"),
-        _metric(
-            "mean_hit_rt_ms",
-            "ms",
-            "Mean reaction time on hits",
-            "mean",
-            "rt_ms",
-            {"target": True, "responded": True},
+        _norms(
+            _metric("d_prime", "z", "Sensitivity (d')"),
+            higher_is_better=True,
+            r=0.70,
+            sd=0.80,
+            source=_CPT_SOURCE,
+        ),
+        _norms(
+            _metric(
+                "mean_hit_rt_ms",
+                "ms",
+                "Mean reaction time on hits",
+                "mean",
+                "rt_ms",
+                {"target": True, "responded": True},
+            ),
+            higher_is_better=False,
+            r=0.80,
+            sd=60.0,
+            source=_CPT_SOURCE,
         ),
     ],
 }
@@ -243,21 +313,33 @@ DIGIT_SPAN = {
         }
     ),
     "metrics": [
-        _metric(
-            "longest_span_forward",
-            "digits",
-            "Longest span forward",
-            "max",
-            "span_length",
-            {"direction": "forward", "correct": True},
+        _norms(
+            _metric(
+                "longest_span_forward",
+                "digits",
+                "Longest span forward",
+                "max",
+                "span_length",
+                {"direction": "forward", "correct": True},
+            ),
+            higher_is_better=True,
+            r=0.80,
+            sd=1.2,
+            source=_SPAN_SOURCE,
         ),
-        _metric(
-            "longest_span_backward",
-            "digits",
-            "Longest span backward",
-            "max",
-            "span_length",
-            {"direction": "backward", "correct": True},
+        _norms(
+            _metric(
+                "longest_span_backward",
+                "digits",
+                "Longest span backward",
+                "max",
+                "span_length",
+                {"direction": "backward", "correct": True},
+            ),
+            higher_is_better=True,
+            r=0.80,
+            sd=1.2,
+            source=_SPAN_SOURCE,
         ),
         _metric("total_correct", "count", "Sequences correct", "count", where={"correct": True}),
     ],
@@ -322,7 +404,15 @@ def mood9_module(item_bank_id: uuid.UUID) -> dict[str, Any]:
             }
         ),
         "metrics": [
-            _metric("total_score", "points", "Total score"),
+            # Higher is worse: a symptom total (m5 and m8 reverse-scored into it).
+            _norms(
+                _metric("total_score", "points", "Total score"),
+                higher_is_better=False,
+                r=0.84,
+                sd=5.0,
+                source=_MOOD_SOURCE,
+                normal=(0.0, 9.0, "PHQ-9 bands: minimal to mild, 0-9 (Kroenke et al. 2001)"),
+            ),
             _metric("n_items_answered", "count", "Items answered", "count"),
         ],
         "item_bank_id": item_bank_id,

@@ -252,6 +252,25 @@ class DerivedFrom(BaseModel):
         return self
 
 
+class Reliability(BaseModel):
+    """What the reliable change index (Jacobson & Truax 1991) of a metric needs: its
+    test-retest reliability and the SD of the population it was measured in, with their source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test_retest_r: float = Field(gt=0, lt=1)
+    sd: float = Field(gt=0, allow_inf_nan=False)
+    source: str = Field(default="", max_length=500)
+
+
+class NormalRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    source: str = Field(default="", max_length=500)
+
+
 class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -259,6 +278,11 @@ class Metric(BaseModel):
     unit: str = Field(default="", max_length=32)
     label: str = Field(min_length=1, max_length=200)
     derived_from: DerivedFrom | None = None
+    # Reports: a metric whose higher values are worse (reaction times, symptom totals) turns
+    # the sign of "improved"; None: no direction (counts that only describe the run).
+    higher_is_better: bool | None = None
+    reliability: Reliability | None = None
+    normal_range: NormalRange | None = None
 
 
 class ModuleCreate(BaseModel):

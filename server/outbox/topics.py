@@ -17,6 +17,8 @@ from server.outbox.service import (
     SCORING_SUBMISSION,
 )
 
+REPORTS_BUILD = "reports.build"
+
 
 @dataclass(frozen=True)
 class Route:
@@ -33,6 +35,7 @@ ROUTES: dict[str, Route] = {
     SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
     REDCAP_IMPORT_PARTICIPANTS: Route("workers.tasks.redcap.import_participants", "redcap"),
     EXPORT_BUILD: Route("workers.tasks.exports.build_export", "exports"),
+    REPORTS_BUILD: Route("workers.tasks.reports.build_report", "reports"),
 }
 
 

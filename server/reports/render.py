@@ -1,0 +1,283 @@
+"""The reports' layout (platypus): plain values in, PDF bytes out. No database here."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from reportlab.lib.units import mm
+from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table
+
+from server.reports import styles
+from server.reports.change import IMPROVED, WORSENED, change
+from server.reports.charts import Point, bar_chart, line_chart
+from server.reports.data import Header, ParticipantData, ProgressData, Visit
+
+LEGEND = (
+    f"Charts: {IMPROVED} / {WORSENED} mark a reliable improvement / deterioration from "
+    "baseline; a red triangle (a red bar) is a session with data-quality flags; the green "
+    "band is the module's normal range."
+)
+
+
+@dataclass
+class ModuleInfo:
+    key: str
+    name: str
+    questionnaire: bool
+    metrics: list[dict[str, Any]]  # the newest version's definitions the data uses
+
+
+@dataclass
+class Built:
+    pdf: bytes
+    pages: int
+
+
+@dataclass
+class Options:
+    metrics: list[str] | None = None  # "module.metric" or "metric"; None: the key metrics
+    generated_at: datetime = field(default_factory=datetime.now)
+    page_size: str = "A4"
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if unit == "proportion":
+        return f"{value:.3f}"
+    if isinstance(value, int) or (float(value).is_integer() and unit in ("count", "points")):
+        return str(int(value))
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _wrap(label: str, width: int = 13) -> str:
+    lines: list[str] = []
+    for word in label.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def _shown(module: ModuleInfo, options: Options) -> list[dict[str, Any]]:
+    """The metrics a report shows: those asked for, else those with a direction (the ones a
+    reader compares across visits), else all."""
+    if options.metrics:
+        wanted = set(options.metrics)
+        return [
+            m for m in module.metrics if m["key"] in wanted or f"{module.key}.{m['key']}" in wanted
+        ]
+    keyed = [m for m in module.metrics if m.get("higher_is_better") is not None]
+    return keyed or module.metrics
+
+
+def _header_fields(header: Header, generated_at: datetime) -> list[tuple[str, str]]:
+    return [
+        ("Study", header.study),
+        ("Site", header.site),
+        ("Participant", header.participant_code),
+        ("Generated", generated_at.strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def _build(story: list[Any], footer: str, title: str, size: str) -> Built:
+    out = io.BytesIO()
+    doc = styles.document(out, size, title=title)
+    furniture = styles.Furniture(footer)
+    doc.build(story, onFirstPage=furniture, onLaterPages=furniture)
+    return Built(out.getvalue(), doc.page)
+
+
+def _module_table(
+    module: ModuleInfo, metrics: list[dict[str, Any]], visits: list[Visit]
+) -> tuple[Table, dict[str, list[Point]]]:
+    """Rows: visits. Columns: each metric's value and, where the module declares its
+    reliability, the change from baseline with its RCI and mark; then the session's flags."""
+    head = ["Visit", "Date"]
+    for m in metrics:
+        unit = f" ({m['unit']})" if m.get("unit") and m["unit"] not in ("count",) else ""
+        # Plain strings, wrapped here: a Paragraph per header cell costs its line breaking.
+        head.append(_wrap(f"{m['label']}{unit}"))
+        if m.get("reliability"):
+            head.append("Change\n(RCI)")
+    head.append("Flags")
+    rows: list[list[Any]] = [head]
+    points: dict[str, list[Point]] = {m["key"]: [] for m in metrics}
+    baseline: dict[str, float] = {}
+    for visit in visits:
+        summary = visit.scores.get(module.key)
+        if summary is None:
+            continue
+        flagged = visit.flagged(module.key)
+        row: list[Any] = [str(visit.number), visit.started_at.strftime("%Y-%m-%d")]
+        for m in metrics:
+            value = summary.get(m["key"])
+            row.append(_fmt(value, m.get("unit", "")))
+            mark = ""
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                first = m["key"] not in baseline
+                c = change(float(value), baseline.setdefault(m["key"], float(value)), m)
+                mark = c.mark
+                if m.get("reliability"):
+                    rci = f" ({c.rci:+.2f})" if c.rci is not None else ""
+                    row.append("baseline" if first else f"{c.delta:+.2f}{rci} {mark}".rstrip())
+                points[m["key"]].append(Point(visit.number, float(value), flagged, mark))
+            else:
+                if m.get("reliability"):
+                    row.append("-")
+                points[m["key"]].append(Point(visit.number, None, flagged))
+        rules = sorted({r for k, r in visit.flags if k in (None, module.key)})
+        row.append(", ".join(rules) if rules else "")
+        rows.append(row)
+    # Fixed widths: reportlab then measures no cell to size the columns.
+    n_change = sum(1 for m in metrics if m.get("reliability"))
+    widths = [11 * mm, 19 * mm] + [
+        w for m in metrics for w in ([21 * mm, 29 * mm] if m.get("reliability") else [21 * mm])
+    ]
+    used = 30 * mm + 21 * mm * len(metrics) + 29 * mm * n_change
+    widths.append(max(22 * mm, 178 * mm - used))
+    return styles.data_table(rows, widths), points
+
+
+def participant_report(data: ParticipantData, modules: list[ModuleInfo], options: Options) -> Built:
+    s = styles.sheet()
+    story: list[Any] = styles.title_block(
+        "Participant report: course across visits",
+        _header_fields(data.header, options.generated_at),
+    )
+    visits = data.visits
+    if visits:
+        span = (
+            f"{len(visits)} visits, {visits[0].started_at:%Y-%m-%d} to "
+            f"{visits[-1].started_at:%Y-%m-%d}. Visits are the participant's completed sessions "
+            "in time order. Change is from the first visit (baseline); RCI is the reliable "
+            f"change index (Jacobson and Truax 1991): {IMPROVED} a reliable improvement, "
+            f"{WORSENED} a reliable deterioration (|RCI| &gt; 1.96)."
+        )
+    else:
+        span = "No completed sessions in this period."
+    story += [Spacer(1, 3 * mm), Paragraph(span, s["body"])]
+    for module in modules:
+        metrics = _shown(module, options)
+        if not metrics:
+            continue
+        table, points = _module_table(module, metrics, visits)
+        story += [Paragraph(module.name, s["h2"]), table, Spacer(1, 3 * mm)]
+        charts = []
+        for m in metrics:
+            series = points[m["key"]]
+            if not any(p.value is not None for p in series):
+                continue
+            nr = m.get("normal_range")
+            band = (nr["low"], nr["high"]) if nr else None
+            if module.questionnaire and m.get("reliability"):
+                charts.append(bar_chart(f"{m['label']} per visit", series, band))
+            elif m.get("reliability") or nr:
+                charts.append(line_chart(m["label"], series, band))
+        for i in range(0, len(charts), 2):
+            pair = charts[i : i + 2]
+            story.append(KeepTogether(Table([pair], hAlign="LEFT")))
+        if charts:
+            story.append(Paragraph(LEGEND, s["note"]))
+        notes = [
+            f"{m['label']}: r = {m['reliability']['test_retest_r']}, "
+            f"SD = {m['reliability']['sd']} ({m['reliability'].get('source', '')})"
+            for m in metrics
+            if m.get("reliability")
+        ]
+        if notes:
+            story.append(Paragraph("Reliability used: " + "; ".join(notes), s["note"]))
+    footer = (
+        f"Participant report (course across visits) for {data.header.participant_code}, "
+        "identified by code only. Confidential research data."
+    )
+    return _build(
+        story, footer, f"Participant report {data.header.participant_code}", options.page_size
+    )
+
+
+def session_report(data: ParticipantData, modules: list[ModuleInfo], options: Options) -> Built:
+    s = styles.sheet()
+    visit = data.visits[0] if data.visits else None
+    fields = _header_fields(data.header, options.generated_at)
+    if visit is not None:
+        fields.append(("Session", f"{visit.started_at:%Y-%m-%d %H:%M} UTC"))
+    story: list[Any] = styles.title_block("Session report", fields)
+    if visit is None:
+        story.append(Paragraph("This session is not completed.", s["body"]))
+    for module in modules:
+        if visit is None or module.key not in visit.scores:
+            continue
+        summary = visit.scores[module.key]
+        rows: list[list[Any]] = [["Metric", "Value", "Unit"]]
+        rows += [
+            [m["label"], _fmt(summary.get(m["key"]), m.get("unit", "")), m.get("unit", "")]
+            for m in module.metrics
+        ]
+        story += [Paragraph(module.name, s["h2"]), styles.data_table(rows)]
+    flags = sorted({(k or "session", r) for k, r in visit.flags}) if visit else []
+    story.append(Paragraph("Data-quality flags", s["h2"]))
+    if flags:
+        story.append(styles.data_table([["Task", "Rule"], *[[k, r] for k, r in flags]]))
+    else:
+        story.append(Paragraph("None fired.", s["body"]))
+    footer = (
+        f"Session report for participant {data.header.participant_code}, identified by code "
+        "only. Confidential research data."
+    )
+    return _build(story, footer, "Session report", options.page_size)
+
+
+STATUSES = ("enrolled", "active", "completed", "withdrawn")
+
+
+def progress_report(data: ProgressData, options: Options, scope: str) -> Built:
+    s = styles.sheet()
+    story: list[Any] = styles.title_block(
+        "Study progress report",
+        [
+            ("Study", data.study),
+            ("Sites", scope),
+            ("Generated", options.generated_at.strftime("%Y-%m-%d %H:%M UTC")),
+        ],
+    )
+    story.append(Paragraph("Enrolment", s["h2"]))
+    rows: list[list[Any]] = [["Site", *STATUSES, "Total"]]
+    for site in data.sites:
+        counts = [site.participants.get(k, 0) for k in STATUSES]
+        rows.append([site.code, *map(str, counts), str(sum(site.participants.values()))])
+    story.append(styles.data_table(rows))
+    story.append(Paragraph("Visits completed", s["h2"]))
+    most = max((max(site.visits, default=0) for site in data.sites), default=0)
+    rows = [["Site", *[f"V{n}" for n in range(1, most + 1)], "Sessions abandoned"]]
+    for site in data.sites:
+        rows.append(
+            [
+                site.code,
+                *[str(site.visits.get(n, 0)) for n in range(1, most + 1)],
+                str(site.abandoned),
+            ]
+        )
+    story.append(styles.data_table(rows))
+    story.append(
+        Paragraph(
+            "Visits are each participant's completed sessions in time order (V1 = first). Missed "
+            "visits need the visit schedules, which are not yet available.",
+            s["note"],
+        )
+    )
+    story.append(Paragraph("REDCap sync failures", s["h2"]))
+    rows = [["Site", "Submissions failed"]] + [[x.code, str(x.sync_failed)] for x in data.sites]
+    story.append(styles.data_table(rows))
+    # REMINDERS: reminder failures come with the reminders (schedules) work; until then this
+    # section says so rather than showing a number. The lead wires the count in at merge.
+    story.append(Paragraph("Reminder failures", s["h2"]))
+    story.append(Paragraph("Not yet available: reminders are not part of this version.", s["body"]))
+    footer = "Study progress report: enrolment, visits and sync failures per site."
+    return _build(story, footer, "Study progress report", options.page_size)
