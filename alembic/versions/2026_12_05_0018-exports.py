@@ -28,6 +28,12 @@ def upgrade() -> None:
         sa.Column('job_id', sa.Uuid(), nullable=True),
         sa.Column('source_export_id', sa.Uuid(), nullable=True),
         sa.Column('data_as_of', sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            'excluded',
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
         sa.Column('rows_done', sa.BigInteger(), nullable=False),
         sa.Column('rows_total', sa.BigInteger(), nullable=True),
         sa.Column('progress_at', sa.DateTime(timezone=True), nullable=True),

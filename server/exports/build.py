@@ -63,6 +63,7 @@ class Plan:
     data_as_of: Any
     rows_total: int
     modules: dict[tuple[str, int], Module | None] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)  # submissions left out, by reason
     item_banks: dict[uuid.UUID, ItemBank] = field(default_factory=dict)
 
 
@@ -81,8 +82,9 @@ async def _plan(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
         ):
             raise SelectionChanged("a submission of the freeze is gone or changed")
         export.data_as_of = source.data_as_of
+        export.excluded = source.excluded
     else:
-        await query.select_submissions(
+        export.excluded = await query.select_submissions(
             db, export_id=export_id, study_id=export.study_id, filters=export.filters
         )
         export.data_as_of = await db.scalar(text("SELECT now()"))
@@ -91,6 +93,7 @@ async def _plan(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
     export.rows_done = 0
     export.progress_at = utcnow()
     plan = Plan(export_id, export.filters, export.formats, export.data_as_of, export.rows_total)
+    plan.excluded = dict(export.excluded)
     for m in found:
         module = await db.get(Module, uuid.UUID(m.module_id))
         plan.modules[(m.module_key, m.module_version)] = module
@@ -273,8 +276,8 @@ async def build(
                 {"key": k, "version": v, "scorers": scorers.get(f"{k}@{v}", [])}
                 for k, v in sorted(plan.modules)
             ],
-            # CONSENT: how many were excluded and why (never who) goes here.
-            "excluded": {},
+            # Submissions left out under their participants' consent, by reason (never who).
+            "excluded": plan.excluded,
             "submissions": [{"id": str(s), "raw_checksum": c} for s, c in submissions],
             "software": _software(formats),
         }

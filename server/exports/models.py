@@ -35,6 +35,8 @@ class Export(IdMixin, Base):
     )
     # Scores computed after this are not read: a freeze's re-run reads the scores it read.
     data_as_of: Mapped[datetime | None] = mapped_column(default=None)
+    # Submissions the filters chose but consent left out, by reason (the manifest's "excluded").
+    excluded: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
     progress_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -32,21 +32,26 @@ def _ident(name: str) -> str:
 VISIT_SQL = "NULL::text"
 
 
-def consent_filter() -> str:
-    """Submissions the participant's consent lets us export.
+# Why a submission is left out under its participant's consent, or NULL: their latest
+# withdrawal's data-use choice (server.consent), while they are still withdrawn (a participant
+# re-enrolled by staff consented again). "until_withdrawal" keeps what was received before.
+CONSENT_REASON_SQL = """(
+    SELECT CASE
+        WHEN w.data_use = 'none' THEN 'withdrawn: no data may be used'
+        WHEN w.data_use = 'until_withdrawal' AND s.received_at >= w.withdrawn_at
+            THEN 'withdrawn: received after withdrawal'
+    END
+    FROM consent_withdrawals w
+    WHERE w.participant_id = p.id AND p.status = 'withdrawn'
+    ORDER BY w.withdrawn_at DESC, w.id DESC
+    LIMIT 1
+)"""
 
-    # CONSENT: the withdrawal filter goes here (withdrawn participants excluded, or cut at
-    # their withdrawal date, as their recorded data-use choice says); everything passes today.
-    """
-    return "TRUE"
 
-
-async def select_submissions(
-    db: AsyncSession, *, export_id: uuid.UUID, study_id: uuid.UUID, filters: dict[str, Any]
-) -> int:
-    """Write the filtered, accepted (never quarantined) submissions into export_submissions."""
-    where = ["s.study_id = :study_id", "s.status = 'accepted'", consent_filter()]
-    params: dict[str, Any] = {"export_id": export_id, "study_id": study_id}
+def _selection(study_id: uuid.UUID, filters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """FROM ... WHERE of the filtered, accepted (never quarantined) submissions, before consent."""
+    where = ["s.study_id = :study_id", "s.status = 'accepted'"]
+    params: dict[str, Any] = {"study_id": study_id}
     if filters.get("site_ids") is not None:
         where.append("p.site_id = ANY(:site_ids)")
         params["site_ids"] = [uuid.UUID(s) for s in filters["site_ids"]]
@@ -68,15 +73,35 @@ async def select_submissions(
         )
         params.update(module_params)
     sql = f"""
-        INSERT INTO export_submissions (export_id, submission_id, checksum)
-        SELECT :export_id, s.id, s.checksum
         FROM submissions s
         JOIN participants p ON p.id = s.participant_id
         JOIN assessment_sessions a ON a.id = s.session_id
         WHERE {" AND ".join(where)}
     """
-    result = await db.execute(text(sql), params)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return sql, params
+
+
+async def select_submissions(
+    db: AsyncSession, *, export_id: uuid.UUID, study_id: uuid.UUID, filters: dict[str, Any]
+) -> dict[str, int]:
+    """Write the filtered, accepted submissions their participants' consent allows into
+    export_submissions; how many were left out under consent, by reason (never who)."""
+    base, params = _selection(study_id, filters)
+    await db.execute(
+        text(f"""
+            INSERT INTO export_submissions (export_id, submission_id, checksum)
+            SELECT :export_id, s.id, s.checksum {base} AND {CONSENT_REASON_SQL} IS NULL
+        """),
+        {**params, "export_id": export_id},
+    )
+    rows = await db.execute(
+        text(f"""
+            SELECT reason, count(*) FROM (SELECT {CONSENT_REASON_SQL} AS reason {base}) x
+            WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
+        """),
+        params,
+    )
+    return {str(reason): int(n) for reason, n in rows}
 
 
 async def copy_frozen(db: AsyncSession, *, export_id: uuid.UUID, source_id: uuid.UUID) -> int:
