@@ -28,8 +28,13 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# VISITS: the session's visit (schedules) goes here, in every file; empty until visits exist.
-VISIT_SQL = "NULL::text"
+# The visit the session was started for or completed (server.schedules): its key, with the
+# occurrence number (1, 2, ...) for a repeating visit; empty for a session outside any visit.
+VISIT_SQL = """(
+    SELECT CASE WHEN v.repeat_count > 1 THEN v.key || '#' || (vo.occurrence + 1) ELSE v.key END
+    FROM visit_occurrences vo JOIN schedule_visits v ON v.id = vo.visit_id
+    WHERE vo.id = a.visit_occurrence_id
+)"""
 
 
 # Why a submission is left out under its participant's consent, or NULL: their latest
