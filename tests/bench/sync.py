@@ -270,14 +270,18 @@ async def seed(
         )
         db.add(connection)
         await db.flush()
-        # Saved as the API saves it: checked against the project's metadata, over its API.
+    study_id, connection_id = study.id, connection.id
+    # Saved as the API saves it: checked against the project's metadata, over its API, with no
+    # transaction open during the call (save_mapping ends its reads first), then committed.
+    async with sessionmaker() as db:
+        saved_on = await db.get_one(RedcapConnection, connection_id)
         await redcap_service.save_mapping(
             db,
             settings,
-            connection=connection,
+            connection=saved_on,
             mapping_in=mapping({short: m.key for short, m in zip(MODULES, modules, strict=True)}),
         )
-    study_id, connection_id = study.id, connection.id
+        await db.commit()
     warm_up_events = await _scalars(
         engine, select(OutboxEvent.id).where(OutboxEvent.subject_id.in_(warm_up))
     )
