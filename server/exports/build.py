@@ -12,7 +12,7 @@
 """
 
 # A worker process runs one export on its own loop: blocking file calls hold up nothing else.
-# ruff: noqa: ASYNC230, ASYNC240
+# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
@@ -21,14 +21,12 @@ import hashlib
 import importlib.metadata
 import json
 import tempfile
-import time
 import tomllib
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import ObjectStorage
@@ -36,139 +34,14 @@ from server.core.models import utcnow
 from server.exports import query, sessions, writers
 from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
 from server.exports.models import Export, ExportSubmission
-from server.item_banks.models import ItemBank
-from server.modules.models import Module
+from server.exports.plan import ExportGone, plan_export
+from server.exports.stream import Progress, copy_trials
 
-PROGRESS_EVERY_S = 2.0
 TABULAR = ("sav", "dta")
-
-
-class ExportGone(LookupError):
-    """The export's row is gone (its study deleted): nothing to build."""
-
-
-class SelectionChanged(RuntimeError):
-    """A freeze's re-run found one of its submissions gone or changed."""
 
 
 def storage_key(export: Export) -> str:
     return f"exports/{export.study_id}/{export.id}.zip"
-
-
-@dataclass
-class Plan:
-    export_id: uuid.UUID
-    filters: dict[str, Any]
-    formats: list[str]
-    data_as_of: Any
-    rows_total: int
-    modules: dict[tuple[str, int], Module | None] = field(default_factory=dict)
-    excluded: dict[str, int] = field(default_factory=dict)  # submissions left out, by reason
-    item_banks: dict[uuid.UUID, ItemBank] = field(default_factory=dict)
-
-
-async def _plan(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
-    export = await db.get(Export, export_id, with_for_update=True)
-    if export is None:
-        raise ExportGone(str(export_id))
-    if export.storage_key is not None:
-        return export.storage_key  # built already: a message delivered twice
-    await db.execute(delete(ExportSubmission).where(ExportSubmission.export_id == export_id))
-    if export.source_export_id is not None:
-        source = await db.get(Export, export.source_export_id)
-        if (
-            source is None
-            or await query.copy_frozen(db, export_id=export_id, source_id=source.id) < 0
-        ):
-            raise SelectionChanged("a submission of the freeze is gone or changed")
-        export.data_as_of = source.data_as_of
-        export.excluded = source.excluded
-    else:
-        export.excluded = await query.select_submissions(
-            db, export_id=export_id, study_id=export.study_id, filters=export.filters
-        )
-        export.data_as_of = await db.scalar(text("SELECT now()"))
-    found = await query.modules_in(db, export_id, export.filters)
-    export.rows_total = sum(int(m.n_trials) for m in found)
-    export.rows_done = 0
-    export.progress_at = utcnow()
-    plan = Plan(export_id, export.filters, export.formats, export.data_as_of, export.rows_total)
-    plan.excluded = dict(export.excluded)
-    for m in found:
-        module = await db.get(Module, uuid.UUID(m.module_id))
-        plan.modules[(m.module_key, m.module_version)] = module
-        if module is not None and module.item_bank_id is not None:
-            bank = await db.get(ItemBank, module.item_bank_id)
-            if bank is not None:
-                plan.item_banks[module.id] = bank
-    await db.flush()
-    return plan
-
-
-class Progress:
-    """Rows streamed so far, written to the export row every PROGRESS_EVERY_S."""
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], plan: Plan) -> None:
-        self.sessionmaker = sessionmaker
-        self.plan = plan
-        self.done = 0
-        self.written_at = time.monotonic()
-
-    async def add(self, rows: int) -> None:
-        self.done += rows
-        if time.monotonic() - self.written_at >= PROGRESS_EVERY_S:
-            await self.flush()
-
-    async def flush(self) -> None:
-        self.written_at = time.monotonic()
-        async with self.sessionmaker() as db, db.begin():
-            await db.execute(
-                update(Export)
-                .where(Export.id == self.plan.export_id)
-                .values(rows_done=min(self.done, self.plan.rows_total), progress_at=utcnow())
-            )
-
-
-async def _copy_trials(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    sql: str,
-    *,
-    raw: Path | None,
-    crlf: Path | None,
-    progress: Progress,
-    pause_s: float,
-) -> None:
-    """One COPY into the raw file and/or the CRLF CSV; bytes never become Python rows."""
-    raw_out = open(raw, "wb") if raw is not None else None  # noqa: SIM115
-    crlf_out = open(crlf, "wb") if crlf is not None else None  # noqa: SIM115
-    sink = writers.CrlfSink(crlf_out) if crlf_out is not None else None
-    first = True
-
-    async def output(chunk: bytes) -> None:
-        nonlocal first
-        if raw_out is not None:
-            raw_out.write(chunk)
-        if sink is not None:
-            sink.write(chunk)
-        rows = chunk.count(b"\n") - (1 if first else 0)  # the header line is not a row
-        first = False
-        await progress.add(rows)
-        if pause_s:
-            await asyncio.sleep(pause_s)  # tests only: a slow export to kill mid-way
-
-    try:
-        async with sessionmaker() as db:
-            connection = await db.connection()
-            raw_connection = await connection.get_raw_connection()
-            driver: Any = raw_connection.driver_connection
-            await driver.copy_from_query(
-                sql, output=output, format="csv", header=True, encoding="UTF8"
-            )
-            await db.rollback()
-    finally:
-        for handle in (raw_out, crlf_out):
-            if handle is not None:
-                handle.close()
 
 
 def _version() -> str:
@@ -217,7 +90,7 @@ async def build(
     """Build the export's zip and publish it; its storage key. Idempotent: a built export
     returns its key, an interrupted one starts over."""
     async with sessionmaker() as db, db.begin():
-        planned = await _plan(db, export_id)
+        planned = await plan_export(db, export_id)
     if isinstance(planned, str):
         return planned
     plan = planned
@@ -240,7 +113,7 @@ async def build(
             crlf = tmp / f"{stem}.csv" if "csv" in formats else None
             sql = query.trial_select_sql(plan.export_id, key, version, fields)
             before = progress.done
-            await _copy_trials(sessionmaker, sql, raw=raw, crlf=crlf, progress=progress,
+            await copy_trials(sessionmaker, sql, raw=raw, crlf=crlf, progress=progress,
                                pause_s=pause_s)  # fmt: skip
             n = progress.done - before
             await _write_formats(tmp, stem, columns, formats, raw, crlf, files, layouts)

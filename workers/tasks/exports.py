@@ -19,6 +19,7 @@ from server.archive.storage import storage_from_settings
 from server.core.config import Settings, get_settings
 from server.core.models import utcnow
 from server.exports import build
+from server.exports.plan import ExportGone, SelectionChanged
 from server.outbox import liveness
 from server.outbox import service as outbox
 from workers import protocol, runtime
@@ -55,9 +56,9 @@ async def _claim_and_build(
             uuid.UUID(claimed.payload["export_id"]),
             pause_s=settings.EXPORT_TEST_PAUSE_SECONDS,
         )
-    except build.ExportGone:
+    except ExportGone:
         key = None
-    except build.SelectionChanged as exc:
+    except SelectionChanged as exc:
         async with sessionmaker() as db, db.begin():
             await outbox.fail(db, event_id, error=outbox.safe_error(exc), now=utcnow())
         return "failed"
