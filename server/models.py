@@ -4,9 +4,11 @@ from server.assessment_sessions.models import AssessmentSession
 from server.audit.models import AuditChainHead, AuditEntry
 from server.batteries.models import Battery, BatteryModule
 from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
+from server.coordinator_tasks.models import CoordinatorTask
 from server.core.models import Base
 from server.exports.models import Export, ExportSubmission
 from server.item_banks.models import ItemBank
+from server.message_templates.models import MessageTemplate
 from server.modules.models import Module
 from server.outbox.models import OutboxEvent
 from server.participant_auth.models import AccessCode, ParticipantLogin
@@ -17,6 +19,7 @@ from server.redcap.models import (
     RedcapParticipantImport,
     RedcapSyncState,
 )
+from server.reminders.models import DispatchWatermark, ReminderMessage, ReminderRule
 from server.reports.models import Report
 from server.schedules.models import (
     ScheduleAssignment,
@@ -41,9 +44,12 @@ __all__ = [
     "ConsentDocument",
     "ConsentRecord",
     "ConsentWithdrawal",
+    "CoordinatorTask",
+    "DispatchWatermark",
     "Export",
     "ExportSubmission",
     "ItemBank",
+    "MessageTemplate",
     "Module",
     "OutboxEvent",
     "Participant",
@@ -54,6 +60,8 @@ __all__ = [
     "RedcapMapping",
     "RedcapParticipantImport",
     "RedcapSyncState",
+    "ReminderMessage",
+    "ReminderRule",
     "Report",
     "ScheduleAssignment",
     "ScheduleProtocol",

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
 from server.core.security import create_access_token, hash_password
+from server.participants import contacts
 from server.participants.models import Participant, ParticipantContact
 from server.studies.models import Site, Study, StudyMembership, StudyMembershipSite, StudyRole
 from server.user_sessions import service as sessions_service
@@ -74,6 +75,10 @@ async def add_member(
     return membership
 
 
+# The key the test app decrypts contacts with (tests.conftest.make_settings's JWT secret).
+_CONTACT_SETTINGS = Settings(ENVIRONMENT="test", JWT_SECRET_KEY="test-secret-" + "x" * 40)  # type: ignore[arg-type]
+
+
 async def create_participant(
     db: AsyncSession,
     site: Site,
@@ -88,7 +93,10 @@ async def create_participant(
     db.add(participant)
     await db.flush()
     if email or phone:
-        db.add(ParticipantContact(participant_id=participant.id, email=email, phone=phone))
+        # Sealed as the service seals it, with the process's settings' key.
+        contact = ParticipantContact(participant_id=participant.id)
+        contacts.write(contact, _CONTACT_SETTINGS, email=email, phone=phone, push=None)
+        db.add(contact)
         await db.flush()
     return participant
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from httpx import AsyncClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
@@ -225,3 +225,33 @@ async def test_csv_import_rejects_bad_header_and_non_utf8(
         headers=headers,
     )
     assert binary.status_code == 422 and binary.json()["error_code"] == "invalid_csv"
+
+
+async def test_contact_details_are_encrypted_at_rest_and_numbers_normalised(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    _, site, _, coordinator = await _coordinator(db, settings)
+    participant = await factories.create_participant(db, site)
+    url = f"/api/participants/{participant.id}/contact"
+
+    saved = await client.put(
+        url,
+        json={"email": "sealed@example.org", "phone": "030 901820", "phone_region": "DE",
+              "sms_opt_out": True},
+        headers=coordinator,
+    )  # fmt: skip
+    refused = await client.put(url, json={"phone": "+999 123456789"}, headers=coordinator)
+
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["phone"] == "+4930901820" and saved.json()["sms_opt_out"] is True
+    assert refused.status_code == 422 and refused.json()["error_code"] == "invalid_phone"
+    # What a database dump holds: ciphertext, no address or number in any column.
+    row = (
+        await db.execute(
+            text("SELECT * FROM participant_contacts WHERE participant_id = :p"),
+            {"p": participant.id},
+        )
+    ).one()
+    dumped = repr(tuple(row)).encode()
+    assert b"sealed@example.org" not in dumped and b"901820" not in dumped
+    assert (await client.get(url, headers=coordinator)).json()["email"] == "sealed@example.org"

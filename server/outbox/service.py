@@ -34,6 +34,7 @@ SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
 REDCAP_IMPORT_PARTICIPANTS = "redcap.import_participants"
 EXPORT_BUILD = "exports.build"
+REMINDERS_SEND = "reminders.send"
 MAX_ERROR_CHARS = 2000
 RUN_LOST = "Its last run stopped without an outcome (its worker died); sent again."
 
@@ -44,6 +45,9 @@ class Event:
     payload: dict[str, Any]
     subject_id: uuid.UUID | None = None
     study_id: uuid.UUID | None = None
+    # A row the caller names (a message records its job) and one not to run before due_at.
+    id: uuid.UUID | None = None
+    due_at: datetime | None = None
 
 
 async def add(db: AsyncSession, events: list[Event], *, created_at: datetime | None = None) -> None:
@@ -58,13 +62,13 @@ async def add(db: AsyncSession, events: list[Event], *, created_at: datetime | N
         insert(OutboxEvent),
         [
             {
-                "id": uuid.uuid4(),
+                "id": e.id or uuid.uuid4(),
                 "topic": e.topic,
                 "payload": e.payload,
                 "subject_id": e.subject_id,
                 "study_id": e.study_id,
                 "created_at": now,
-                "due_at": now,
+                "due_at": e.due_at or now,
             }
             for e in events
         ],

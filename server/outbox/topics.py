@@ -13,6 +13,7 @@ from server.outbox.service import (
     EXPORT_BUILD,
     REDCAP_IMPORT_PARTICIPANTS,
     REDCAP_SYNC_SUBMISSION,
+    REMINDERS_SEND,
     SCORING_SESSION,
     SCORING_SUBMISSION,
 )
@@ -36,6 +37,7 @@ ROUTES: dict[str, Route] = {
     REDCAP_IMPORT_PARTICIPANTS: Route("workers.tasks.redcap.import_participants", "redcap"),
     EXPORT_BUILD: Route("workers.tasks.exports.build_export", "exports"),
     REPORTS_BUILD: Route("workers.tasks.reports.build_report", "reports"),
+    REMINDERS_SEND: Route("workers.tasks.reminders.send_message", "notifications"),
 }
 
 

@@ -39,8 +39,9 @@ async def create_participant(
 ) -> ParticipantEnrolled:
     # Enrolment: the participant, and their first access code.
     participant = await participants_service.create(
-        db, study_id=access.study.id, participant_in=participant_in, scope=access.sites
-    )
+        db, study_id=access.study.id, participant_in=participant_in, scope=access.sites,
+        settings=settings,
+    )  # fmt: skip
     code = await service.issue_code(db, settings, participant=participant)
     contact = participant_in.contact
     await audit.record(
@@ -53,7 +54,7 @@ async def create_participant(
         summary={
             "status": participant.status.value,
             # Which contact details were given, never what they are.
-            "contact_fields": sorted(contact.model_dump(exclude_none=True)) if contact else [],
+            "contact_fields": sorted(contact.model_dump(exclude_defaults=True)) if contact else [],
         },
     )
     return ParticipantEnrolled(

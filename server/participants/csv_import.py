@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.config import Settings
 from server.core.errors import Unprocessable
 from server.participants import service
 from server.participants.models import Participant
@@ -121,7 +122,13 @@ def _row_errors(err: ValidationError) -> list[str]:
 
 
 async def import_csv(
-    db: AsyncSession, *, study_id: uuid.UUID, scope: SiteScope, content: bytes, dry_run: bool
+    db: AsyncSession,
+    settings: Settings,
+    *,
+    study_id: uuid.UUID,
+    scope: SiteScope,
+    content: bytes,
+    dry_run: bool,
 ) -> ImportReport:
     rows = _read_rows(content)
     # A site-scoped member's other sites are unknown codes here, as another study's would be.
@@ -186,6 +193,8 @@ async def import_csv(
     if dry_run:
         return report
     for participant_in in accepted:
-        await service.create(db, study_id=study_id, participant_in=participant_in, scope=scope)
+        await service.create(
+            db, study_id=study_id, participant_in=participant_in, scope=scope, settings=settings
+        )
     report.created = len(accepted)
     return report

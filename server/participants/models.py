@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.models import Base, IdMixin, TimestampMixin, text_enum, utcnow
@@ -41,13 +41,22 @@ class Participant(IdMixin, TimestampMixin, Base):
 
 
 class ParticipantContact(Base):
-    """PHI, kept apart: never in list views, never logged, read only by coordinators."""
+    """PHI, kept apart and encrypted at rest (server.participants.contacts, with the key and
+    rotation of REDCap tokens): a database dump alone reveals no address or number. Never in
+    list views, never logged; read by coordinators and by the task sending a message."""
 
     __tablename__ = "participant_contacts"
 
     participant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
     )
-    email: Mapped[str | None] = mapped_column(String(320), default=None)
-    phone: Mapped[str | None] = mapped_column(String(32), default=None)
+    email_enc: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # E.164, normalised with phonenumbers before it is encrypted.
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # A Web Push subscription (JSON: endpoint and keys), as the participant's browser gave it.
+    push_enc: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # Opt-outs per channel: no message goes by a channel the participant turned off.
+    email_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    push_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

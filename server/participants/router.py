@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import service as audit
 from server.audit.models import AuditAction
+from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import NotFound, PayloadTooLarge
 from server.participants import csv_import, service
@@ -60,13 +61,14 @@ async def import_participants(
     access: StudyManager,
     db: DBSession,
     file: Annotated[UploadFile, File(description="CSV: participant_code, site_code, ...")],
+    settings: AppSettings,
     dry_run: bool = False,
 ) -> ImportReport:
     content = await file.read(MAX_IMPORT_BYTES + 1)
     if len(content) > MAX_IMPORT_BYTES:
         raise PayloadTooLarge(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB.")
     report = await csv_import.import_csv(
-        db, study_id=access.study.id, scope=access.sites, content=content, dry_run=dry_run
+        db, settings, study_id=access.study.id, scope=access.sites, content=content, dry_run=dry_run
     )
     if report.created:
         await audit.record(
@@ -114,10 +116,10 @@ async def update_participant(
 
 
 @router.get("/{participant_id}/contact", response_model=ContactRead)
-async def get_contact(access: ParticipantManager, db: DBSession) -> ContactRead:
-    contact = ContactRead.model_validate(
-        await service.get_contact(db, participant=access.participant)
-    )
+async def get_contact(
+    access: ParticipantManager, db: DBSession, settings: AppSettings
+) -> ContactRead:
+    contact = await service.get_contact(db, settings, participant=access.participant)
     # Every read of contact details (PHI) is on the record: who, when, which fields.
     fields = [name for name in ("email", "phone") if getattr(contact, name) is not None]
     await _record_contact(db, access, AuditAction.contact_read, fields)
@@ -126,13 +128,18 @@ async def get_contact(access: ParticipantManager, db: DBSession) -> ContactRead:
 
 @router.put("/{participant_id}/contact", response_model=ContactRead)
 async def set_contact(
-    contact_in: ContactIn, access: ParticipantManager, db: DBSession
+    contact_in: ContactIn, access: ParticipantManager, db: DBSession, settings: AppSettings
 ) -> ContactRead:
-    contact = await service.set_contact(db, participant=access.participant, contact_in=contact_in)
-    await _record_contact(
-        db, access, AuditAction.contact_updated, sorted(contact_in.model_dump(exclude_none=True))
+    contact = await service.set_contact(
+        db, settings, participant=access.participant, contact_in=contact_in
     )
-    return ContactRead.model_validate(contact)
+    await _record_contact(
+        db,
+        access,
+        AuditAction.contact_updated,
+        sorted(contact_in.model_dump(exclude_defaults=True)),
+    )
+    return contact
 
 
 async def _record_contact(

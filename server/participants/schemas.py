@@ -13,17 +13,32 @@ PHONE = r"^\+?[0-9 ()./-]{6,31}$"
 LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # BCP 47 as apps report it: en, pt-BR
 
 
+class PushSubscription(BaseModel):
+    """A Web Push subscription as the browser's PushManager.subscribe() gives it."""
+
+    endpoint: str = Field(pattern=r"^https://", max_length=2000)
+    keys: dict[str, str]
+
+
 class ContactIn(BaseModel):
     email: EmailStr | None = None
     phone: str | None = Field(default=None, pattern=PHONE)
+    # A number without "+" is read as this region's (ISO 3166, e.g. "DE"); default: settings.
+    phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    push_subscription: PushSubscription | None = None
+    email_opt_out: bool = False
+    sms_opt_out: bool = False
+    push_opt_out: bool = False
 
 
 class ContactRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     participant_id: uuid.UUID
     email: str | None
     phone: str | None
+    has_push_subscription: bool
+    email_opt_out: bool
+    sms_opt_out: bool
+    push_opt_out: bool
     updated_at: datetime
 
 

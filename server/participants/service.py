@@ -10,10 +10,12 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.config import Settings, get_settings
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
+from server.participants import contacts
 from server.participants.models import Participant, ParticipantContact
-from server.participants.schemas import ContactIn, ParticipantCreate, ParticipantUpdate
+from server.participants.schemas import ContactIn, ContactRead, ParticipantCreate, ParticipantUpdate
 from server.studies.access import WHOLE_STUDY, SiteScope
 from server.studies.models import Site
 
@@ -93,6 +95,7 @@ async def create(
     study_id: uuid.UUID,
     participant_in: ParticipantCreate,
     scope: SiteScope = WHOLE_STUDY,
+    settings: Settings | None = None,
 ) -> Participant:
     await site_of_study(db, study_id=study_id, site_id=participant_in.site_id, scope=scope)
     if await code_taken(db, study_id=study_id, code=participant_in.participant_code):
@@ -112,7 +115,11 @@ async def create(
     db.add(participant)
     await db.flush()
     if participant_in.contact is not None:
-        await set_contact(db, participant=participant, contact_in=participant_in.contact)
+        # The contact is sealed with the key of these settings (the process's by default).
+        await set_contact(
+            db, settings or get_settings(), participant=participant,
+            contact_in=participant_in.contact,
+        )  # fmt: skip
     log.info("participant_enrolled", participant_id=str(participant.id), study_id=str(study_id))
     return participant
 
@@ -134,28 +141,57 @@ async def update(
     return participant
 
 
-async def get_contact(db: AsyncSession, *, participant: Participant) -> ParticipantContact:
+async def get_contact(
+    db: AsyncSession, settings: Settings, *, participant: Participant
+) -> ContactRead:
     contact = await db.get(ParticipantContact, participant.id)
     if contact is None:
         raise NotFound("No contact details are stored for this participant.")
-    return contact
+    return _contact_read(contact, settings)
 
 
 async def set_contact(
-    db: AsyncSession, *, participant: Participant, contact_in: ContactIn
-) -> ParticipantContact:
+    db: AsyncSession, settings: Settings, *, participant: Participant, contact_in: ContactIn
+) -> ContactRead:
+    phone = None
+    if contact_in.phone is not None:
+        region = contact_in.phone_region or settings.DEFAULT_PHONE_REGION
+        phone = contacts.normalise_phone(contact_in.phone, region)
     contact = await db.get(ParticipantContact, participant.id)
     if contact is None:
         contact = ParticipantContact(participant_id=participant.id)
         db.add(contact)
-    contact.email = contact_in.email
-    contact.phone = contact_in.phone
+    push = contact_in.push_subscription
+    contacts.write(
+        contact,
+        settings,
+        email=None if contact_in.email is None else str(contact_in.email),
+        phone=phone,
+        push=None if push is None else push.model_dump(),
+    )
+    contact.email_opt_out = contact_in.email_opt_out
+    contact.sms_opt_out = contact_in.sms_opt_out
+    contact.push_opt_out = contact_in.push_opt_out
     contact.updated_at = utcnow()
     await db.flush()
     # The fields changed are named, never their values.
     log.info(
         "participant_contact_updated",
         participant_id=str(participant.id),
-        fields=[k for k, v in contact_in.model_dump().items() if v is not None],
+        fields=[k for k, v in contact_in.model_dump().items() if v not in (None, False)],
     )
-    return contact
+    return _contact_read(contact, settings)
+
+
+def _contact_read(contact: ParticipantContact, settings: Settings) -> ContactRead:
+    details = contacts.read(contact, settings)
+    return ContactRead(
+        participant_id=contact.participant_id,
+        email=details.email,
+        phone=details.phone,
+        has_push_subscription=details.push is not None,
+        email_opt_out=contact.email_opt_out,
+        sms_opt_out=contact.sms_opt_out,
+        push_opt_out=contact.push_opt_out,
+        updated_at=contact.updated_at,
+    )
