@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.config import Settings
@@ -76,7 +77,9 @@ async def add_member(
 
 
 # The key the test app decrypts contacts with (tests.conftest.make_settings's JWT secret).
-_CONTACT_SETTINGS = Settings(ENVIRONMENT="test", JWT_SECRET_KEY="test-secret-" + "x" * 40)  # type: ignore[arg-type]
+_CONTACT_SETTINGS = Settings(
+    ENVIRONMENT="test", JWT_SECRET_KEY=SecretStr("test-secret-" + "x" * 40)
+)
 
 
 async def create_participant(

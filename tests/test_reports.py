@@ -122,8 +122,6 @@ async def test_participant_report_holds_values_marks_and_flags(
         )
     ).all()
     assert set(actions) == {"report_requested", "report_downloaded"}
-    with open("/tmp/reports_out/participant.pdf", "wb") as f:  # for looking at it
-        f.write(pdf)
 
 
 async def test_unchanged_data_reuses_the_report_and_new_data_builds_anew(
