@@ -31,6 +31,7 @@ from server.health.router import router as health_router
 from server.item_banks.router import router as item_banks_router
 from server.jobs.router import dead_letters_router
 from server.jobs.router import router as jobs_router
+from server.message_templates.router import router as templates_router
 from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
@@ -72,6 +73,7 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     consent_router,
     exports_router,
     reports_router,
+    templates_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

@@ -21,6 +21,7 @@ from server.core.config import Settings
 from server.core.crypto import token_box
 from server.core.models import utcnow
 from server.exports.models import Export
+from server.message_templates.models import MessageTemplate, TemplateKind
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
 from server.reports.models import Report, ReportKind
@@ -47,6 +48,7 @@ STUDY_SCOPED = {
     "record_id",  # a consent record (a signature)
     "export_id",
     "report_id",
+    "template_id",  # a message template
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -105,6 +107,11 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     visit_b = await sched.create_occurrence(db, participant_b, protocol_b, visits_b[0])
     document_b = await consent.create_document(db, study_b, version=None)
     record_b = await consent.sign(db, participant_b, await consent.create_document(db, study_b))
+    template_b = MessageTemplate(
+        study_id=study_b.id, kind=TemplateKind.reminder, language="en", subject="s", body="b"
+    )
+    db.add(template_b)
+    await db.flush()
     coordinator_a = await factories.create_user(db)
     coordinator_b = await factories.create_user(db)
     await factories.add_member(db, study_a, coordinator_a, StudyRole.coordinator)
@@ -125,6 +132,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "record_id": record_b.id,
             "export_id": export_b.id,
             "report_id": report_b.id,
+            "template_id": template_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),

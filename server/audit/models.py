@@ -52,6 +52,9 @@ class AuditAction(enum.StrEnum):
     export_frozen = "export_frozen"
     report_requested = "report_requested"
     report_downloaded = "report_downloaded"
+    template_created = "template_created"
+    template_updated = "template_updated"
+    template_deleted = "template_deleted"
 
 
 class AuditEntry(Base):
