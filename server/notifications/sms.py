@@ -8,6 +8,7 @@ one); any other refusal is permanent, with Twilio's error code and message as th
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import requests
@@ -30,6 +31,10 @@ TWILIO_API = "https://api.twilio.com"
 _CLIENT_PREFIX = "Unable to create record: "
 # Connect and read, each: Twilio answers in well under a second when it is there at all.
 _TIMEOUT_SECONDS = 30.0
+# Twilio's client narrates every request at INFO (a dozen lines: URL, headers); ours says
+# what happened to the message once, on its row.
+_http_log = logging.getLogger(__name__ + ".http")
+_http_log.setLevel(logging.WARNING)
 
 
 class _TwilioHttp(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
@@ -37,7 +42,7 @@ class _TwilioHttp(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
     answer's headers: the client's exceptions drop them, and Retry-After is among them."""
 
     def __init__(self, *, api_base: str, timeout: float) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(timeout=timeout, logger=_http_log)
         self._api_base = api_base.rstrip("/")
         self.last_headers: dict[str, str] = {}
 
