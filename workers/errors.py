@@ -3,7 +3,8 @@
 A transient error is retried with exponential backoff and jitter, up to TASK_MAX_RETRIES; any
 other error is a dead letter at once. Worker code raises `TransientError` to ask for a retry;
 a domain (which never imports workers) raises its own, listed in transient_types
-(`server.redcap.errors.TransientRedcapError`).
+(`server.redcap.errors.TransientRedcapError`,
+`server.notifications.base.TransientDeliveryError`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from server.notifications.base import TransientDeliveryError
 from server.redcap.errors import TransientRedcapError
 
 
@@ -27,6 +29,8 @@ def transient_types() -> tuple[type[BaseException], ...]:
     return (
         TransientError,
         TransientRedcapError,
+        # A relay's 4xx, Twilio's 429, a push service's 5xx; its retry_after is the hint.
+        TransientDeliveryError,
         # The database or the network, gone for now (connection refused or reset, timeouts,
         # a full disk): asyncpg and the sockets under botocore raise OSError subclasses.
         OSError,
