@@ -52,6 +52,11 @@ class AuditAction(enum.StrEnum):
     export_frozen = "export_frozen"
     report_requested = "report_requested"
     report_downloaded = "report_downloaded"
+    task_closed = "task_closed"
+    reminder_rule_created = "reminder_rule_created"
+    reminder_rule_updated = "reminder_rule_updated"
+    reminder_rule_deleted = "reminder_rule_deleted"
+    reminder_message_resent = "reminder_message_resent"
 
 
 class AuditEntry(Base):
