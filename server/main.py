@@ -17,6 +17,7 @@ from server.auth.users_router import router as users_router
 from server.batteries.router import router as batteries_router
 from server.consent.router import participant_router as consent_participant_router
 from server.consent.router import router as consent_router
+from server.coordinator_tasks.router import router as tasks_router
 from server.core.config import Settings, get_settings
 from server.core.db import create_autocommit_sessionmaker, create_engine, create_sessionmaker
 from server.core.docs import install_docs
@@ -36,6 +37,7 @@ from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.redcap.router import router as redcap_router
+from server.reminders.router import router as reminders_router
 from server.reports.router import router as reports_router
 from server.schedules.router import router as schedules_router
 from server.scoring.router import router as quality_router
@@ -74,6 +76,8 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     exports_router,
     reports_router,
     templates_router,
+    tasks_router,
+    reminders_router,
 ]
 # The participant's device paths: limited per participant token by their own size limits and
 # idempotency, not the per-IP default (a clinic's tablets share one address).

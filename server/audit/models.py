@@ -55,6 +55,11 @@ class AuditAction(enum.StrEnum):
     template_created = "template_created"
     template_updated = "template_updated"
     template_deleted = "template_deleted"
+    task_closed = "task_closed"
+    reminder_rule_created = "reminder_rule_created"
+    reminder_rule_updated = "reminder_rule_updated"
+    reminder_rule_deleted = "reminder_rule_deleted"
+    reminder_message_resent = "reminder_message_resent"
 
 
 class AuditEntry(Base):
