@@ -76,6 +76,10 @@ bench-schedules: $(STAMP)
 .PHONY: bench-export
 bench-export: $(STAMP)
 	python -m tests.bench.export $(BENCH_ARGS)
+# 100,000 participants, 10,000 reminders due in one tick, sent to a local SMTP server.
+.PHONY: bench-reminders
+bench-reminders: $(STAMP)
+	python -m tests.bench.reminders $(BENCH_ARGS)
 # 200 participant reports of 12 visits, built by 2 worker processes (PostgreSQL only).
 bench-report: $(STAMP)
 	python -m tests.bench.report $(BENCH_ARGS)

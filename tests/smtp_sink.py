@@ -1,6 +1,7 @@
 """A real SMTP server for tests and benchmarks: aiosmtpd on 127.0.0.1, a free port, its own
 thread. It keeps every message it accepted (parsed), and can refuse the next replies with a
-chosen code or hold transactions at DATA until released, to play a slow or failing relay.
+chosen code or hold transactions at RCPT (before any content is sent) until released, to
+play a slow or failing relay.
 
     with SmtpSink() as sink:
         settings = settings.model_copy(update={"SMTP_HOST": sink.host, "SMTP_PORT": sink.port})
@@ -50,6 +51,11 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        # Held before the message is sent at all: a client that dies here never handed it
+        # over, as with any SMTP server (a hold after DATA would be a message a real server
+        # may already have taken). Hanging up cancels this coroutine (aiosmtpd cancels the
+        # connection's handler).
+        await self._sink._wait_if_held()
         refusal = self._sink._take_refusal()
         if refusal is not None:
             return refusal
@@ -62,9 +68,6 @@ class _Handler:
         refusal = self._sink._take_refusal()
         if refusal is not None:
             return refusal
-        # A client that hangs up meanwhile cancels this coroutine (aiosmtpd cancels the
-        # connection's handler): its message was never accepted and is not recorded.
-        await self._sink._wait_if_held()
         assert isinstance(envelope.content, bytes)
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -128,7 +131,7 @@ class SmtpSink:
             self._refusals.extend([f"{code} {text}"] * n)
 
     def hold(self) -> None:
-        """From now on, each new transaction waits at DATA, before accepting, for release()."""
+        """From now on, each new transaction waits at RCPT (content not yet sent) for release()."""
         with self._lock:
             self._hold = True
 
@@ -153,7 +156,7 @@ class SmtpSink:
                 self._lock.wait(remaining)
 
     def wait_held(self, count: int, timeout: float = 30.0) -> None:
-        """Until exactly `count` transactions are held at DATA; AssertionError after `timeout`."""
+        """Until exactly `count` transactions are held at RCPT; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._held != count:
@@ -163,7 +166,7 @@ class SmtpSink:
                 self._lock.wait(remaining)
 
     def held_count(self) -> int:
-        """Transactions currently waiting at DATA because of hold()."""
+        """Transactions currently waiting at RCPT because of hold()."""
         with self._lock:
             return self._held
 

@@ -28,6 +28,7 @@ TASK_MODULES = [
     "workers.tasks.scoring",
     "workers.tasks.exports",
     "workers.tasks.reports",
+    "workers.tasks.reminders",
 ]
 BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 

@@ -9,6 +9,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "workers.tasks.maintenance.heartbeat",
         "schedule": 60.0,
     },
+    # Every minute, at most a minute late: each tick handles what fell due since the last one.
+    "reminders.dispatch": {
+        "task": "workers.tasks.reminders.dispatch",
+        "schedule": 60.0,
+    },
     "maintenance.sweep_schedules": {
         "task": "workers.tasks.maintenance.sweep_schedules",
         "schedule": 60.0,

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-resilience-" + "e" * 40
 INSTRUMENT = "cognitive_session"
 # Every queue the deployment's workers consume that an outbox topic routes to.
-QUEUES = "redcap,maintenance,reports,exports"
+QUEUES = "redcap,maintenance,reports,exports,notifications"
 
 
 # ----- processes ---------------------------------------------------------------------------------
