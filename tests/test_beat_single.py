@@ -28,10 +28,8 @@ from tests import services
 from tests.conftest import TEST_SECRET, make_settings
 from tests.e2e.stack import Process
 from tests.services import eventually
-from workers.app import create_celery
+from workers.app import build_config, create_celery
 from workers.beat import BEAT_SCHEDULE
-
-pytestmark = pytest.mark.slow
 
 LOCK_TIMEOUT_S = 5  # the successor's wait after a kill: short, for the test
 EVERY_SECOND = "test.every_second"
@@ -76,6 +74,18 @@ def logs(*beats: Process) -> Callable[[], str]:
     return lambda: "\n".join(f"--- {b.name}\n{b.tail()}" for b in beats)
 
 
+@pytest.mark.parametrize("lock_timeout", [5, 30, 31, 600])
+def test_beat_renews_its_lock_at_least_five_times_per_timeout(lock_timeout: int) -> None:
+    # The loop is the renewal: a beat whose next task is a minute away still wakes up (and
+    # renews) every beat_max_loop_interval, or a waiting beat would take the lock from a live one.
+    settings = make_settings(services.TEST_DATABASE_URL, BEAT_LOCK_TIMEOUT_SECONDS=lock_timeout)
+    config = build_config(settings)
+    assert config["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert config["redbeat_lock_timeout"] == lock_timeout
+    assert 0 < config["beat_max_loop_interval"] * 5 <= lock_timeout
+
+
+@pytest.mark.slow
 async def test_a_second_beat_waits_on_the_lock_and_sends_only_once_the_first_is_killed(
     tmp_path: Path,
 ) -> None:
