@@ -179,3 +179,18 @@ def test_the_deploy_readme_names_every_unit() -> None:
     readme = (DEPLOY / "README.md").read_text()
     units = [p.name for p in SYSTEMD.iterdir()]
     assert [u for u in units if f"systemd/{u}" not in readme] == []
+
+
+def test_beat_keeps_no_schedule_file() -> None:
+    # Its schedule is in Redis behind redbeat's lock (workers.app): nothing on disk to keep,
+    # and a second beat waits rather than sending from a file of its own.
+    beat = signature(procfile()["beat"])
+    commands = [
+        *systemd_commands().values(),
+        *(s["command"] for s in compose()["services"].values() if "command" in s),
+    ]
+    beats = [argv for argv in commands if signature(argv) == beat]
+    assert len(beats) == 2
+    for argv in beats:
+        assert not [w for w in argv if w.startswith("-s") or w.partition("=")[0] == "--schedule"]
+    assert "volumes" not in compose()["services"]["beat"]

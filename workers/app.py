@@ -7,7 +7,6 @@ not when this module is imported.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from celery import Celery, signals
@@ -30,7 +29,6 @@ TASK_MODULES = [
     "workers.tasks.reports",
     "workers.tasks.reminders",
 ]
-BEAT_SCHEDULE_FILE = "./var/celerybeat-schedule"
 
 
 def _queue(name: str) -> Queue:
@@ -52,7 +50,12 @@ def build_config(settings: Settings) -> dict[str, Any]:
     # soft limit comes first, for the task to record the failure itself.
     hard = settings.OUTBOX_LEASE_SECONDS
     redis_options = {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT}
-    Path(BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    # One beat schedules, however many run (redbeat): the schedule lives in Redis, next to the
+    # queues, and a beat sends only while it holds the lock there. It renews the lock on every
+    # loop, at least five times per timeout; a second beat blocks on the lock until the first
+    # releases it (a clean stop) or stops renewing it (kill -9, a lost host). Its keys
+    # (`redbeat:*`) share REDIS_URL's database with the queues, so they are per deployment.
+    lock_timeout = settings.BEAT_LOCK_TIMEOUT_SECONDS
     return {
         "broker_url": settings.REDIS_URL,
         "broker_connection_retry_on_startup": True,
@@ -73,8 +76,13 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_default_exchange": DEFAULT_QUEUE,
         "task_default_routing_key": DEFAULT_QUEUE,
         "task_routes": task_routes(),
-        "beat_schedule": BEAT_SCHEDULE,
-        "beat_schedule_filename": BEAT_SCHEDULE_FILE,
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_schedule": BEAT_SCHEDULE,  # written to Redis by each beat as it starts
+        "beat_max_loop_interval": max(1, lock_timeout // 5),
+        "redbeat_redis_url": settings.REDIS_URL,
+        "redbeat_lock_timeout": lock_timeout,
+        # The broker's transport options (its visibility timeout) are not for the lock's client.
+        "redbeat_redis_options": {},
         "worker_hijack_root_logger": False,
         "broker_transport_options": redis_options,
         "result_backend": settings.REDIS_URL,

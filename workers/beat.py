@@ -1,4 +1,4 @@
-"""The beat schedule. Run exactly one beat process per deployment."""
+"""The beat schedule. Only the beat holding the lock in Redis sends it (redbeat: workers.app)."""
 
 from __future__ import annotations
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # The worker tier (workers/, the relay included: workers.relay).
     # Redis gives a message a worker reserved but never started back after this.
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=1800, ge=60)
+    # Beat (workers.app): the running beat holds a lock in Redis (redbeat) and renews it at
+    # least five times per timeout; a second beat waits for it. A beat that dies (kill -9, a
+    # lost host) leaves the lock to expire, so its successor schedules after at most this long.
+    BEAT_LOCK_TIMEOUT_SECONDS: int = Field(default=30, ge=5)
     # A task's hard time limit, and how long a published row may wait for a run before it is
     # published again (its message was lost). A dead run comes back sooner: its lock is free.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
