@@ -72,31 +72,28 @@ class Rendered:
     body: str
 
 
+def _problem(field: str, line: int | None, message: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "line": line, "message": message, **extra}
+
+
 def _problems(kind: TemplateKind, field: str, source: str) -> list[dict[str, Any]]:
     try:
         ast = _env.parse(source)
     except TemplateSyntaxError as exc:
-        return [{"field": field, "line": exc.lineno, "message": exc.message or str(exc)}]
+        return [_problem(field, exc.lineno, exc.message or str(exc))]
     problems: list[dict[str, Any]] = []
     for node in ast.find_all(nodes.Node):
         if not isinstance(node, _ALLOWED_NODES):
             what = type(node).__name__
-            problems.append({"field": field, "line": node.lineno, "message": f"{what} is not "
-                             "allowed: use placeholders, filters and if/else only."})  # fmt: skip
+            allowed = "use placeholders, filters and if/else only"
+            problems.append(_problem(field, node.lineno, f"{what} is not allowed: {allowed}."))
         elif isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
-            problems.append({"field": field, "line": node.lineno,
-                             "message": f"The filter {node.name!r} is not allowed."})  # fmt: skip
+            problems.append(_problem(field, node.lineno, f"Filter {node.name!r} is not allowed."))
     unknown = sorted(meta.find_undeclared_variables(ast) - PLACEHOLDERS[kind])
     if unknown:
-        problems.append(
-            {
-                "field": field,
-                "line": None,
-                "message": f"Unknown placeholder(s) for a {kind.value} message: "
-                + ", ".join(unknown),
-                "unknown": unknown,
-            }
-        )
+        names = ", ".join(unknown)
+        message = f"Unknown placeholder(s) for a {kind.value} message: {names}"
+        problems.append(_problem(field, None, message, unknown=unknown))
     return problems
 
 
@@ -114,8 +111,8 @@ def check(kind: TemplateKind, subject: str, body: str) -> None:
 def _compiled(kind: TemplateKind, source: str) -> Template:
     problems = _problems(kind, "template", source)
     if problems:
-        raise TemplateInvalid(details={"placeholders": sorted(PLACEHOLDERS[kind]),
-                                       "problems": problems})  # fmt: skip
+        details = {"placeholders": sorted(PLACEHOLDERS[kind]), "problems": problems}
+        raise TemplateInvalid(details=details)
     return _env.from_string(source)
 
 
