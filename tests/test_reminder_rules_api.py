@@ -5,8 +5,6 @@ protocols, every change audited."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit.models import AuditAction
-from server.core import clock
 from server.core.config import Settings
 from server.reminders.models import ReminderRule
 from tests import factories
@@ -23,16 +20,6 @@ from tests import ingest_factories as ingest
 from tests import reminder_factories as rf
 from tests.audit_helpers import only_entry
 from tests.reminder_factories import World
-
-NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
-BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
-
-
-@pytest.fixture
-def frozen() -> Iterator[None]:
-    clock.clock.set(NOW)
-    yield
-    clock.clock.reset()
 
 
 @pytest.fixture
