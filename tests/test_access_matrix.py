@@ -30,6 +30,7 @@ from server.submissions.models import Submission
 from tests import consent_factories as consent
 from tests import factories
 from tests import ingest_factories as ingest
+from tests import reminder_factories as reminders
 from tests import schedule_factories as sched
 
 # Parameters whose value identifies something inside one study.
@@ -49,6 +50,9 @@ STUDY_SCOPED = {
     "export_id",
     "report_id",
     "template_id",  # a message template
+    "task_id",  # a coordinator task (a missed visit to follow up)
+    "rule_id",  # a reminder rule (of a protocol visit)
+    "message_id",  # a reminder message
 }
 # Parameters that name something outside any study (accounts, login sessions, the shared
 # task catalogue, dead letters: administrators only).
@@ -105,6 +109,9 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     await db.flush()
     protocol_b, visits_b = await sched.create_protocol(db, study_b, battery_b)
     visit_b = await sched.create_occurrence(db, participant_b, protocol_b, visits_b[0])
+    task_b = await reminders.create_task(db, visit_b)
+    rule_b = await reminders.create_rule(db, visits_b[0], study_b)
+    message_b = await reminders.create_message(db, visit_b, rule_b)
     document_b = await consent.create_document(db, study_b, version=None)
     record_b = await consent.sign(db, participant_b, await consent.create_document(db, study_b))
     template_b = MessageTemplate(
@@ -133,6 +140,9 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "export_id": export_b.id,
             "report_id": report_b.id,
             "template_id": template_b.id,
+            "task_id": task_b.id,
+            "rule_id": rule_b.id,
+            "message_id": message_b.id,
             "user_id": coordinator_b.id,
         },
         headers_a=await factories.auth_headers(db, settings, coordinator_a),
@@ -226,6 +236,8 @@ SITE_SCOPED = {
     "record_id",
     "export_id",
     "report_id",
+    "task_id",
+    "message_id",  # a failed one: resent on the own site, 409 when resent again
 }
 
 
@@ -273,6 +285,10 @@ async def _site_objects(
         db, study, battery, version=protocol_version(site)
     )
     visit = await sched.create_occurrence(db, participant, protocol, visits[0])
+    task = await reminders.create_task(db, visit)
+    message = await reminders.create_message(
+        db, visit, await reminders.create_rule(db, visits[0], study)
+    )
     document = await consent.create_document(db, study, site=site, version=None)
     record = await consent.sign(
         db, participant, await consent.create_document(db, study, site=site)
@@ -292,6 +308,8 @@ async def _site_objects(
         "record_id": record.id,
         "export_id": export.id,
         "report_id": report.id,
+        "task_id": task.id,
+        "message_id": message.id,
     }
 
 

@@ -87,14 +87,15 @@ def _apply(rule: ReminderRule, settings: RuleSettings) -> None:
 async def _save(db: AsyncSession, rule: ReminderRule) -> None:
     """Flushed in a savepoint: a duplicate found by the unique key (two requests at once)
     is a 409 and leaves the request's transaction usable."""
-    taken = await db.scalar(
-        select(ReminderRule.id).where(
-            ReminderRule.visit_id == rule.visit_id,
-            ReminderRule.trigger == rule.trigger,
-            ReminderRule.hours_before_close == rule.hours_before_close,
-            ReminderRule.id != rule.id,
+    with db.no_autoflush:  # a changed rule is flushed below, in the savepoint
+        taken = await db.scalar(
+            select(ReminderRule.id).where(
+                ReminderRule.visit_id == rule.visit_id,
+                ReminderRule.trigger == rule.trigger,
+                ReminderRule.hours_before_close == rule.hours_before_close,
+                ReminderRule.id != rule.id,
+            )
         )
-    )
     if taken is not None:
         raise _duplicate()
     try:
