@@ -116,9 +116,8 @@ def _visit_table(visits: list[Visit]) -> Table:
         session = "-" if v.started_at is None else f"{v.started_at:%Y-%m-%d %H:%M}"
         rows.append([_visit_cell(v), window, v.status, session])
     table = styles.data_table(rows, [40 * mm, 62 * mm, 24 * mm, 30 * mm])
-    missed = [("TEXTCOLOR", (2, i), (2, i), FLAG) for i, v in enumerate(visits, 1) if v.missed]
-    if missed:
-        table.setStyle(TableStyle(missed))
+    cells = [("TEXTCOLOR", (2, i), (2, i), FLAG) for i, v in enumerate(visits, 1) if v.missed]
+    table.setStyle(TableStyle([("ALIGN", (1, 0), (2, -1), "LEFT"), *cells]))
     return table
 
 

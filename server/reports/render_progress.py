@@ -7,7 +7,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, TableStyle
+from reportlab.platypus import Paragraph, Table, TableStyle
 
 from server.reports import styles
 from server.reports.data_progress import ProgressData
@@ -18,11 +18,17 @@ STATUSES = ("enrolled", "active", "completed", "withdrawn")
 VISIT_STATUSES = ("completed", "missed", "skipped", "open", "upcoming")
 
 
+def _left(table: Table, first: int, last: int) -> Table:
+    table.setStyle(TableStyle([("ALIGN", (first, 0), (last, -1), "LEFT")]))
+    return table
+
+
 def _visits(data: ProgressData) -> list[Any]:
     """One row per site and visit label (a repeating visit's occurrences counted together)."""
     s = styles.sheet()
     rows: list[list[Any]] = [["Site", "Visit", *(v.title() for v in VISIT_STATUSES)]]
-    missed_cells = []
+    # Labels read left to right, counts right-aligned as in every table.
+    missed_cells: list[tuple[Any, ...]] = [("ALIGN", (1, 0), (1, -1), "LEFT")]
     for site in data.sites:
         if not site.visits:
             rows.append([site.code, "no visit schedule", *["-"] * len(VISIT_STATUSES)])
@@ -33,8 +39,7 @@ def _visits(data: ProgressData) -> list[Any]:
             if counts.get("missed"):
                 missed_cells.append(("TEXTCOLOR", (3, len(rows) - 1), (3, len(rows) - 1), FLAG))
     table = styles.data_table(rows, [22 * mm, 56 * mm] + [20 * mm] * len(VISIT_STATUSES))
-    if missed_cells:
-        table.setStyle(TableStyle(missed_cells))
+    table.setStyle(TableStyle(missed_cells))
     note = Paragraph(
         "Each participant's visit occurrences by status, at the participant's site; cancelled "
         "visits (replaced by a protocol change, or after a withdrawal) are not counted. Open: "
@@ -81,7 +86,7 @@ def _failures(data: ProgressData) -> list[Any]:
     if len(reasons) > 1:
         out += [
             Paragraph("Most common reminder failure reasons", s["h2"]),
-            styles.data_table(reasons, [22 * mm, 20 * mm, 116 * mm, 20 * mm]),
+            _left(styles.data_table(reasons, [22 * mm, 20 * mm, 116 * mm, 20 * mm]), 1, 2),
             Paragraph(
                 "The provider's reason (or why the message was not sent), up to three per "
                 "site; moments, addresses and numbers are left out.",
