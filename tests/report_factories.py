@@ -16,9 +16,10 @@ from server.batteries.models import Battery
 from server.core.config import Settings
 from server.modules.builtin import load_builtins
 from server.participants.models import Participant
+from server.schedules.models import VisitOccurrence, VisitStatus
 from server.studies.models import Site, Study
 from server.submissions import scoring_run
-from tests import factories
+from tests import factories, schedule_factories
 from tests import ingest_factories as ingest
 from tests import scoring_factories as sf
 
@@ -132,3 +133,55 @@ async def course(
             db, client, settings, c, RTS[n % 4], MOODS[n % 4], when=start + timedelta(days=14 * n)
         )
     return c
+
+
+async def scheduled_course(
+    db: AsyncSession,
+    client: AsyncClient,
+    settings: Settings,
+    plan: list[tuple[str, VisitStatus]],
+    *,
+    site: Site | None = None,
+    study: Study | None = None,
+    battery: Battery | None = None,
+    version: int = 1,
+    extra: tuple[datetime, ...] = (),
+) -> tuple[Course, list[VisitOccurrence]]:
+    """A participant on a protocol of these visits (label, status), two weeks apart, each a
+    12-hour window from 09:00 UTC. A completed visit is completed by a session inside its
+    window, the k-th such session with RTS[k % 4] and MOODS[k % 4]. `extra`: sessions at these
+    moments tied to no visit (their values likewise by their place among the sessions). A
+    second participant of the study needs another protocol `version`."""
+    if study is None or site is None or battery is None:
+        study, site, battery = await setup(db)
+    participant = await factories.create_participant(
+        db, site, email="never.in.reports@example.org", phone="+15550001111"
+    )
+    c = Course(study, site, battery, participant)
+    specs = [
+        {"key": f"v{i}", "label": label, "offset_days": 14 * i} for i, (label, _) in enumerate(plan)
+    ]
+    protocol, visits = await schedule_factories.create_protocol(
+        db, study, battery, version=version, visits=specs
+    )
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    occurrences = []
+    for i, ((_, status), visit) in enumerate(zip(plan, visits, strict=True)):
+        opens = start + timedelta(days=14 * i)
+        occurrence = await schedule_factories.create_occurrence(
+            db, participant, protocol, visit, start=opens, hours=12
+        )
+        occurrence.status = status
+        if status == VisitStatus.completed:
+            k = len(c.sessions)
+            session = await add_visit(
+                db, client, settings, c, RTS[k % 4], MOODS[k % 4], when=opens + timedelta(hours=1)
+            )
+            occurrence.session_id = session.id
+            occurrence.completed_at = opens + timedelta(hours=1, minutes=15)
+        occurrences.append(occurrence)
+    for when in extra:
+        k = len(c.sessions)
+        await add_visit(db, client, settings, c, RTS[k % 4], MOODS[k % 4], when=when)
+    await db.flush()
+    return c, occurrences

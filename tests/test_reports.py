@@ -1,72 +1,28 @@
 """PDF reports: the values, reliable-change marks and flags a participant's report holds
-(read back with pypdf, computed here from the seeded trials), study progress counts against
-the database, reuse for unchanged data, and who may ask for and read which report."""
+(read back with pypdf, computed here from the seeded trials), reuse for unchanged data, and
+who may ask for and read which report. Here the participant is on no visit schedule (visits
+are their completed sessions); schedules are in test_reports_visits.py, study progress in
+test_reports_progress.py."""
 
 from __future__ import annotations
 
-import io
-import math
 import uuid
 from datetime import UTC, datetime
 
-import pypdf
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.audit.models import AuditEntry
 from server.core.config import Settings
-from server.participants.models import Participant, ParticipantStatus
-from server.redcap.models import RedcapSyncState, SyncStatus
 from server.reports import service
 from server.reports.change import IMPROVED, WORSENED
 from server.reports.models import Report
 from server.scoring.models import QualityCheck
 from server.studies.models import StudyRole
-from server.submissions.models import Submission
 from tests import factories
 from tests import report_factories as rf
-
-# The built-in modules' declared psychometrics (server/modules/builtin.py).
-RT = {"r": 0.80, "sd": 50.0}
-MOOD = {"r": 0.84, "sd": 5.0}
-
-
-def s_diff(r: float, sd: float) -> float:
-    return math.sqrt(2 * (sd * math.sqrt(1 - r)) ** 2)
-
-
-def text_of(pdf: bytes) -> str:
-    reader = pypdf.PdfReader(io.BytesIO(pdf))
-    return "\n".join(page.extract_text() for page in reader.pages)
-
-
-async def staff(db: AsyncSession, settings: Settings, study, role=StudyRole.coordinator, sites=()):
-    user = await factories.create_user(db)
-    await factories.add_member(db, study, user, role, sites=sites)
-    return user, await factories.auth_headers(db, settings, user)
-
-
-async def ask(client: AsyncClient, headers, study_id, kind, subject_id, **options):
-    return await client.post(
-        "/api/reports",
-        params={"study_id": str(study_id)},
-        json={"kind": kind, "subject_id": str(subject_id), **options},
-        headers=headers,
-    )
-
-
-async def built_pdf(client, db, settings, headers, report_id) -> bytes:
-    """The worker's part (what workers.tasks.reports runs), then the download link."""
-    await service.build(db, settings, uuid.UUID(report_id))
-    read = (await client.get(f"/api/reports/{report_id}", headers=headers)).json()
-    assert read["status"] == "succeeded" and read["download_url"], read
-    assert "P-" not in read["download_url"]  # ids only in the link
-    response = await client.get(read["download_url"], headers=headers)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/pdf"
-    return response.content
+from tests.report_helpers import MOOD, RT, ask, built_pdf, s_diff, staff, text_of
 
 
 async def test_participant_report_holds_values_marks_and_flags(
@@ -188,105 +144,6 @@ async def test_session_report(client: AsyncClient, db: AsyncSession, settings: S
     assert "Session report" in text and "omissions" in text
     assert f"{rf.mean_rt(course.rts[2]):.1f}" in text
     assert f"{rf.mean_rt(course.rts[0]):.1f}" not in text
-
-
-async def test_study_progress_counts_match_the_database(
-    client: AsyncClient, db: AsyncSession, settings: Settings
-) -> None:
-    course = await rf.course(db, client, settings, visits=3)
-    second = await factories.create_site(db, course.study, code="ZZZ")
-    await rf.course(
-        db, client, settings, study=course.study, site=second, battery=course.battery, visits=2
-    )
-    for status in (ParticipantStatus.withdrawn, ParticipantStatus.active):
-        p = await factories.create_participant(db, second)
-        p.status = status
-    db.add(
-        AssessmentSession(
-            id=uuid.uuid4(),
-            participant_id=course.participant.id,
-            study_id=course.study.id,
-            battery_id=course.battery.id,
-            status=SessionStatus.abandoned,
-            client_started_at=datetime.now(UTC),
-        )
-    )
-    await db.flush()
-    # One submission of the first site REDCap refused.
-    refused = await db.scalar(
-        select(Submission.id).where(Submission.participant_id == course.participant.id).limit(1)
-    )
-    db.add(
-        RedcapSyncState(
-            submission_id=refused,
-            study_id=course.study.id,
-            status=SyncStatus.failed,
-            error="refused",
-        )
-    )
-    await db.flush()
-    _, viewer = await staff(db, settings, course.study, StudyRole.viewer)
-    response = await ask(client, viewer, course.study.id, "study_progress", course.study.id)
-    assert response.status_code == 202, response.text
-    text = text_of(await built_pdf(client, db, settings, viewer, response.json()["id"]))
-
-    # pypdf gives a table cell a line: a site's rows are the lines after its code, in the
-    # enrolment, visits and REDCap tables in that order.
-    lines = [line.strip() for line in text.splitlines()]
-
-    def rows(code: str, width: int) -> list[list[str]]:
-        return [lines[i + 1 : i + 1 + width] for i, x in enumerate(lines) if x == code]
-
-    for site in (course.site, second):
-        by_status = dict(
-            (
-                await db.execute(
-                    select(Participant.status, func.count())
-                    .where(Participant.site_id == site.id)
-                    .group_by(Participant.status)
-                )
-            ).all()
-        )
-        expected = [
-            str(by_status.get(s, 0)) for s in ("enrolled", "active", "completed", "withdrawn")
-        ]
-        enrolment, visits, sync = rows(site.code, 5)
-        assert enrolment == [*expected, str(sum(by_status.values()))], site.code
-        # Visit n: participants of the site with at least n completed sessions; abandoned.
-        per_participant = (
-            (
-                await db.execute(
-                    select(func.count())
-                    .select_from(AssessmentSession)
-                    .join(Participant, Participant.id == AssessmentSession.participant_id)
-                    .where(Participant.site_id == site.id, AssessmentSession.status == "completed")
-                    .group_by(AssessmentSession.participant_id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        abandoned = await db.scalar(
-            select(func.count())
-            .select_from(AssessmentSession)
-            .join(Participant, Participant.id == AssessmentSession.participant_id)
-            .where(Participant.site_id == site.id, AssessmentSession.status == "abandoned")
-        )
-        completed = [str(sum(1 for n in per_participant if n >= v)) for v in (1, 2, 3)]
-        assert visits[:4] == [*completed, str(abandoned)], site.code
-        failed = await db.scalar(
-            select(func.count())
-            .select_from(RedcapSyncState)
-            .join(Submission, Submission.id == RedcapSyncState.submission_id)
-            .join(Participant, Participant.id == Submission.participant_id)
-            .where(Participant.site_id == site.id, RedcapSyncState.status == SyncStatus.failed)
-        )
-        assert sync[0] == str(failed)
-    assert rows(course.site.code, 1)[2] == ["1"]
-    assert rows(course.site.code, 4)[1] == ["1", "1", "1", "1"]
-    assert rows(second.code, 4)[1] == ["1", "1", "0", "0"]
-    assert "REDCap sync failures" in text
-    assert "Not yet available" in text
 
 
 async def test_roles_studies_and_sites(

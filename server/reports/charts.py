@@ -25,6 +25,7 @@ class Point:
     value: float | None
     flagged: bool = False
     mark: str = ""  # a reliable-change mark, IMPROVED or WORSENED
+    missed: bool = False  # a visit missed or skipped: no value, a gap in the line
 
 
 def _fmt(value: float) -> str:
@@ -39,7 +40,10 @@ def _scale(lo: float, hi: float) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _frame(d: Drawing, title: str, lo: float, hi: float, visits: list[int]) -> None:
+def _frame(d: Drawing, title: str, lo: float, hi: float, points: list[Point]) -> None:
+    """Axes, grid, title; the visit numbers under the axis, a missed visit's in red over a
+    dashed line where its value would have been."""
+    visits = [p.visit for p in points]
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, BOTTOM, HEIGHT - TOP
     d.add(String(LEFT, HEIGHT - 11, title, fontName="Helvetica-Bold", fontSize=7.5, fillColor=INK))
     d.add(Line(x0, y0, x1, y0, strokeColor=MUTED, strokeWidth=0.5))
@@ -58,15 +62,18 @@ def _frame(d: Drawing, title: str, lo: float, hi: float, visits: list[int]) -> N
                 textAnchor="end",
             )
         )
-    for v in visits:
+    for p in points:
+        x = _x(p.visit, visits)
+        if p.missed:
+            d.add(Line(x, y0, x, y1, strokeColor=FLAG, strokeWidth=0.5, strokeDashArray=[1.5, 2]))
         d.add(
             String(
-                _x(v, visits),
+                x,
                 6,
-                str(v),
-                fontName="Helvetica",
+                str(p.visit),
+                fontName="Helvetica-Bold" if p.missed else "Helvetica",
                 fontSize=6,
-                fillColor=MUTED,
+                fillColor=FLAG if p.missed else MUTED,
                 textAnchor="middle",
             )
         )
@@ -83,7 +90,8 @@ def line_chart(
     title: str, points: list[Point], normal: tuple[float, float] | None = None
 ) -> Drawing:
     """Values across visits; the normal range as a band; a flagged session's point as a red
-    triangle; a reliable change labelled RC+ (improved) or RC- (worse)."""
+    triangle; a reliable change labelled RC+ (improved) or RC- (worse). The line breaks where
+    a visit has no value (missed, or the metric not computed): it does not bridge the gap."""
     d = Drawing(WIDTH, HEIGHT)
     visits = [p.visit for p in points]
     values = [p.value for p in points if p.value is not None]
@@ -105,13 +113,16 @@ def line_chart(
                 strokeColor=None,
             )
         )
-    _frame(d, title, lo, hi, visits)
-    coords: list[float] = []
+    _frame(d, title, lo, hi, points)
+    segments: list[list[float]] = [[]]
     for p in points:
-        if p.value is not None:
-            coords += [_x(p.visit, visits), y(p.value)]
-    if len(coords) >= 4:
-        d.add(PolyLine(coords, strokeColor=ACCENT, strokeWidth=1.2))
+        if p.value is None:
+            segments.append([])
+        else:
+            segments[-1] += [_x(p.visit, visits), y(p.value)]
+    for coords in segments:
+        if len(coords) >= 4:
+            d.add(PolyLine(coords, strokeColor=ACCENT, strokeWidth=1.2))
     for p in points:
         if p.value is None:
             continue
@@ -146,7 +157,7 @@ def bar_chart(
     title: str, points: list[Point], normal: tuple[float, float] | None = None
 ) -> Drawing:
     """A bar per visit (questionnaire totals), red where the session was flagged, over the
-    normal range's band."""
+    normal range's band; none for a missed visit."""
     d = Drawing(WIDTH, HEIGHT)
     visits = [p.visit for p in points]
     values = [p.value for p in points if p.value is not None]
@@ -162,7 +173,7 @@ def bar_chart(
                 LEFT, y0 + band, WIDTH - RIGHT - LEFT, top - band, fillColor=BAND, strokeColor=None
             )
         )
-    _frame(d, title, lo, hi, visits)
+    _frame(d, title, lo, hi, points)
     step = (WIDTH - RIGHT - LEFT - 16) / max(len(points), 1)
     bar = max(min(step * 0.6, 16.0), 2.0)
     for p in points:

@@ -1,14 +1,16 @@
 """What a report reads, each in one query, as plain values, with a digest of exactly that.
 
 The digest is part of a report's key: the same request over the same data is the same
-report, and anything new (a session, a rescore, a quality flag) makes a new one.
+report, and anything new (a session, a rescore, a quality flag, a visit's status) makes a new
+one. A participant's data is here; what a visit is, in data_visits; study progress, in
+data_progress.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,8 +19,13 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.modules.models import Module
+from server.reports.data_visits import Visit, visit_points
 
-# Scores: each task's newest scorer version. Flags: the fired quality checks.
+# Visits: the participant's visit occurrences (server.reports.data_visits says what a visit
+# is), each with the start of the completed session that completed it. Sessions: completed ones.
+# Scores: each task's newest scorer version. Flags: the fired quality checks. Everything a
+# report shows is in this one text, so its digest changes with any of it (a session, a
+# rescore, a flag, a visit's status or session).
 _PARTICIPANT_SQL = text("""
 WITH p AS (
   SELECT p.id, p.participant_code, p.site_id, s.code AS site_code, s.name AS site_name,
@@ -31,6 +38,16 @@ WITH p AS (
     AND (CAST(:sid AS uuid) IS NULL OR a.id = CAST(:sid AS uuid))
     AND (CAST(:since AS timestamptz) IS NULL OR a.started_at >= CAST(:since AS timestamptz))
     AND (CAST(:until AS timestamptz) IS NULL OR a.started_at < CAST(:until AS timestamptz))
+), vo AS (
+  SELECT o.status, o.occurrence, o.window_start, o.window_end, o.session_id,
+         a.started_at, v.label, v.repeat <> 'none' AS repeats, pr.version, v.position,
+         coalesce(a.started_at, o.window_start) AS at
+  FROM visit_occurrences o
+  JOIN schedule_visits v ON v.id = o.visit_id
+  JOIN schedule_protocols pr ON pr.id = o.protocol_id
+  LEFT JOIN assessment_sessions a ON a.id = o.session_id AND a.status = 'completed'
+  WHERE o.participant_id = :pid AND o.status <> 'cancelled'
+    AND (CAST(:sid AS uuid) IS NULL OR o.session_id = CAST(:sid AS uuid))
 ), sc AS (
   SELECT DISTINCT ON (t.submission_id, t.position)
          t.session_id, t.submission_id, t.position, t.module_key, t.module_version,
@@ -40,6 +57,14 @@ WITH p AS (
 )
 SELECT json_build_object(
   'participant', (SELECT row_to_json(p) FROM p),
+  'scheduled', EXISTS (SELECT 1 FROM visit_occurrences WHERE participant_id = :pid),
+  'visits', (SELECT coalesce(json_agg(json_build_object(
+      'status', vo.status, 'occurrence', vo.occurrence, 'window_start', vo.window_start,
+      'window_end', vo.window_end, 'session_id', vo.session_id, 'started_at', vo.started_at,
+      'label', vo.label, 'repeats', vo.repeats)
+      ORDER BY vo.version, vo.position, vo.occurrence, vo.window_start), '[]') FROM vo
+      WHERE (CAST(:since AS timestamptz) IS NULL OR vo.at >= CAST(:since AS timestamptz))
+        AND (CAST(:until AS timestamptz) IS NULL OR vo.at < CAST(:until AS timestamptz))),
   'sessions', (SELECT coalesce(json_agg(json_build_object(
       'id', ses.id, 'started_at', ses.started_at, 'ended_at', ses.ended_at)
       ORDER BY ses.started_at, ses.id), '[]') FROM ses),
@@ -64,45 +89,11 @@ class Header:
 
 
 @dataclass
-class Visit:
-    """One visit of the participant: its number, its session, and per module its metrics."""
-
-    number: int
-    session_id: uuid.UUID
-    started_at: datetime
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # module key -> summary
-    versions: dict[str, int] = field(default_factory=dict)  # module key -> version
-    flags: list[tuple[str | None, str]] = field(default_factory=list)  # (module key, rule)
-
-    def flagged(self, module_key: str | None = None) -> bool:
-        return any(m is None or module_key is None or m == module_key for m, _ in self.flags)
-
-
-@dataclass
 class ParticipantData:
     header: Header
     visits: list[Visit]
     digest: str
-
-
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-# VISITS: the one place that says what a visit is. Until schedules land, a participant's
-# completed sessions in time order are their visits (visit n = the n-th completed session);
-# the lead switches this to the schedule's visits at merge.
-def visit_points(raw: dict[str, Any]) -> list[Visit]:
-    visits: dict[str, Visit] = {}
-    for n, s in enumerate(raw["sessions"], start=1):
-        visits[s["id"]] = Visit(n, uuid.UUID(s["id"]), _when(s["started_at"]))
-    for score in raw["scores"]:
-        visit = visits[score["session_id"]]
-        visit.scores[score["module_key"]] = score["summary"]
-        visit.versions[score["module_key"]] = score["module_version"]
-    for flag in raw["flags"]:
-        visits[flag["session_id"]].flags.append((flag["module_key"], flag["rule"]))
-    return list(visits.values())
+    scheduled: bool = False  # on a visit schedule: the visits are the schedule's
 
 
 def _bound(day: date | None) -> datetime | None:
@@ -142,7 +133,7 @@ async def participant_data(
         site_id=uuid.UUID(p["site_id"]),
     )
     digest = hashlib.sha256(raw_text.encode()).hexdigest()
-    return ParticipantData(header, visit_points(raw), digest)
+    return ParticipantData(header, visit_points(raw), digest, raw["scheduled"])
 
 
 # Published module versions never change: their metric definitions are read once a process.
@@ -183,75 +174,3 @@ def is_questionnaire(key: str) -> bool:
 
 def digest_of(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-# VISITS: here too a visit is the n-th completed session (as visit_points() says); switch both.
-_PROGRESS_SQL = text("""
-WITH si AS (
-  SELECT id, code, name FROM sites
-  WHERE study_id = :study_id AND (CAST(:site_ids AS uuid[]) IS NULL OR id = ANY(:site_ids))
-), pa AS (
-  SELECT p.id, p.site_id, p.status FROM participants p JOIN si ON si.id = p.site_id
-  WHERE p.study_id = :study_id
-), vi AS (
-  SELECT pa.site_id,
-         row_number() OVER (PARTITION BY a.participant_id ORDER BY a.started_at, a.id) AS n
-  FROM assessment_sessions a JOIN pa ON pa.id = a.participant_id WHERE a.status = 'completed'
-)
-SELECT json_build_object(
-  'study', (SELECT json_build_object('code', code, 'name', name) FROM studies
-            WHERE id = :study_id),
-  'sites', (SELECT coalesce(json_agg(json_build_object('id', id, 'code', code, 'name', name)
-            ORDER BY code), '[]') FROM si),
-  'participants', (SELECT coalesce(json_agg(x ORDER BY x.site_id, x.status), '[]') FROM (
-      SELECT site_id, status, count(*) AS n FROM pa GROUP BY site_id, status) x),
-  'visits', (SELECT coalesce(json_agg(x ORDER BY x.site_id, x.visit), '[]') FROM (
-      SELECT site_id, n AS visit, count(*) AS n FROM vi GROUP BY site_id, n) x),
-  'abandoned', (SELECT coalesce(json_agg(x ORDER BY x.site_id), '[]') FROM (
-      SELECT pa.site_id, count(*) AS n FROM assessment_sessions a JOIN pa
-      ON pa.id = a.participant_id WHERE a.status = 'abandoned' GROUP BY pa.site_id) x),
-  'sync_failed', (SELECT coalesce(json_agg(x ORDER BY x.site_id), '[]') FROM (
-      SELECT pa.site_id, count(*) AS n FROM redcap_sync_states r
-      JOIN submissions s ON s.id = r.submission_id JOIN pa ON pa.id = s.participant_id
-      WHERE r.status = 'failed' GROUP BY pa.site_id) x)
-)::text
-""")
-
-
-@dataclass
-class SiteProgress:
-    code: str
-    name: str
-    participants: dict[str, int] = field(default_factory=dict)  # status -> count
-    visits: dict[int, int] = field(default_factory=dict)  # visit number -> completed
-    abandoned: int = 0
-    sync_failed: int = 0
-
-
-@dataclass
-class ProgressData:
-    study: str
-    sites: list[SiteProgress]
-    digest: str
-
-
-async def progress_data(
-    db: AsyncSession, *, study_id: uuid.UUID, site_ids: list[uuid.UUID] | None
-) -> ProgressData:
-    raw_text = await db.scalar(_PROGRESS_SQL, {"study_id": study_id, "site_ids": site_ids})
-    raw = orjson.loads(raw_text)
-    sites = {s["id"]: SiteProgress(s["code"], s["name"]) for s in raw["sites"]}
-    for row in raw["participants"]:
-        sites[row["site_id"]].participants[row["status"]] = row["n"]
-    for row in raw["visits"]:
-        sites[row["site_id"]].visits[row["visit"]] = row["n"]
-    for row in raw["abandoned"]:
-        sites[row["site_id"]].abandoned = row["n"]
-    for row in raw["sync_failed"]:
-        sites[row["site_id"]].sync_failed = row["n"]
-    study = raw["study"]
-    return ProgressData(
-        f"{study['name']} ({study['code']})",
-        list(sites.values()),
-        hashlib.sha256(raw_text.encode()).hexdigest(),
-    )

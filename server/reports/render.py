@@ -8,17 +8,20 @@ from datetime import datetime
 from typing import Any
 
 from reportlab.lib.units import mm
-from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table
+from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table, TableStyle
 
 from server.reports import styles
 from server.reports.change import IMPROVED, WORSENED, change
 from server.reports.charts import Point, bar_chart, line_chart
-from server.reports.data import Header, ParticipantData, ProgressData, Visit
+from server.reports.data import Header, ParticipantData
+from server.reports.data_visits import Visit
+from server.reports.styles import FLAG
 
 LEGEND = (
     f"Charts: {IMPROVED} / {WORSENED} mark a reliable improvement / deterioration from "
     "baseline; a red triangle (a red bar) is a session with data-quality flags; the green "
-    "band is the module's normal range."
+    "band is the module's normal range; the x axis is the visit number, a red number over a "
+    "dashed line a missed or skipped visit (no value, so the line breaks there)."
 )
 
 
@@ -55,7 +58,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def _wrap(label: str, width: int = 13) -> str:
+def wrap(label: str, width: int = 13) -> str:
     lines: list[str] = []
     for word in label.split():
         if lines and len(lines[-1]) + 1 + len(word) <= width:
@@ -86,7 +89,7 @@ def _header_fields(header: Header, generated_at: datetime) -> list[tuple[str, st
     ]
 
 
-def _build(story: list[Any], footer: str, title: str, size: str) -> Built:
+def build_pdf(story: list[Any], footer: str, title: str, size: str) -> Built:
     out = io.BytesIO()
     doc = styles.document(out, size, title=title)
     furniture = styles.Furniture(footer)
@@ -94,28 +97,69 @@ def _build(story: list[Any], footer: str, title: str, size: str) -> Built:
     return Built(out.getvalue(), doc.page)
 
 
+STATUS_ORDER = ("completed", "missed", "skipped", "open", "upcoming")
+
+
+def _visit_cell(visit: Visit) -> str:
+    return wrap(f"{visit.number}. {visit.label}", 16)
+
+
+def _visit_table(visits: list[Visit]) -> Table:
+    """The schedule as it stands: every visit with its window, status and session."""
+    rows: list[list[Any]] = [["Visit", "Window (UTC)", "Status", "Session"]]
+    for v in visits:
+        window = (
+            "-"
+            if v.window is None
+            else f"{v.window[0]:%Y-%m-%d %H:%M} to {v.window[1]:%Y-%m-%d %H:%M}"
+        )
+        session = "-" if v.started_at is None else f"{v.started_at:%Y-%m-%d %H:%M}"
+        rows.append([_visit_cell(v), window, v.status, session])
+    table = styles.data_table(rows, [40 * mm, 62 * mm, 24 * mm, 30 * mm])
+    cells = [("TEXTCOLOR", (2, i), (2, i), FLAG) for i, v in enumerate(visits, 1) if v.missed]
+    table.setStyle(TableStyle([("ALIGN", (1, 0), (2, -1), "LEFT"), *cells]))
+    return table
+
+
 def _module_table(
     module: ModuleInfo, metrics: list[dict[str, Any]], visits: list[Visit]
 ) -> tuple[Table, dict[str, list[Point]]]:
-    """Rows: visits. Columns: each metric's value and, where the module declares its
-    reliability, the change from baseline with its RCI and mark; then the session's flags."""
+    """Rows: the visits that took place or were missed. Columns: each metric's value and,
+    where the module declares its reliability, the change from baseline (the first completed
+    visit with a value) with its RCI and mark; then the session's flags. A missed visit's row
+    says so across the metric columns, and its chart point is a gap."""
     head = ["Visit", "Date"]
     for m in metrics:
         unit = f" ({m['unit']})" if m.get("unit") and m["unit"] not in ("count",) else ""
         # Plain strings, wrapped here: a Paragraph per header cell costs its line breaking.
-        head.append(_wrap(f"{m['label']}{unit}"))
+        head.append(wrap(f"{m['label']}{unit}"))
         if m.get("reliability"):
             head.append("Change\n(RCI)")
     head.append("Flags")
+    n_cols = len(head)
     rows: list[list[Any]] = [head]
+    extra: list[tuple[Any, ...]] = []
     points: dict[str, list[Point]] = {m["key"]: [] for m in metrics}
     baseline: dict[str, float] = {}
     for visit in visits:
         summary = visit.scores.get(module.key)
-        if summary is None:
+        if visit.missed:
+            rows.append(
+                [_visit_cell(visit), f"{visit.when:%Y-%m-%d}", visit.status] + [""] * (n_cols - 3)
+            )
+            r = len(rows) - 1
+            extra += [
+                ("SPAN", (2, r), (-2, r)),
+                ("ALIGN", (2, r), (-2, r), "CENTER"),
+                ("TEXTCOLOR", (0, r), (-1, r), FLAG),
+            ]
+            for m in metrics:
+                points[m["key"]].append(Point(visit.number, None, missed=True))
+            continue
+        if summary is None or not visit.shown:
             continue
         flagged = visit.flagged(module.key)
-        row: list[Any] = [str(visit.number), visit.started_at.strftime("%Y-%m-%d")]
+        row: list[Any] = [_visit_cell(visit), f"{visit.when:%Y-%m-%d}"]
         for m in metrics:
             value = summary.get(m["key"])
             row.append(_fmt(value, m.get("unit", "")))
@@ -137,12 +181,40 @@ def _module_table(
         rows.append(row)
     # Fixed widths: reportlab then measures no cell to size the columns.
     n_change = sum(1 for m in metrics if m.get("reliability"))
-    widths = [11 * mm, 19 * mm] + [
+    widths = [28 * mm, 17 * mm] + [
         w for m in metrics for w in ([21 * mm, 29 * mm] if m.get("reliability") else [21 * mm])
     ]
-    used = 30 * mm + 21 * mm * len(metrics) + 29 * mm * n_change
-    widths.append(max(22 * mm, 178 * mm - used))
-    return styles.data_table(rows, widths), points
+    used = 45 * mm + 21 * mm * len(metrics) + 29 * mm * n_change
+    widths.append(max(20 * mm, 178 * mm - used))
+    table = styles.data_table(rows, widths)
+    if extra:
+        table.setStyle(TableStyle(extra))
+    return table, points
+
+
+def _span(data: ParticipantData) -> str:
+    visits = data.visits
+    if not visits:
+        return "No visits or completed sessions in this period."
+    first, last = min(v.when for v in visits), max(v.when for v in visits)
+    text = f"{len(visits)} visits, {first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    if data.scheduled:
+        counts = {k: sum(v.status == k for v in visits) for k in STATUS_ORDER}
+        text += (
+            " (" + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + "). Visits are "
+            "the participant's scheduled visits in protocol order; a session tied to no visit "
+            "is listed as an unscheduled session at its place in time."
+        )
+    else:
+        text += (
+            ". The participant is on no visit schedule: visits are their completed sessions "
+            "in time order."
+        )
+    return text + (
+        " Change is from the first completed visit (baseline); RCI is the reliable change "
+        f"index (Jacobson and Truax 1991): {IMPROVED} a reliable improvement, {WORSENED} a "
+        "reliable deterioration (|RCI| &gt; 1.96)."
+    )
 
 
 def participant_report(data: ParticipantData, modules: list[ModuleInfo], options: Options) -> Built:
@@ -152,17 +224,9 @@ def participant_report(data: ParticipantData, modules: list[ModuleInfo], options
         _header_fields(data.header, options.generated_at),
     )
     visits = data.visits
-    if visits:
-        span = (
-            f"{len(visits)} visits, {visits[0].started_at:%Y-%m-%d} to "
-            f"{visits[-1].started_at:%Y-%m-%d}. Visits are the participant's completed sessions "
-            "in time order. Change is from the first visit (baseline); RCI is the reliable "
-            f"change index (Jacobson and Truax 1991): {IMPROVED} a reliable improvement, "
-            f"{WORSENED} a reliable deterioration (|RCI| &gt; 1.96)."
-        )
-    else:
-        span = "No completed sessions in this period."
-    story += [Spacer(1, 3 * mm), Paragraph(span, s["body"])]
+    story += [Spacer(1, 3 * mm), Paragraph(_span(data), s["body"])]
+    if data.scheduled and visits:
+        story += [Paragraph("Visits", s["h2"]), _visit_table(visits)]
     for module in modules:
         metrics = _shown(module, options)
         if not metrics:
@@ -197,17 +261,19 @@ def participant_report(data: ParticipantData, modules: list[ModuleInfo], options
         f"Participant report (course across visits) for {data.header.participant_code}, "
         "identified by code only. Confidential research data."
     )
-    return _build(
+    return build_pdf(
         story, footer, f"Participant report {data.header.participant_code}", options.page_size
     )
 
 
 def session_report(data: ParticipantData, modules: list[ModuleInfo], options: Options) -> Built:
     s = styles.sheet()
-    visit = data.visits[0] if data.visits else None
+    visit = next((v for v in data.visits if v.started_at is not None), None)
     fields = _header_fields(data.header, options.generated_at)
     if visit is not None:
-        fields.append(("Session", f"{visit.started_at:%Y-%m-%d %H:%M} UTC"))
+        fields.append(("Session", f"{visit.when:%Y-%m-%d %H:%M} UTC"))
+        if visit.window is not None:
+            fields.append(("Visit", visit.label))
     story: list[Any] = styles.title_block("Session report", fields)
     if visit is None:
         story.append(Paragraph("This session is not completed.", s["body"]))
@@ -231,53 +297,4 @@ def session_report(data: ParticipantData, modules: list[ModuleInfo], options: Op
         f"Session report for participant {data.header.participant_code}, identified by code "
         "only. Confidential research data."
     )
-    return _build(story, footer, "Session report", options.page_size)
-
-
-STATUSES = ("enrolled", "active", "completed", "withdrawn")
-
-
-def progress_report(data: ProgressData, options: Options, scope: str) -> Built:
-    s = styles.sheet()
-    story: list[Any] = styles.title_block(
-        "Study progress report",
-        [
-            ("Study", data.study),
-            ("Sites", scope),
-            ("Generated", options.generated_at.strftime("%Y-%m-%d %H:%M UTC")),
-        ],
-    )
-    story.append(Paragraph("Enrolment", s["h2"]))
-    rows: list[list[Any]] = [["Site", *STATUSES, "Total"]]
-    for site in data.sites:
-        counts = [site.participants.get(k, 0) for k in STATUSES]
-        rows.append([site.code, *map(str, counts), str(sum(site.participants.values()))])
-    story.append(styles.data_table(rows))
-    story.append(Paragraph("Visits completed", s["h2"]))
-    most = max((max(site.visits, default=0) for site in data.sites), default=0)
-    rows = [["Site", *[f"V{n}" for n in range(1, most + 1)], "Sessions abandoned"]]
-    for site in data.sites:
-        rows.append(
-            [
-                site.code,
-                *[str(site.visits.get(n, 0)) for n in range(1, most + 1)],
-                str(site.abandoned),
-            ]
-        )
-    story.append(styles.data_table(rows))
-    story.append(
-        Paragraph(
-            "Visits are each participant's completed sessions in time order (V1 = first). Missed "
-            "visits need the visit schedules, which are not yet available.",
-            s["note"],
-        )
-    )
-    story.append(Paragraph("REDCap sync failures", s["h2"]))
-    rows = [["Site", "Submissions failed"]] + [[x.code, str(x.sync_failed)] for x in data.sites]
-    story.append(styles.data_table(rows))
-    # REMINDERS: reminder failures come with the reminders (schedules) work; until then this
-    # section says so rather than showing a number. The lead wires the count in at merge.
-    story.append(Paragraph("Reminder failures", s["h2"]))
-    story.append(Paragraph("Not yet available: reminders are not part of this version.", s["body"]))
-    footer = "Study progress report: enrolment, visits and sync failures per site."
-    return _build(story, footer, "Study progress report", options.page_size)
+    return build_pdf(story, footer, "Session report", options.page_size)

@@ -28,13 +28,13 @@ from server.outbox import service as outbox
 from server.outbox.models import JobStatus, OutboxEvent
 from server.outbox.topics import REPORTS_BUILD
 from server.participants.models import Participant
-from server.reports import data, render
+from server.reports import data, data_progress, data_visits, render, render_progress
 from server.reports.models import Report, ReportKind
 from server.reports.schemas import ReportCreate
 from server.studies.access import SiteScope
 
 # Part of every key: a change to what a report shows builds new ones.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"  # 2: visits from the schedules; reminder failures
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ async def _data(db: AsyncSession, report: Report) -> Any:
     until = None if opts.get("until") is None else datetime.fromisoformat(opts["until"]).date()
     if report.kind == ReportKind.study_progress:
         sites = None if report.site_ids is None else [uuid.UUID(s) for s in report.site_ids]
-        return await data.progress_data(db, study_id=report.study_id, site_ids=sites)
+        return await data_progress.progress_data(db, study_id=report.study_id, site_ids=sites)
     return await data.participant_data(
         db,
         study_id=report.study_id,
@@ -177,7 +177,7 @@ async def _queue(db: AsyncSession, report: Report) -> None:
     await db.flush()
 
 
-async def modules_of(db: AsyncSession, visits: list[data.Visit]) -> list[render.ModuleInfo]:
+async def modules_of(db: AsyncSession, visits: list[data_visits.Visit]) -> list[render.ModuleInfo]:
     """The modules the visits used, in their first visit's order, each described by the newest
     version the visits used."""
     newest: dict[str, int] = {}
@@ -213,7 +213,7 @@ async def build(
     )
     if report.kind == ReportKind.study_progress:
         scope = "all sites" if report.site_ids is None else ", ".join(s.code for s in found.sites)
-        built = render.progress_report(found, options, scope)
+        built = render_progress.progress_report(found, options, scope)
     elif found is None:
         raise NotFound("The report's participant is gone.")
     else:

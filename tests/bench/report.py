@@ -3,16 +3,18 @@
     make bench-report        (python -m tests.bench.report [--participants 200 --visits 12])
 
 A fresh PostgreSQL database on TEST_DATABASE_URL's server, migrated; a study with the
-built-in modules (simple RT, CPT, mood questionnaire) and N participants of V completed
-sessions each, every session scored (task_scores as the scorer writes them) and one in four
-with a fired quality flag. Each participant's report is asked for as POST /api/reports does
-(server.reports.service.request: one read, the key, the report row and its reports.build
-outbox job). Then 2 processes run the jobs the way a Celery worker on the reports queue does
-(workers.protocol.process with workers.tasks.reports' handler: claim the row, build the PDF,
-store it, mark the row succeeded; each its own transactions), taking job ids from one queue.
-Each process first builds one report of its own, not counted (a worker's first task pays for
-imports and the process-wide style sheet). Per build: the time process() takes. Throughput:
-reports over the wall time from the first build started to the last finished.
+built-in modules (simple RT, CPT, mood questionnaire), a published protocol of V visits two
+weeks apart, and N participants on it, each visit completed by a session in its window (so a
+report's visits are the schedule's, as a real participant's are), every session scored
+(task_scores as the scorer writes them) and one in four with a fired quality flag. Each
+participant's report is asked for as POST /api/reports does (server.reports.service.request:
+one read, the key, the report row and its reports.build outbox job). Then 2 processes run the
+jobs the way a Celery worker on the reports queue does (workers.protocol.process with
+workers.tasks.reports' handler: claim the row, build the PDF, store it, mark the row
+succeeded; each its own transactions), taking job ids from one queue. Each process first
+builds one report of its own, not counted (a worker's first task pays for imports and the
+process-wide style sheet). Per build: the time process() takes. Throughput: reports over the
+wall time from the first build started to the last finished.
 
 Last line: `report: p50_ms=P p95_ms=Q reports_per_s=R`. Load average printed before and after.
 """
@@ -42,11 +44,12 @@ from server.participants.models import Participant
 from server.reports import service as reports
 from server.reports.models import ReportKind
 from server.reports.schemas import ReportCreate
+from server.schedules.models import VisitOccurrence
 from server.scoring.models import QualityCheck, TaskScore
 from server.studies.models import Site, Study
 from server.submissions.models import Submission
 from tests import ingest_factories as ingest
-from tests import services
+from tests import schedule_factories, services
 from tests.conftest import create_database, drop_database
 
 SECRET = "bench-report-" + "r" * 40
@@ -111,11 +114,37 @@ async def seed(settings: Settings, participants: int, visits: int) -> list[uuid.
         db.add_all(people)
         await db.flush()
         start = datetime(2026, 1, 5, 9, tzinfo=UTC)
-        sessions, subs, scores, checks = [], [], [], []
+        protocol, plan = await schedule_factories.create_protocol(
+            db,
+            study,
+            battery,
+            visits=[
+                {"key": f"v{v}", "label": "Baseline" if v == 0 else f"Week {2 * v}"}
+                | {"offset_days": 14 * v}
+                for v in range(visits)
+            ],
+        )
+        sessions, subs, scores, checks, occurrences = [], [], [], [], []
         for p in people:
             for v in range(visits):
                 sid, sub = uuid.uuid4(), uuid.uuid4()
-                when = start + timedelta(days=14 * v, minutes=rng.randrange(600))
+                opens = start + timedelta(days=14 * v)
+                when = opens + timedelta(minutes=rng.randrange(600))
+                occurrences.append(
+                    {
+                        "participant_id": p.id,
+                        "study_id": study.id,
+                        "site_id": p.site_id,
+                        "protocol_id": protocol.id,
+                        "visit_id": plan[v].id,
+                        "occurrence": 0,
+                        "window_start": opens,
+                        "window_end": opens + timedelta(hours=12),
+                        "status": "completed",
+                        "completed_at": when + timedelta(minutes=13),
+                        "session_id": sid,
+                    }
+                )
                 sessions.append(
                     {
                         "id": sid,
@@ -183,6 +212,7 @@ async def seed(settings: Settings, participants: int, visits: int) -> list[uuid.
             (Submission, subs),
             (TaskScore, scores),
             (QualityCheck, checks),
+            (VisitOccurrence, occurrences),
         ):
             for i in range(0, len(rows), 2000):
                 await db.execute(insert(model), rows[i : i + 2000])
