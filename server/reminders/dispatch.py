@@ -16,14 +16,15 @@ escalate_at index. Coordinator tasks for missed required visits come from the sa
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import driver_connection
 from server.outbox import service as outbox
 from server.reminders.models import Channel, MessageKind, MessageStatus
 from server.reminders.quiet import send_time
@@ -83,6 +84,8 @@ _DUE = text(f"""
     WHERE m.escalate_at > :through AND m.escalate_at <= :now
 """)  # noqa: S608
 
+_DUE_DRIVER = _DUE.text.replace(":through", "$1").replace(":now", "$2")  # see tick
+
 # A missed required visit: one task on the coordinators' list, whatever the rules say.
 _TASKS = text("""
     INSERT INTO coordinator_tasks
@@ -97,24 +100,54 @@ _TASKS = text("""
     ON CONFLICT (occurrence_id, kind) DO NOTHING
 """)
 
+# The messages and, for those queued, their outbox rows (the rows outbox.add writes: queued,
+# no attempts, due at the message's send_at), in one statement of arrays: a tick of 10,000
+# messages is two round trips, not 20,000 rows through the ORM (measured: 840 ms to 150 ms).
 _INSERT = text("""
-    INSERT INTO reminder_messages
-        (id, study_id, site_id, participant_id, occurrence_id, rule_id, channel, kind, moment,
-         send_at, status, attempts, error, job_id, created_at, updated_at)
-    SELECT t.id, t.study_id, t.site_id, t.participant_id, t.occurrence_id, t.rule_id,
-           t.channel, t.kind, t.moment, t.send_at, t.status, 0, NULLIF(t.e, ''),
-           NULLIF(t.j, '')::uuid, :now, :now
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:studies AS uuid[]), CAST(:sites AS uuid[]),
-        CAST(:participants AS uuid[]), CAST(:occurrences AS uuid[]), CAST(:rules AS uuid[]),
-        CAST(:channels AS text[]), CAST(:kinds AS text[]), CAST(:moments AS timestamptz[]),
-        CAST(:send_ats AS timestamptz[]), CAST(:statuses AS text[]), CAST(:errors AS text[]),
-        CAST(:jobs AS text[])
-    ) AS t(id, study_id, site_id, participant_id, occurrence_id, rule_id, channel, kind,
-           moment, send_at, status, e, j)
-    ON CONFLICT (occurrence_id, rule_id, channel) DO NOTHING
-    RETURNING id
+    WITH planned AS (
+        SELECT * FROM unnest(
+            CAST(:studies AS uuid[]), CAST(:sites AS uuid[]), CAST(:participants AS uuid[]),
+            CAST(:occurrences AS uuid[]), CAST(:rules AS uuid[]), CAST(:channels AS text[]),
+            CAST(:kinds AS text[]), CAST(:moments AS timestamptz[]),
+            CAST(:send_ats AS timestamptz[]), CAST(:statuses AS text[]), CAST(:errors AS text[])
+        ) AS t(study_id, site_id, participant_id, occurrence_id, rule_id, channel, kind,
+               moment, send_at, status, error)
+    ), messages AS (
+        INSERT INTO reminder_messages
+            (id, study_id, site_id, participant_id, occurrence_id, rule_id, channel, kind,
+             moment, send_at, status, attempts, error, job_id, created_at, updated_at)
+        SELECT gen_random_uuid(), study_id, site_id, participant_id, occurrence_id, rule_id,
+               channel, kind, moment, send_at, status, 0, NULLIF(error, ''),
+               CASE WHEN status = 'queued' THEN gen_random_uuid() END, :now, :now
+        FROM planned
+        ON CONFLICT (occurrence_id, rule_id, channel) DO NOTHING
+        RETURNING id, job_id, participant_id, study_id, send_at, status
+    ), jobs AS (
+        INSERT INTO outbox_events
+            (id, topic, payload, subject_id, study_id, status, attempts, progress, created_at,
+             due_at)
+        SELECT job_id, :topic, jsonb_build_object('message_id', id::text), participant_id,
+               study_id, 'queued', 0, 0, :now, greatest(send_at, :now)
+        FROM messages WHERE job_id IS NOT NULL
+    )
+    SELECT status, send_at > :now AS deferred FROM messages
 """)
+
+
+_COLUMNS_IN = (
+    "studies", "sites", "participants", "occurrences", "rules", "channels", "kinds", "moments",
+    "send_ats", "statuses", "errors",
+)  # fmt: skip
+
+
+def _positional(sql: str, names: tuple[str, ...]) -> str:
+    """asyncpg's $n for SQLAlchemy's :name (the driver is called directly: see tick)."""
+    for number, name in enumerate(names, start=1):
+        sql = re.sub(rf":{name}\b", f"${number}", sql)
+    return sql
+
+
+_INSERT_DRIVER = _positional(_INSERT.text, (*_COLUMNS_IN, "now", "topic"))
 
 
 @dataclass
@@ -126,49 +159,29 @@ class TickResult:
     duplicates: int = 0  # already a message: found by an earlier tick, a resend, ...
     tasks: int = 0
     through: datetime | None = None
-    job_ids: list[uuid.UUID] = field(default_factory=list, repr=False)
 
 
-@dataclass
-class _Row:
-    values: dict[str, Any]
-    job_id: uuid.UUID | None
-
-
-def _plan(row: Any, now: datetime) -> _Row:
-    kind = MessageKind(row.kind)
-    reachable = {Channel.email: row.email, Channel.sms: row.sms, Channel.push: row.push}
+def _plan(row: Any, now: datetime) -> tuple[Any, ...]:
+    """The message for one due row, in _INSERT's column order."""
+    kind = MessageKind(row["kind"])
+    reachable = {Channel.email: row["email"], Channel.sms: row["sms"], Channel.push: row["push"]}
     if kind == MessageKind.escalation:
         choices = [Channel.sms]
     else:
-        choices = [Channel(c) for c in row.channels]
+        choices = [Channel(c) for c in row["channels"]]
     channel = next((c for c in choices if reachable[c]), None)
-    send_at = send_time(row.moment, row.timezone, row.quiet_start, row.quiet_end)
+    send_at = send_time(row["moment"], row["timezone"], row["quiet_start"], row["quiet_end"])
     status, error = MessageStatus.queued, ""
     if channel is None:
         channel, status = choices[0], MessageStatus.skipped
         error = "No channel to reach the participant by (no contact details, or opted out)."
-    elif now - send_at > timedelta(minutes=row.stale_after_minutes):
+    elif now - send_at > timedelta(minutes=row["stale_after_minutes"]):
         status = MessageStatus.skipped
         error = f"Stale: due {send_at.isoformat()}, found {now.isoformat()}; not sent late."
-    job_id = uuid.uuid4() if status == MessageStatus.queued else None
-    return _Row(
-        {
-            "id": uuid.uuid4(),
-            "study_id": row.study_id,
-            "site_id": row.site_id,
-            "participant_id": row.participant_id,
-            "occurrence_id": row.occurrence_id,
-            "rule_id": row.rule_id,
-            "channel": channel.value,
-            "kind": kind.value,
-            "moment": row.moment,
-            "send_at": send_at,
-            "status": status.value,
-            "error": error,
-        },
-        job_id,
-    )
+    return (
+        row["study_id"], row["site_id"], row["participant_id"], row["occurrence_id"],
+        row["rule_id"], channel.value, kind.value, row["moment"], send_at, status.value, error,
+    )  # fmt: skip
 
 
 async def _watermark(db: AsyncSession, now: datetime) -> datetime:
@@ -191,52 +204,23 @@ async def tick(db: AsyncSession, *, now: datetime) -> TickResult:
     if through >= now:
         return result
     params = {"through": through, "now": now}
-    found = (await db.execute(_DUE, params)).all()
+    # Both big statements straight to the driver: through SQLAlchemy's parameter and result
+    # processing, 10,000 rows cost four times the query and twice the insert (measured).
+    raw = await driver_connection(db)
+    found = await raw.fetch(_DUE_DRIVER, through, now)
     result.found = len(found)
     planned = [_plan(row, now) for row in found]
-    inserted = await _insert(db, planned, now) if planned else set()
-    result.duplicates = len(planned) - len(inserted)
-    events = []
-    for row in planned:
-        if row.values["id"] not in inserted:
-            continue
-        if row.job_id is None:
-            result.skipped += 1
-            continue
-        result.queued += 1
-        result.deferred += row.values["send_at"] > now
-        result.job_ids.append(row.job_id)
-        events.append(
-            outbox.Event(
-                topic=outbox.REMINDERS_SEND,
-                payload={"message_id": str(row.values["id"])},
-                subject_id=row.values["participant_id"],
-                study_id=row.values["study_id"],
-                id=row.job_id,
-                due_at=max(row.values["send_at"], now),
-            )
-        )
-    await outbox.add(db, events, created_at=now)
+    if planned:
+        columns = dict(zip(_COLUMNS_IN, zip(*planned, strict=True), strict=True))
+        arrays = [list(values) for values in columns.values()]
+        inserted = await raw.fetch(_INSERT_DRIVER, *arrays, now, outbox.REMINDERS_SEND)
+        result.duplicates = len(planned) - len(inserted)
+        for status, deferred in inserted:
+            if status == MessageStatus.queued:
+                result.queued += 1
+                result.deferred += bool(deferred)
+            else:
+                result.skipped += 1
     result.tasks = int((await db.execute(_TASKS, params)).rowcount or 0)  # type: ignore[attr-defined]
     await db.execute(text("UPDATE reminder_dispatch SET through = :now WHERE id = 1"), {"now": now})
     return result
-
-
-async def _insert(db: AsyncSession, planned: list[_Row], now: datetime) -> set[uuid.UUID]:
-    columns: dict[str, list[Any]] = {
-        "ids": [], "studies": [], "sites": [], "participants": [], "occurrences": [],
-        "rules": [], "channels": [], "kinds": [], "moments": [], "send_ats": [],
-        "statuses": [], "errors": [], "jobs": [],
-    }  # fmt: skip
-    for row in planned:
-        v = row.values
-        for key, value in (
-            ("ids", v["id"]), ("studies", v["study_id"]), ("sites", v["site_id"]),
-            ("participants", v["participant_id"]), ("occurrences", v["occurrence_id"]),
-            ("rules", v["rule_id"]), ("channels", v["channel"]), ("kinds", v["kind"]),
-            ("moments", v["moment"]), ("send_ats", v["send_at"]), ("statuses", v["status"]),
-            ("errors", v["error"]), ("jobs", "" if row.job_id is None else str(row.job_id)),
-        ):  # fmt: skip
-            columns[key].append(value)
-    returned = await db.execute(_INSERT, {**columns, "now": now})
-    return {r[0] for r in returned}

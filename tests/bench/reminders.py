@@ -118,8 +118,8 @@ async def main(args: argparse.Namespace) -> None:
             now = datetime.now(UTC)
             print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             await _setup(stack, args.participants, args.due, now)
-            env = {"EMAIL_PROVIDER": "smtp", "SMTP_HOST": smtp.host, "SMTP_PORT": smtp.port,
-                   "LOG_LEVEL": "WARNING"}  # fmt: skip
+            # INFO: start_worker waits for the worker's " ready." line.
+            env = {"EMAIL_PROVIDER": "smtp", "SMTP_HOST": smtp.host, "SMTP_PORT": smtp.port}
             stack.start_relay(LOG_LEVEL="WARNING")
             for w in range(WORKERS):
                 await stack.start_worker(f"bench{w}", **env)

@@ -13,13 +13,13 @@ import uuid
 from dataclasses import asdict
 
 import structlog
-from server.notifications.registry import provider_for
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core import clock
 from server.core.config import Settings, get_settings
 from server.core.models import utcnow
 from server.notifications.base import DeliveryError, PermanentDeliveryError
+from server.notifications.registry import provider_for
 from server.outbox import liveness
 from server.outbox import service as outbox
 from server.reminders import dispatch as reminders_dispatch
@@ -34,7 +34,7 @@ async def _dispatch() -> dict[str, object]:
     async with runtime.sessionmaker()() as db:
         result = await reminders_dispatch.tick(db, now=clock.now())
         await db.commit()
-    return {k: v for k, v in asdict(result).items() if k not in ("job_ids", "through")}
+    return {k: v for k, v in asdict(result).items() if k != "through"}
 
 
 @task()
