@@ -101,6 +101,13 @@ class ReminderMessage(Base):
         UniqueConstraint("occurrence_id", "rule_id", "channel"),
         Index("ix_reminder_messages_participant", "participant_id"),
         Index("ix_reminder_messages_study_created", "study_id", "created_at"),
+        # A provider's delivery report names its own id (Twilio's status callback).
+        Index(
+            "ix_reminder_messages_provider_message_id",
+            "provider",
+            "provider_message_id",
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
         # Emails still waiting for an answer, for the escalation scan.
         Index(
             "ix_reminder_messages_escalation",
