@@ -20,6 +20,9 @@ from server.modules.builtin import load_builtins
 from server.participants import service as participants_service
 from server.participants.models import Participant
 from server.participants.schemas import ContactIn, ParticipantCreate, ParticipantRef
+from server.reminders.models import ReminderRule, Trigger
+from server.schedules import protocols as protocols_service
+from server.schedules.schemas import ProtocolCreate, ProtocolPublish, VisitIn
 from server.studies import service as studies_service
 from server.studies.access import WHOLE_STUDY
 from server.studies.models import Study, StudyRole
@@ -107,16 +110,18 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                         timezone=site.timezone,
                         contact=ContactIn(email=f"participant{n:03d}@example.org"),
                     ),
+                    settings=settings,
                 )
                 participants.append(participant)
-            await seed_demo_batteries(db, study_id=study.id)
+            batteries = await seed_demo_batteries(db, study_id=study.id)
+            await seed_demo_schedule(db, study_id=study.id, battery=batteries[0])
             await seed_demo_consent(db, study_id=study.id, participants=participants)
     finally:
         await engine.dispose()
     print(
         f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants, "
         f"batteries {', '.join(key for key, _, _ in DEMO_BATTERIES)}, "
-        "consent v1 signed by every participant"
+        "consent v1 signed by every participant, a visit protocol with reminder rules"
     )
     _print_logins()
 
@@ -136,6 +141,32 @@ async def seed_demo_batteries(db: AsyncSession, *, study_id: uuid.UUID) -> list[
         battery, _ = await batteries_service.publish(db, battery=battery)
         batteries.append(battery)
     return batteries
+
+
+async def seed_demo_schedule(db: AsyncSession, *, study_id: uuid.UUID, battery: Battery) -> None:
+    """Baseline, week 1 and week 4 at 09:00 local, and reminders: at window open, 4 hours
+    before it closes (email, else SMS), and after a missed visit. With the default `log`
+    providers the worker logs each message it would send."""
+    visits = [
+        VisitIn(key=key, label=label, offset_days=days, window_after_minutes=36 * 60,
+                battery_id=battery.id)
+        for key, label, days in (("baseline", "Baseline", 0), ("week1", "Week 1", 7),
+                                 ("week4", "Week 4", 28))
+    ]  # fmt: skip
+    created = await protocols_service.create(
+        db, study_id=study_id, protocol_in=ProtocolCreate(name="Demo visits", visits=visits)
+    )
+    protocol = await protocols_service.get(db, created.id)
+    await protocols_service.publish(db, protocol=protocol, publish_in=ProtocolPublish())
+    for visit in created.visits:
+        for trigger, hours, channels in (
+            (Trigger.window_open, 0, ["email"]),
+            (Trigger.before_close, 4, ["email", "sms"]),
+            (Trigger.missed, 0, ["email"]),
+        ):
+            db.add(ReminderRule(study_id=study_id, visit_id=visit.id, trigger=trigger,
+                                hours_before_close=hours, channels=channels))  # fmt: skip
+    await db.flush()
 
 
 DEMO_CONSENT_TEXT = (
