@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator
 
@@ -21,7 +22,7 @@ from server.core.logging import build_handler
 from server.main import create_app
 from server.reminders.models import Channel, MessageStatus, ReminderMessage
 from tests import reminder_factories as rf
-from tests.conftest import use_test_session
+from tests.conftest import make_settings, use_test_session
 from tests.reminder_factories import World
 
 TOKEN = "a-test-auth-token"
@@ -245,3 +246,16 @@ async def test_the_log_holds_the_sid_and_status_and_never_the_number(
     logged = log_output.getvalue()
     assert SID in logged and "undelivered" in logged
     assert TO not in logged and TO.lstrip("+") not in logged and "7700900123" not in logged
+
+
+def test_production_takes_only_an_https_public_url(settings: Settings) -> None:
+    production = {
+        "ENVIRONMENT": "production",
+        "JWT_SECRET_KEY": "production-check-" + "k" * 40,
+        "REDCAP_TOKEN_KEY": Fernet.generate_key().decode(),
+    }
+    with pytest.raises(ValidationError, match="PUBLIC_BASE_URL must be an https URL"):
+        make_settings(settings.DATABASE_URL, PUBLIC_BASE_URL="http://api.example.org", **production)
+
+    https = make_settings(settings.DATABASE_URL, PUBLIC_BASE_URL=PUBLIC, **production)
+    assert https.PUBLIC_BASE_URL == PUBLIC

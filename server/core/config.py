@@ -241,6 +241,9 @@ class Settings(BaseSettings):
                 "REDCAP_TOKEN_KEY must be set in production (a Fernet key encrypting the "
                 "REDCap API tokens at rest)"
             )
+        if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
+            # Twilio's delivery reports carry the participant's number.
+            raise ValueError("PUBLIC_BASE_URL must be an https URL in production")
         return self
 
     @property
