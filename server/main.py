@@ -37,6 +37,7 @@ from server.modules.router import router as modules_router
 from server.participant_auth.router import router as participant_auth_router
 from server.participants.router import router as participants_router
 from server.redcap.router import router as redcap_router
+from server.reminders.callbacks import router as reminder_callbacks_router
 from server.reminders.router import router as reminders_router
 from server.reports.router import router as reports_router
 from server.schedules.router import router as schedules_router
@@ -87,6 +88,11 @@ PARTICIPANT_ROUTERS: list[APIRouter] = [
     sync_router,
     consent_participant_router,
 ]
+# Provider webhooks: authenticated by the provider's signature alone, and left out of the
+# per-IP limit as health is. Twilio posts every message's reports from a few shared addresses,
+# and a dispatch tick of thousands of SMS brings thousands of reports a minute; a 429 could
+# lose them (Twilio does not reliably post a refused report again).
+WEBHOOK_ROUTERS: list[APIRouter] = [reminder_callbacks_router]
 # Bodies these routes read by hand (gzip, size limits), published in the OpenAPI document.
 HAND_READ_BODIES: list[type[BaseModel]] = [SubmissionIn, SyncIn]
 
@@ -141,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in RATE_LIMITED_ROUTERS:
         app.include_router(router, dependencies=[Depends(default_rate_limit)])
     for router in PARTICIPANT_ROUTERS:
+        app.include_router(router)
+    for router in WEBHOOK_ROUTERS:
         app.include_router(router)
     if settings.ENABLE_REFERENCE_ENDPOINT:
         app.include_router(reference_router)

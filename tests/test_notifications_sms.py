@@ -102,3 +102,18 @@ async def test_sms_server_error_and_no_server_are_transient(
     with pytest.raises(TransientDeliveryError) as caught:
         await provider.send(outgoing("sms", NUMBER))
     assert caught.value.reason.startswith("Twilio unreachable: ")
+
+
+async def test_sms_asks_twilio_to_report_delivery_when_the_api_has_a_public_url(
+    standin: TwilioStandin, sms_settings: Settings
+) -> None:
+    with_url = sms_settings.model_copy(update={"PUBLIC_BASE_URL": "https://api.example.org/"})
+
+    await TwilioSmsProvider(with_url).send(outgoing("sms", NUMBER))
+    await TwilioSmsProvider(sms_settings).send(outgoing("sms", NUMBER))
+
+    reported, unreported = standin.received
+    assert (
+        reported.form["StatusCallback"] == "https://api.example.org/api/reminders/callbacks/twilio"
+    )
+    assert "StatusCallback" not in unreported.form

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     TWILIO_FROM_NUMBER: str = ""
     # Twilio's API base (tests point it at a local stand-in); empty: Twilio's own.
     TWILIO_API_BASE: str = ""
+    # The API's public https base (https://api.example.org), as Twilio reaches it. When set,
+    # each SMS asks Twilio to report its delivery to /api/reminders/callbacks/twilio here, and
+    # the callback's signature is checked over this URL; empty: no delivery reports.
+    PUBLIC_BASE_URL: str = ""
     PUSH_PROVIDER: Literal["webpush", "log"] = "log"
     VAPID_PRIVATE_KEY: SecretStr = SecretStr("")
     VAPID_SUBJECT: str = "mailto:no-reply@metricis.invalid"
@@ -237,6 +241,9 @@ class Settings(BaseSettings):
                 "REDCAP_TOKEN_KEY must be set in production (a Fernet key encrypting the "
                 "REDCap API tokens at rest)"
             )
+        if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
+            # Twilio's delivery reports carry the participant's number.
+            raise ValueError("PUBLIC_BASE_URL must be an https URL in production")
         return self
 
     @property

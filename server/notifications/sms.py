@@ -27,6 +27,8 @@ from server.notifications.base import (
 )
 
 TWILIO_API = "https://api.twilio.com"
+# Where Twilio reports what became of a message (server.reminders.callbacks serves it).
+STATUS_CALLBACK_PATH = "/api/reminders/callbacks/twilio"
 # The prefix Twilio's client puts before each error's own message.
 _CLIENT_PREFIX = "Unable to create record: "
 # Connect and read, each: Twilio answers in well under a second when it is there at all.
@@ -52,6 +54,11 @@ class _TwilioHttp(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
         response = super().request(method, url, *args, **kwargs)
         self.last_headers = dict(response.headers or {})
         return response
+
+
+def status_callback_url(settings: Settings) -> str:
+    """The full public URL Twilio posts delivery reports to, and signs them over."""
+    return settings.PUBLIC_BASE_URL.rstrip("/") + STATUS_CALLBACK_PATH
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -98,9 +105,12 @@ class TwilioSmsProvider:
             account_sid=s.TWILIO_ACCOUNT_SID,
             http_client=http,
         )
+        options: dict[str, str] = {}
+        if s.PUBLIC_BASE_URL:
+            options["status_callback"] = status_callback_url(s)
         try:
             created = client.messages.create(
-                to=message.to, from_=s.TWILIO_FROM_NUMBER, body=message.body
+                to=message.to, from_=s.TWILIO_FROM_NUMBER, body=message.body, **options
             )
         except (TwilioRestException, TwilioServiceException) as exc:
             raise classify(exc, to=message.to, retry_after=_retry_after(http.last_headers)) from exc
