@@ -163,17 +163,18 @@ async def _send_batches(
     overlap = isinstance(db.bind, AsyncEngine)
     # Settled while this task waited for the lock: only the backlog's time is left.
     own_sent = (await _status_of(db, submission_id))[0] in SETTLED
+    ahead: asyncio.Future[tuple[list[Item], bool]] | None = await _soon(
+        _pick(db, plan, ()), overlap
+    )
     # The project's shape (server.redcap.shape), if not kept, is asked for while the first
     # batch is picked, not after it: three calls' wait before the first import otherwise.
     # Not for a task whose submission was sent already (it most often finds nothing to send).
+    # Started once the pick is under way, so that nothing is left running if the pick fails.
     shaping: asyncio.Future[Any] | None = None
     if not own_sent:
         shaping = asyncio.ensure_future(
             shape.fetch(client, plan.connection_id, plan.mapping_version)
         )
-    ahead: asyncio.Future[tuple[list[Item], bool]] | None = await _soon(
-        _pick(db, plan, ()), overlap
-    )
     writing: asyncio.Future[None] | None = None
     writing_ids: set[uuid.UUID] = set()
     try:
