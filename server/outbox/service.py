@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import one_of
 from server.core.logging import scrub
 from server.core.models import utcnow
 from server.outbox.models import JobStatus, OutboxEvent
@@ -232,7 +233,8 @@ async def settle(
         select(OutboxEvent.id)
         .where(
             OutboxEvent.topic == topic,
-            OutboxEvent.subject_id.in_(subject_ids),
+            # One array parameter: a 500-id IN list was a new statement to prepare each batch.
+            one_of(OutboxEvent.subject_id, subject_ids),
             OutboxEvent.finished_at.is_(None),
         )
         .with_for_update(skip_locked=True)

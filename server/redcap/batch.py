@@ -28,7 +28,7 @@ from server.outbox.models import OutboxEvent
 from server.participants.models import Participant
 from server.redcap import records
 from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
-from server.redcap.numbering import max_instances
+from server.redcap.numbering import claim, max_instances
 from server.submissions.models import Submission
 
 NOTHING_TO_SEND = "Nothing to send: none of the mapped values is in this submission."
@@ -222,12 +222,6 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], keep: Seque
     )
 
 
-_CLAIMED_COLUMNS = (
-    "connection_id", "record_id", "event", "instrument", "instance", "status",
-    "last_attempt_at", "error", "error_field",
-)  # fmt: skip
-
-
 def _new_state(plan: Plan, submission_id: uuid.UUID, now: datetime) -> dict[str, Any]:
     return {
         "submission_id": submission_id,
@@ -278,18 +272,18 @@ async def _number_rows(
                 highest[number_key] = highest.get(number_key, 0) + 1
                 instances[index] = highest[number_key]
     if chosen:
-        rows = [
-            {
-                **_new_state(plan, state.submission_id, now),
-                "record_id": code,
-                "event": event,
-                "instrument": instrument,
-                "instance": instance,
-                "last_attempt_at": now,
-            }
-            for (state, code), instance in zip(chosen, instances, strict=True)
-        ]
-        await _upsert(session, rows, _CLAIMED_COLUMNS)
+        await claim(
+            session,
+            study_id=plan.study_id,
+            connection_id=plan.connection_id,
+            event=event,
+            instrument=instrument,
+            now=now,
+            rows=[
+                (state.submission_id, code, instance)
+                for (state, code), instance in zip(chosen, instances, strict=True)
+            ],
+        )
     return instances
 
 

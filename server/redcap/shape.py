@@ -42,19 +42,33 @@ class _Seen:
 _seen: dict[uuid.UUID, _Seen] = {}
 
 
+def _kept(connection_id: uuid.UUID, version: str) -> _Seen | None:
+    seen = _seen.get(connection_id)
+    if seen is None or seen.version != version or time.monotonic() - seen.at > SHAPE_TTL_SECONDS:
+        return None
+    return seen
+
+
+async def fetch(
+    client: RedcapClient, connection_id: uuid.UUID, version: str
+) -> mapping_rules.ProjectStructure:
+    """The project's structure as kept, or asked for now (and kept until misfit judges it). A
+    sender asks while it picks its first batch: the batch's own check then finds it kept."""
+    seen = _kept(connection_id, version)
+    if seen is None:
+        structure = await mapping_rules.fetch_structure(client, hints=False)
+        seen = _seen[connection_id] = _Seen(version, structure, time.monotonic())
+    return seen.structure
+
+
 async def misfit(
     client: RedcapClient, connection_id: uuid.UUID, version: str, document: dict[str, Any]
 ) -> str | None:
     """The mapping error for this connection's batch, or None if the mapping fits the project.
     `version` names the mapping and connection as the sync read them (Plan.mapping_version).
     Raises what the client raises (TransientRedcapError: the batch waits, as for its import)."""
-    seen = _seen.get(connection_id)
-    if seen is None or seen.version != version or time.monotonic() - seen.at > SHAPE_TTL_SECONDS:
-        structure = await mapping_rules.fetch_structure(client, hints=False)
-        seen = _Seen(version, structure, time.monotonic())
-    problems = mapping_rules.misfits(document, seen.structure)
+    problems = mapping_rules.misfits(document, await fetch(client, connection_id, version))
     if problems:
         _seen.pop(connection_id, None)
         return MISFIT.format("; ".join(problems))
-    _seen[connection_id] = seen
     return None

@@ -35,8 +35,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Collection
-from contextlib import asynccontextmanager
-from typing import TypeVar
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import select, text
@@ -44,10 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
 from server.core.models import utcnow
-from server.redcap import importing, routing
+from server.redcap import importing, routing, shape
 from server.redcap.batch import Item, Plan, next_batch, own_transaction
 from server.redcap.client import RedcapClient
-from server.redcap.errors import TransientRedcapError
+from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapSyncState, SyncStatus
 from server.redcap.routing import SyncOutcome, resync
 
@@ -137,6 +137,15 @@ async def _soon(coro: Awaitable[T], overlap: bool) -> asyncio.Future[T]:
     return done
 
 
+async def _shape_known(shaping: asyncio.Future[Any] | None) -> None:
+    """The shape asked for beside the first pick, waited for: its transient failure is the
+    batch's (it waits, as for its import); REDCap's refusal is left to the batch's own check,
+    which reports it as the batch's failure."""
+    if shaping is not None:
+        with suppress(RedcapRejected):
+            await shaping
+
+
 async def _send_batches(
     db: AsyncSession,
     client: RedcapClient,
@@ -157,6 +166,15 @@ async def _send_batches(
     ahead: asyncio.Future[tuple[list[Item], bool]] | None = await _soon(
         _pick(db, plan, ()), overlap
     )
+    # The project's shape (server.redcap.shape), if not kept, is asked for while the first
+    # batch is picked, not after it: three calls' wait before the first import otherwise.
+    # Not for a task whose submission was sent already (it most often finds nothing to send).
+    # Started once the pick is under way, so that nothing is left running if the pick fails.
+    shaping: asyncio.Future[Any] | None = None
+    if not own_sent:
+        shaping = asyncio.ensure_future(
+            shape.fetch(client, plan.connection_id, plan.mapping_version)
+        )
     writing: asyncio.Future[None] | None = None
     writing_ids: set[uuid.UUID] = set()
     try:
@@ -172,6 +190,8 @@ async def _send_batches(
                 ahead = await _soon(_pick(db, plan, ids | writing_ids), overlap)
             results = importing.Results()
             try:
+                await _shape_known(shaping)
+                shaping = None
                 deferred = await importing.send(client, settings, plan, items, results)
             except TransientRedcapError as exc:
                 if writing is not None:
@@ -196,9 +216,11 @@ async def _send_batches(
             await writing
     finally:
         # Whatever stopped the loop, nothing is left running behind it.
-        for pending in (ahead, writing):
+        for pending in (shaping, ahead, writing):
             if pending is not None and not pending.done():
                 await asyncio.wait([pending])
+        if shaping is not None and not shaping.cancelled():
+            shaping.exception()  # retrieved: the batch it was for was never sent
     return totals
 
 

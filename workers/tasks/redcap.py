@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from celery import signals
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.config import Settings
+from server.core.config import Settings, get_settings
 from server.redcap import participant_import_job, sync
+from server.redcap.throttle import Throttle
 from workers import protocol
 
 
@@ -44,3 +46,14 @@ async def _import(
 def import_participants(event_id: str) -> str:
     """Enrol the records of a REDCap form as participants, all or none; the report is kept."""
     return protocol.run(import_participants, event_id, _import)
+
+
+def _warm_throttle(**_: Any) -> None:
+    """worker_process_init: the REDCap throttle's storage made as the process starts. `limits`
+    imports its Redis clients (redis and valkey, their versions read from package metadata)
+    when its first storage is made: 80 ms at rest, several times that on a busy machine,
+    inside the process's first sync otherwise."""
+    Throttle(get_settings())
+
+
+signals.worker_process_init.connect(_warm_throttle, weak=False)
