@@ -7,6 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from jose import JWTError, jwt
@@ -22,8 +23,13 @@ pwd_context = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto")
 USER_TOKEN = "user"
 PARTICIPANT_TOKEN = "participant"
 
-# A hash verified on unknown accounts, so a missing user costs as much time as a wrong password.
-_DUMMY_HASH = pwd_context.hash(secrets.token_urlsafe(16))
+@cache
+def _dummy_hash() -> str:
+    """A hash verified on unknown accounts, so a missing user costs as much time as a wrong
+    password. Made at the first such login, not at import: argon2 takes 64 MiB while it
+    hashes, and every process imports this module (an export worker's peak memory was 64 MiB
+    higher for it)."""
+    return str(pwd_context.hash(secrets.token_urlsafe(16)))
 
 
 def hash_password(password: str) -> str:
@@ -33,7 +39,7 @@ def hash_password(password: str) -> str:
 def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
     """Return (valid, new_hash); new_hash is set when the stored hash should be upgraded."""
     if password_hash is None:
-        pwd_context.verify(password, _DUMMY_HASH)
+        pwd_context.verify(password, _dummy_hash())
         return False, None
     valid, new_hash = pwd_context.verify_and_update(password, password_hash)
     return bool(valid), new_hash
