@@ -51,6 +51,10 @@ class Failed:
 
 # What a task does with its row's payload (ids only): where its result is, if anywhere.
 Handler = Callable[[AsyncSession, Settings, dict[str, Any]], Awaitable[str | Failed | None]]
+# A task that claims its row and records its outcome itself, in transactions of its own, to
+# call out with none open (exports' upload, a reminder's send): steps 1 to 3 are its own, run
+# under the row's run lock (step 0); its outcome's name.
+Door = Callable[[async_sessionmaker[AsyncSession], Settings, uuid.UUID], Awaitable[str]]
 
 
 def job_task() -> Callable[[Callable[[str], str]], TypedTask[[str], str]]:
@@ -101,13 +105,32 @@ async def process(
     handler: Handler,
 ) -> str:
     """Steps 0 to 3 above; the outcome's name. Never raises for the handler's errors."""
+
+    async def claim_and_run(
+        sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, event_id: uuid.UUID
+    ) -> str:
+        return await _claim_and_run(
+            sessionmaker, settings, event_id=event_id, task_name=task_name, handler=handler
+        )
+
+    return await locked(sessionmaker, settings, event_id=event_id, task_name=task_name,
+                        door=claim_and_run)  # fmt: skip
+
+
+async def locked(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    event_id: uuid.UUID,
+    task_name: str,
+    door: Door,
+) -> str:
+    """Step 0: the door runs while this run holds the row's run lock, or not at all."""
     async with liveness.run_lock(_bind(sessionmaker), event_id) as held:
         if not held:
             log.info("task_skipped", task=task_name, event_id=str(event_id), reason="running")
             return "skipped"
-        return await _claim_and_run(
-            sessionmaker, settings, event_id=event_id, task_name=task_name, handler=handler
-        )
+        return await door(sessionmaker, settings, event_id)
 
 
 def _bind(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | AsyncConnection:
@@ -154,6 +177,20 @@ async def _claim_and_run(
 
 def run(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
     """The body of every outbox task, on this worker process's loop and engine."""
+
+    async def claim_and_run(
+        sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, event_id: uuid.UUID
+    ) -> str:
+        return await _claim_and_run(
+            sessionmaker, settings, event_id=event_id, task_name=task.name, handler=handler
+        )
+
+    return run_door(task, event_id, claim_and_run)
+
+
+def run_door(task: TypedTask[[str], str], event_id: str, door: Door) -> str:
+    """run() for a task that is its own door (see Door): the same id check, run lock and
+    record of a run cut short by the soft time limit."""
     try:
         parsed = uuid.UUID(str(event_id))
     except ValueError:
@@ -163,12 +200,10 @@ def run(task: TypedTask[[str], str], event_id: str, handler: Handler) -> str:
     sessionmaker = runtime.sessionmaker()
     try:
         return runtime.run(
-            lambda: process(
-                sessionmaker, settings, event_id=parsed, task_name=task.name, handler=handler
-            )
+            lambda: locked(sessionmaker, settings, event_id=parsed, task_name=task.name, door=door)
         )
     except SoftTimeLimitExceeded as exc:
-        # Cut short outside the handler's frames (inside the loop): recorded like a failure,
+        # Cut short outside the door's frames (inside the loop): recorded like a failure,
         # under the run lock again (else the relay may take the row for a dead run meanwhile).
         cut_short: BaseException = exc
 

@@ -23,6 +23,7 @@ pwd_context = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto")
 USER_TOKEN = "user"
 PARTICIPANT_TOKEN = "participant"
 
+
 @cache
 def _dummy_hash() -> str:
     """A hash verified on unknown accounts, so a missing user costs as much time as a wrong

@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.config import Settings, get_settings
+from server.core.config import Settings
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.participants import contacts
@@ -94,8 +94,8 @@ async def create(
     *,
     study_id: uuid.UUID,
     participant_in: ParticipantCreate,
+    settings: Settings,
     scope: SiteScope = WHOLE_STUDY,
-    settings: Settings | None = None,
 ) -> Participant:
     await site_of_study(db, study_id=study_id, site_id=participant_in.site_id, scope=scope)
     if await code_taken(db, study_id=study_id, code=participant_in.participant_code):
@@ -115,11 +115,8 @@ async def create(
     db.add(participant)
     await db.flush()
     if participant_in.contact is not None:
-        # The contact is sealed with the key of these settings (the process's by default).
-        await set_contact(
-            db, settings or get_settings(), participant=participant,
-            contact_in=participant_in.contact,
-        )  # fmt: skip
+        # The contact is sealed with the key of these settings.
+        await set_contact(db, settings, participant=participant, contact_in=participant_in.contact)
     log.info("participant_enrolled", participant_id=str(participant.id), study_id=str(study_id))
     return participant
 

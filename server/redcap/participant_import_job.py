@@ -116,7 +116,9 @@ async def run_import(db: AsyncSession, settings: Settings, import_id: uuid.UUID)
     )
     if not report.rejected and not import_in.dry_run:
         for participant_in in accepted:
-            await participants_service.create(db, study_id=study_id, participant_in=participant_in)
+            await participants_service.create(
+                db, study_id=study_id, participant_in=participant_in, settings=settings
+            )
         report.created = len(accepted)
     row.report = report.model_dump(mode="json")
     await db.flush()

@@ -1,8 +1,9 @@
 """Exports (exports queue): outbox topic `exports.build`.
 
-Not protocol.run's one-transaction handler: the build holds no transaction while it uploads
-the zip (server.exports.build opens and closes its own), so this door claims the row, calls
-the build, then marks the row, each step in a transaction of its own. A worker killed
+A door of its own (protocol.run_door), not protocol.run's one-transaction handler: the build
+holds no transaction while it uploads the zip (server.exports.build opens and closes its
+own), so this door claims the row, calls the build, then marks the row, each step in a
+transaction of its own. A worker killed
 mid-build leaves the row running and frees its run lock (server.outbox.liveness, as in
 protocol.process): the relay publishes it again within seconds and the build starts over;
 nothing is offered until the zip is whole in storage.
@@ -16,27 +17,14 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import storage_from_settings
-from server.core.config import Settings, get_settings
+from server.core.config import Settings
 from server.core.models import utcnow
 from server.exports import build
 from server.exports.plan import ExportGone, SelectionChanged
-from server.outbox import liveness
 from server.outbox import service as outbox
-from workers import protocol, runtime
+from workers import protocol
 
 log = structlog.stdlib.get_logger(__name__)
-
-
-async def _process(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, event_id: uuid.UUID
-) -> str:
-    # The run lock for the whole build: while it is held the relay leaves the row alone.
-    async with liveness.run_lock(sessionmaker.kw["bind"], event_id) as held:
-        if not held:
-            log.info("task_skipped", task=build_export.name, event_id=str(event_id),
-                     reason="running")  # fmt: skip
-            return "skipped"
-        return await _claim_and_build(sessionmaker, settings, event_id)
 
 
 async def _claim_and_build(
@@ -77,9 +65,4 @@ async def _claim_and_build(
 @protocol.job_task()
 def build_export(event_id: str) -> str:
     """Build one export's zip and publish it to the archive's storage."""
-    try:
-        parsed = uuid.UUID(str(event_id))
-    except ValueError:
-        return "skipped"
-    settings = get_settings()
-    return runtime.run(lambda: _process(runtime.sessionmaker(), settings, parsed))
+    return protocol.run_door(build_export, event_id, _claim_and_build)

@@ -16,11 +16,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core import clock
-from server.core.config import Settings, get_settings
+from server.core.config import Settings
 from server.core.models import utcnow
 from server.notifications.base import DeliveryError, PermanentDeliveryError
 from server.notifications.registry import provider_for
-from server.outbox import liveness
 from server.outbox import service as outbox
 from server.reminders import dispatch as reminders_dispatch
 from server.reminders import sending
@@ -44,17 +43,6 @@ def dispatch() -> dict[str, object]:
     if outcome.get("found"):
         log.info("reminders_dispatched", **outcome)
     return outcome
-
-
-async def _send(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, event_id: uuid.UUID
-) -> str:
-    async with liveness.run_lock(sessionmaker.kw["bind"], event_id) as held:
-        if not held:
-            log.info("task_skipped", task=send_message.name, event_id=str(event_id),
-                     reason="running")  # fmt: skip
-            return "skipped"
-        return await _claim_and_send(sessionmaker, settings, event_id)
 
 
 async def _claim_and_send(
@@ -114,9 +102,4 @@ async def _claim_and_send(
 @protocol.job_task()
 def send_message(event_id: str) -> str:
     """Send one reminder message: its outbox row names it; the row's message id is inside."""
-    try:
-        parsed = uuid.UUID(str(event_id))
-    except ValueError:
-        return "skipped"
-    settings = get_settings()
-    return runtime.run(lambda: _send(runtime.sessionmaker(), settings, parsed))
+    return protocol.run_door(send_message, event_id, _claim_and_send)
