@@ -45,8 +45,33 @@ class CrlfSink:
         self.out.write(b'"'.join(parts))
 
 
-def arrow_type(column: Column) -> Any:
+def arrow() -> Any:
+    """pyarrow, its memory pool set for a streaming export (once a process).
+
+    Arrow's default pool in the wheels (mimalloc) keeps the pages it has freed: converting a
+    million rows block by block held ~60 MB more than the ~18 MB Arrow had allocated at any
+    moment (measured). jemalloc with its decay at 0 gives freed pages back at once, and
+    costs no measurable time here; a build without jemalloc falls back to the system pool.
+    """
     import pyarrow as pa
+
+    global _POOL_SET
+    if not _POOL_SET:
+        try:
+            pool = pa.jemalloc_memory_pool()
+            pa.jemalloc_set_decay_ms(0)
+        except NotImplementedError:
+            pool = pa.system_memory_pool()
+        pa.set_memory_pool(pool)
+        _POOL_SET = True
+    return pa
+
+
+_POOL_SET = False
+
+
+def arrow_type(column: Column) -> Any:
+    pa = arrow()
 
     return {INTEGER: pa.int64(), NUMBER: pa.float64(), BOOLEAN: pa.bool_()}.get(
         column.type, pa.string()
@@ -54,14 +79,14 @@ def arrow_type(column: Column) -> Any:
 
 
 def arrow_schema(columns: Sequence[Column]) -> Any:
-    import pyarrow as pa
+    pa = arrow()
 
     return pa.schema([pa.field(c.name, arrow_type(c)) for c in columns])
 
 
 def parquet_from_csv(csv_path: Path, out: Path, columns: Sequence[Column]) -> int:
     """Stream a COPY CSV into Parquet block by block, one row group a block; rows written."""
-    import pyarrow as pa
+    pa = arrow()
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -117,7 +142,7 @@ def write_rows_csv(path: Path, columns: Sequence[Column], rows: Iterable[Sequenc
 def write_rows_parquet(
     path: Path, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
 ) -> None:
-    import pyarrow as pa
+    pa = arrow()
     import pyarrow.parquet as pq
 
     schema = arrow_schema(columns)
