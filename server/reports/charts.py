@@ -5,9 +5,19 @@ Drawn by hand from a few lines and markers rather than with reportlab's chart wi
 chart is a handful of shapes, which keeps a 12-visit report's build short.
 """
 
+# The shapes are imported after rl_config is set (below).
+# ruff: noqa: E402
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from reportlab import rl_config
+
+# Before reportlab.graphics.shapes is first imported (here; nothing else imports it): without
+# it every attribute a chart's shape sets is type-checked, a third of a chart's drawing time
+# (profiled). Our shapes are built from plain floats and colours; reportlab documents this.
+rl_config.shapeChecking = 0
 
 from reportlab.graphics.shapes import Circle, Drawing, Line, Polygon, PolyLine, Rect, String
 from reportlab.lib import colors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from server.reports.change import IMPROVED, WORSENED, change
 from server.reports.charts import Point, bar_chart, line_chart
 from server.reports.data import Header, ParticipantData
 from server.reports.data_visits import Visit
+from server.reports.document import Built, ModuleInfo, Options
 from server.reports.styles import FLAG
 
 LEGEND = (
@@ -23,27 +23,6 @@ LEGEND = (
     "band is the module's normal range; the x axis is the visit number, a red number over a "
     "dashed line a missed or skipped visit (no value, so the line breaks there)."
 )
-
-
-@dataclass
-class ModuleInfo:
-    key: str
-    name: str
-    questionnaire: bool
-    metrics: list[dict[str, Any]]  # the newest version's definitions the data uses
-
-
-@dataclass
-class Built:
-    pdf: bytes
-    pages: int
-
-
-@dataclass
-class Options:
-    metrics: list[str] | None = None  # "module.metric" or "metric"; None: the key metrics
-    generated_at: datetime = field(default_factory=datetime.now)
-    page_size: str = "A4"
 
 
 def _fmt(value: Any, unit: str = "") -> str:

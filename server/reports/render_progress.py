@@ -11,7 +11,8 @@ from reportlab.platypus import Paragraph, Table, TableStyle
 
 from server.reports import styles
 from server.reports.data_progress import ProgressData
-from server.reports.render import Built, Options, build_pdf, wrap
+from server.reports.document import Built, Options
+from server.reports.render import build_pdf, wrap
 from server.reports.styles import FLAG
 
 STATUSES = ("enrolled", "active", "completed", "withdrawn")

@@ -28,7 +28,8 @@ from server.outbox import service as outbox
 from server.outbox.models import JobStatus, OutboxEvent
 from server.outbox.topics import REPORTS_BUILD
 from server.participants.models import Participant
-from server.reports import data, data_progress, data_visits, render, render_progress
+from server.reports import data, data_progress, data_visits
+from server.reports.document import ModuleInfo, Options
 from server.reports.models import Report, ReportKind
 from server.reports.schemas import ReportCreate
 from server.studies.access import SiteScope
@@ -177,7 +178,7 @@ async def _queue(db: AsyncSession, report: Report) -> None:
     await db.flush()
 
 
-async def modules_of(db: AsyncSession, visits: list[data_visits.Visit]) -> list[render.ModuleInfo]:
+async def modules_of(db: AsyncSession, visits: list[data_visits.Visit]) -> list[ModuleInfo]:
     """The modules the visits used, in their first visit's order, each described by the newest
     version the visits used."""
     newest: dict[str, int] = {}
@@ -186,9 +187,7 @@ async def modules_of(db: AsyncSession, visits: list[data_visits.Visit]) -> list[
             newest[key] = max(version, newest.get(key, 0))
     defs = await data.module_metrics(db, set(newest.items()))
     return [
-        render.ModuleInfo(
-            key, data.module_name(key), data.is_questionnaire(key), defs[(key, version)]
-        )
+        ModuleInfo(key, data.module_name(key), data.is_questionnaire(key), defs[(key, version)])
         for key, version in newest.items()
     ]
 
@@ -204,9 +203,12 @@ async def build(
     # are lost together, the job runs again and builds the same report. So its commit need not
     # wait for the WAL flush, which on a busy disk is most of a build's database time.
     await db.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    # The layout, and with it reportlab, when a report is first built (server.reports.document).
+    from server.reports import render, render_progress
+
     now = now or utcnow()
     found = await _data(db, report)
-    options = render.Options(
+    options = Options(
         metrics=report.options.get("metrics"),
         generated_at=now,
         page_size=settings.REPORT_PAGE_SIZE,
