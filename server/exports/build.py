@@ -12,7 +12,7 @@
 """
 
 # A worker process runs one export on its own loop: blocking file calls hold up nothing else.
-# ruff: noqa: ASYNC240
+# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from server.core.models import utcnow
 from server.exports import query, sessions, writers
 from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
 from server.exports.models import Export, ExportSubmission
-from server.exports.plan import ExportGone, plan_export
+from server.exports.plan import ExportGone, Plan, plan_export
 from server.exports.stream import Progress, copy_trials
 
 TABULAR = ("sav", "dta")
@@ -121,41 +121,30 @@ async def build(
                 if name.startswith(stem + "."):
                     counts[name] = n
         async with sessionmaker() as db, db.begin():
-            s_columns, s_rows, scorers = await sessions.session_table(
-                db, export_id=plan.export_id, filters=plan.filters,
-                data_as_of=plan.data_as_of, modules=plan.modules,
-            )  # fmt: skip
-            submissions = (
-                await db.execute(
-                    select(ExportSubmission.submission_id, ExportSubmission.checksum)
-                    .where(ExportSubmission.export_id == plan.export_id)
-                    .order_by(ExportSubmission.submission_id)
-                )
-            ).all()
-        s_rows = _stringify(s_columns, s_rows)
-        _write_sessions(tmp, s_columns, s_rows, formats, files, layouts, counts)
-        if psychds:
-            psychds_layout(tmp, files, layouts)
-        (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
-        files["codebook.csv"] = tmp / "codebook.csv"
-        manifest = {
-            "format": "metricis-export/1",
-            "request": {"filters": plan.filters, "formats": sorted(plan.formats)},
-            "files": [
-                {"name": name, "rows": counts.get(name), "sha256": _sha256(files[name])}
-                for name in sorted(files)
-            ],
-            "modules": [
-                {"key": k, "version": v, "scorers": scorers.get(f"{k}@{v}", [])}
-                for k, v in sorted(plan.modules)
-            ],
-            # Submissions left out under their participants' consent, by reason (never who).
-            "excluded": plan.excluded,
-            "submissions": [{"id": str(s), "raw_checksum": c} for s, c in submissions],
-            "software": _software(formats),
-        }
-        (tmp / "manifest.json").write_bytes(json.dumps(manifest, indent=1).encode() + b"\n")
-        files["manifest.json"] = tmp / "manifest.json"
+            # One read transaction: the session table and the manifest's list of submissions
+            # stream from server-side cursors straight into their files.
+            scorers = await _write_sessions(db, plan, tmp, formats, files, layouts, counts)
+            if psychds:
+                psychds_layout(tmp, files, layouts)
+            (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
+            files["codebook.csv"] = tmp / "codebook.csv"
+            head = {
+                "format": "metricis-export/1",
+                "request": {"filters": plan.filters, "formats": sorted(plan.formats)},
+                "files": [
+                    {"name": name, "rows": counts.get(name), "sha256": _sha256(files[name])}
+                    for name in sorted(files)
+                ],
+                "modules": [
+                    {"key": k, "version": v, "scorers": scorers.get(f"{k}@{v}", [])}
+                    for k, v in sorted(plan.modules)
+                ],
+                # Submissions left out under their participants' consent, by reason (never who).
+                "excluded": plan.excluded,
+                "software": _software(formats),
+            }
+            files["manifest.json"] = tmp / "manifest.json"
+            await _write_manifest(db, plan.export_id, head, files["manifest.json"])
         zip_path = tmp / "export.zip"
         writers.write_zip(zip_path, files)
         checksum, size = _sha256(zip_path), zip_path.stat().st_size
@@ -212,21 +201,34 @@ def _layouts(stem: str, columns: list[Column], formats: set[str], out: dict[str,
         out[f"{stem}.{fmt}"] = columns
 
 
-def _write_sessions(
+async def _write_sessions(
+    db: AsyncSession,
+    plan: Plan,
     tmp: Path,
-    columns: list[Column],
-    rows: list[list[Any]],
     formats: set[str],
     files: dict[str, Path],
     layouts: dict[str, list[Column]],
     counts: dict[str, int],
-) -> None:
+) -> dict[str, list[str]]:
+    """The session table's files, streamed a batch of sessions at a time; the scorers."""
+    scope = {"export_id": plan.export_id, "filters": plan.filters,
+             "data_as_of": plan.data_as_of, "modules": plan.modules}  # fmt: skip
+    layout = await sessions.session_layout(db, **scope)
+    columns = layout.columns
     parquet = tmp / "sessions.parquet"
-    if formats - {"csv"}:
+    out = writers.RowFiles(
+        columns,
+        csv_path=tmp / "sessions.csv" if "csv" in formats else None,
         # pyarrow (and pandas, for SPSS and Stata) only when asked for: they weigh ~50-100 MB.
-        writers.write_rows_parquet(parquet, columns, rows)
-    if "csv" in formats:
-        writers.write_rows_csv(tmp / "sessions.csv", columns, rows)
+        parquet_path=parquet if formats - {"csv"} else None,
+    )
+    try:
+        async for batch in sessions.session_rows(db, columns=columns, **scope):
+            out.write(_stringify(columns, batch))
+    except BaseException:
+        out.close(complete=False)
+        raise
+    out.close()
     for fmt in formats:
         name = f"sessions.{fmt}"
         if fmt == "sav":
@@ -235,7 +237,29 @@ def _write_sessions(
             writers.write_dta(parquet, tmp / name, columns)
         files[name] = tmp / name
         layouts[name] = columns
-        counts[name] = len(rows)
+        counts[name] = out.rows
+    return layout.scorers
+
+
+async def _write_manifest(
+    db: AsyncSession, export_id: uuid.UUID, head: dict[str, Any], path: Path
+) -> None:
+    """manifest.json: the head, then every submission read with its raw checksum, one a
+    line, streamed (a study's list can be millions long)."""
+    listed = await db.stream(
+        select(ExportSubmission.submission_id, ExportSubmission.checksum)
+        .where(ExportSubmission.export_id == export_id)
+        .order_by(ExportSubmission.submission_id)
+        .execution_options(yield_per=5_000)
+    )
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(json.dumps(head, indent=1).removesuffix("\n}") + ',\n "submissions": [')
+        separator = "\n  "
+        async for submission_id, checksum in listed:
+            handle.write(separator + json.dumps({"id": str(submission_id),
+                                                 "raw_checksum": checksum}))  # fmt: skip
+            separator = ",\n  "
+        handle.write("\n ]\n}\n")
 
 
 def psychds_layout(tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]]) -> None:

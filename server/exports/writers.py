@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,7 +17,7 @@ from server.exports.columns import BOOLEAN, INTEGER, MISSING, NUMBER, Column
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 COPY_BLOCK = 1 << 20
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 32_768
 
 
 class CrlfSink:
@@ -95,7 +95,7 @@ def parquet_from_csv(csv_path: Path, out: Path, columns: Sequence[Column]) -> in
         csv_path,
         # Small blocks, one thread: the reader's read-ahead is the memory an export adds;
         # parsing is a fraction of the COPY's time either way.
-        read_options=pacsv.ReadOptions(block_size=256 << 10, use_threads=False),
+        read_options=pacsv.ReadOptions(block_size=128 << 10, use_threads=False),
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
             strings_can_be_null=True,
@@ -128,28 +128,59 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def write_rows_csv(path: Path, columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow([c.name for c in columns])
-        for row in rows:
-            writer.writerow([_csv_value(v) for v in row])
-            n += 1
-    return n
+def _copy_csv_value(value: Any) -> str:
+    """A value as COPY writes it in CSV: NULL an empty field, every string quoted (so an
+    empty string stays one), booleans true/false; parquet_from_csv reads this dialect."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace('"', '""') + '"'
 
 
-def write_rows_parquet(
-    path: Path, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
-) -> None:
-    pa = arrow()
-    import pyarrow.parquet as pq
+class RowFiles:
+    """Python rows (the session table) into CSV and/or Parquet, a batch at a time.
 
-    schema = arrow_schema(columns)
-    arrays = [
-        pa.array([row[i] for row in rows], type=schema.field(i).type) for i in range(len(columns))
-    ]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path, compression="snappy")
+    The Parquet is made as the trials' is, from a CSV in COPY's dialect (parquet_from_csv):
+    building Arrow arrays from Python lists (pa.array) imports pandas, ~45 MB of a worker's
+    memory for a table of a few columns."""
+
+    def __init__(
+        self, columns: Sequence[Column], *, csv_path: Path | None, parquet_path: Path | None
+    ) -> None:
+        self.columns = list(columns)
+        self.rows = 0
+        self.parquet_path = parquet_path
+        self._csv: IO[str] | None = None
+        self._raw: IO[str] | None = None
+        header = ",".join(_copy_csv_value(c.name) for c in columns)
+        if csv_path is not None:
+            self._csv = open(csv_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self._csv_writer = csv.writer(self._csv, lineterminator="\r\n")
+            self._csv_writer.writerow([c.name for c in columns])
+        if parquet_path is not None:
+            self.raw_path = parquet_path.with_suffix(".raw.csv")
+            self._raw = open(self.raw_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self._raw.write(header + "\n")
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.rows += len(rows)
+        if self._csv is not None:
+            self._csv_writer.writerows([_csv_value(v) for v in row] for row in rows)
+        if self._raw is not None:
+            self._raw.writelines(",".join(map(_copy_csv_value, row)) + "\n" for row in rows)
+
+    def close(self, *, complete: bool = True) -> None:
+        """Close the files; the Parquet is made only from a complete table."""
+        if self._csv is not None:
+            self._csv.close()
+        if self._raw is not None:
+            self._raw.close()
+            if complete and self.parquet_path is not None:
+                parquet_from_csv(self.raw_path, self.parquet_path, self.columns)
+            self.raw_path.unlink()
 
 
 def _frame(parquet: Path, columns: Sequence[Column]) -> Any:
