@@ -17,7 +17,8 @@ from server.reports.change import IMPROVED, WORSENED
 from server.studies.models import StudyRole
 from tests import factories
 
-# The built-in modules' declared psychometrics (server/modules/builtin.py).
+# The built-in modules' declared psychometrics (server/modules/builtin_cognitive.py and
+# builtin_questionnaires.py).
 RT = {"r": 0.80, "sd": 50.0}
 MOOD = {"r": 0.84, "sd": 5.0}
 

@@ -16,7 +16,8 @@ from server.core.catalogue import PublicationStatus
 from server.core.config import Settings
 from server.demo import seed_demo_batteries
 from server.modules import service as modules_service
-from server.modules.builtin import SIMPLE_RT, load_builtins
+from server.modules.builtin import load_builtins
+from server.modules.builtin_cognitive import SIMPLE_RT
 from server.modules.models import Module
 from server.modules.schemas import ModuleCreate
 from server.studies.models import Study, StudyRole

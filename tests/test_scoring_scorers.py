@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.modules.builtin import MOOD9_ITEM_BANK
+from server.modules.builtin_questionnaires import MOOD9_ITEM_BANK
 from server.scoring import stats
 from server.scoring.compare import compare
 from server.scoring.scorers import ScoringInput, scorer_for

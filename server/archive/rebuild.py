@@ -11,31 +11,27 @@ backup, or never lost); "an empty database" here means one empty of submissions.
 are found by code within the study, batteries by key and version within the study, modules by
 key and version; an object whose references are missing is skipped and reported.
 
-Every object is verified first: the payload's checksum is recomputed from its bytes and must
-match, and the object must sit under the key its own ids give. A corrupt object is skipped and
-reported, never half-restored. Re-running creates nothing twice. No outbox rows are written:
-a restored submission is not a new one, and was archived and synced when it first arrived.
+Every object is verified first (server.archive.verify): a corrupt one is skipped and reported,
+never half-restored. Re-running creates nothing twice. No outbox rows are written: a restored
+submission is not a new one, and was archived and synced when it first arrived. What a run did
+is its RebuildReport (server.archive.rebuild_report).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-import orjson
 import structlog
-from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.archive.service import FORMAT, archive_key, study_prefix
+from server.archive.rebuild_report import RebuildReport, Skipped
+from server.archive.service import study_prefix
 from server.archive.storage import ObjectNotFound, ObjectStorage
-from server.assessment_sessions.models import AssessmentSession, SessionStatus
+from server.archive.verify import Archived, CorruptObject, SubmissionDoc, verify
+from server.assessment_sessions.models import AssessmentSession
 from server.batteries.models import Battery
 from server.modules.models import Module
 from server.participants.models import Participant
@@ -43,7 +39,6 @@ from server.studies.models import Study
 from server.submissions import service as submissions_service
 from server.submissions import validation
 from server.submissions.models import Submission, SubmissionStatus, SubmissionTask
-from server.submissions.schemas import SubmissionIn
 
 log = structlog.get_logger(__name__)
 
@@ -53,150 +48,11 @@ SCOPE = (
 )
 
 
-class _SessionDoc(BaseModel):
-    id: uuid.UUID
-    battery_id: uuid.UUID
-    battery_key: str
-    battery_version: int
-    status: SessionStatus
-    device: dict[str, Any]
-    app_version: str
-    client_started_at: AwareDatetime
-    started_at: AwareDatetime
-    client_ended_at: AwareDatetime | None
-    ended_at: AwareDatetime | None
-
-
-class _SubmissionDoc(BaseModel):
-    id: uuid.UUID
-    client_submission_id: str
-    participant_id: uuid.UUID
-    participant_code: str
-    study_id: uuid.UUID
-    study_code: str
-    site_code: str
-    session: _SessionDoc
-    checksum: str
-    received_at: AwareDatetime
-
-
-class _Document(BaseModel):
-    format: str
-    submission: _SubmissionDoc
-    payload_b64: str
-
-
-@dataclass(frozen=True)
-class Archived:
-    """A verified archive object: its facts, its exact bytes and its parsed payload."""
-
-    key: str
-    submission: _SubmissionDoc
-    raw: bytes
-    payload: SubmissionIn
-
-
-@dataclass(frozen=True)
-class Skipped:
-    key: str
-    reason: str
-
-
-@dataclass
-class RebuildReport:
-    study_id: uuid.UUID
-    study_code: str
-    objects: int = 0
-    restored: int = 0
-    already_present: int = 0
-    sessions_created: int = 0
-    tasks_created: int = 0
-    # Restored, but quarantined: its tasks do not fit its battery's modules.
-    quarantined: int = 0
-    # Failed verification: unreadable, wrong checksum, or not where its ids say it belongs.
-    corrupt: list[Skipped] = field(default_factory=list)
-    # Sound, but its participant, battery or module is not in this database.
-    missing_reference: list[Skipped] = field(default_factory=list)
-    # Sound, but the database holds different data under the same ids.
-    conflicting: list[Skipped] = field(default_factory=list)
-
-    @property
-    def skipped(self) -> list[Skipped]:
-        return [*self.corrupt, *self.missing_reference, *self.conflicting]
-
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-    def summary(self) -> str:
-        return (
-            f"study {self.study_code}: {self.objects} archived submissions, "
-            f"{self.restored} restored ({self.quarantined} quarantined), "
-            f"{self.already_present} already present, "
-            f"{len(self.corrupt)} corrupt, {len(self.missing_reference)} missing reference data, "
-            f"{len(self.conflicting)} conflicting"
-        )
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "objects": self.objects,
-            "restored": self.restored,
-            "already_present": self.already_present,
-            "sessions_created": self.sessions_created,
-            "tasks_created": self.tasks_created,
-            "quarantined": self.quarantined,
-            "corrupt": len(self.corrupt),
-            "missing_reference": len(self.missing_reference),
-            "conflicting": len(self.conflicting),
-        }
-
-
-class CorruptObject(Exception):
-    pass
-
-
 class _Unplaceable(Exception):
     def __init__(self, reason: str, *, conflict: bool) -> None:
         super().__init__(reason)
         self.reason = reason
         self.conflict = conflict
-
-
-def verify(key: str, data: bytes, study_id: uuid.UUID) -> Archived:
-    """Parse and check one archive object; raises CorruptObject naming what is wrong."""
-    try:
-        document = _Document.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise CorruptObject(f"not an archive document ({where}: {first['msg']})") from None
-    if document.format != FORMAT:
-        raise CorruptObject(f"unknown format {document.format[:64]!r}")
-    doc = document.submission
-    if doc.study_id != study_id:
-        raise CorruptObject("belongs to another study")
-    if key != archive_key(doc.study_id, doc.participant_id, doc.session.id, doc.id):
-        raise CorruptObject("stored under a key its ids do not give")
-    try:
-        raw = base64.b64decode(document.payload_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise CorruptObject("payload is not valid base64") from None
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise CorruptObject("payload is not JSON") from None
-    if submissions_service.checksum(payload) != doc.checksum:
-        raise CorruptObject("payload checksum does not match")
-    try:
-        submission_in = SubmissionIn.model_validate(payload)
-    except ValidationError:
-        raise CorruptObject("payload is not a submission") from None
-    if (
-        submission_in.session_id != doc.session.id
-        or submission_in.client_submission_id != doc.client_submission_id
-    ):
-        raise CorruptObject("payload and document disagree on session or submission id")
-    return Archived(key=key, submission=doc, raw=raw, payload=submission_in)
 
 
 class _Rebuilder:
@@ -318,7 +174,7 @@ class _Rebuilder:
         return True
 
     async def _session(
-        self, doc: _SubmissionDoc, *, participant_id: uuid.UUID, battery_id: uuid.UUID
+        self, doc: SubmissionDoc, *, participant_id: uuid.UUID, battery_id: uuid.UUID
     ) -> None:
         """Create the session once; of this run's snapshots, the newest submission's wins."""
         s = doc.session

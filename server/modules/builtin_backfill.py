@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from server.modules.builtin import COGNITIVE_MODULES, mood9_module
+from server.modules.builtin_cognitive import COGNITIVE_MODULES
+from server.modules.builtin_questionnaires import mood9_module
 
 NORM_KEYS = ("higher_is_better", "reliability", "normal_range")
 
