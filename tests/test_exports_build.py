@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pyreadstat
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import LocalStorage
@@ -167,6 +168,33 @@ async def test_a_freeze_re_runs_to_the_same_bytes(world: dict[str, object]) -> N
         again = await exports_service.rerun(db, source=original, user_id=seeded.user_id)
     key = await build.build(sessions, storage, again.id)
     assert storage.get(key) == world["zip"]
+
+
+async def test_a_freeze_re_runs_to_the_same_bytes_after_its_flags_are_recomputed(
+    world: dict[str, object],
+) -> None:
+    """Quality checks are recomputed whole when a session is rescored: a freeze's re-run
+    still shows the flags its export read, while a new export shows today's."""
+    sessions: async_sessionmaker[AsyncSession] = world["sessions"]  # type: ignore[assignment]
+    storage: LocalStorage = world["storage"]  # type: ignore[assignment]
+    seeded: ef.Seeded = world["seeded"]  # type: ignore[assignment]
+    flip = text("UPDATE quality_checks SET fired = NOT fired WHERE session_id IN "
+                "(SELECT id FROM assessment_sessions WHERE study_id = :s)")  # fmt: skip
+    async with sessions() as db, db.begin():
+        original = await db.get(Export, world["export_id"])
+        assert original is not None
+        await exports_service.freeze(db, export=original, user_id=seeded.user_id)
+        again = await exports_service.rerun(db, source=original, user_id=seeded.user_id)
+        assert (await db.execute(flip, {"s": seeded.study.id})).rowcount > 0  # type: ignore[attr-defined]
+    try:
+        key = await build.build(sessions, storage, again.id)
+        assert storage.get(key) == world["zip"]
+        _, fresh = await ef.export_now(sessions, storage, seeded, ExportCreate(formats=["csv"]))
+        before = ef.members(world["zip"])["sessions.csv"]  # type: ignore[arg-type]
+        assert ef.members(fresh)["sessions.csv"] != before
+    finally:
+        async with sessions() as db, db.begin():
+            await db.execute(flip, {"s": seeded.study.id})
 
 
 async def test_filters_narrow_the_export(world: dict[str, object]) -> None:

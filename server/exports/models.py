@@ -65,3 +65,19 @@ class ExportSubmission(Base):
     # No foreign key: a frozen list outlives a deleted submission, and the re-run says so.
     submission_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     checksum: Mapped[str] = mapped_column(String(64))
+
+
+class ExportQualityFlag(Base):
+    """The data-quality flags an export read, a row a session and rule, recorded when its
+    build starts: quality checks are recomputed whole when a session is rescored (they are
+    derived, server.scoring), so a freeze's re-run reads these, not the checks of the day."""
+
+    __tablename__ = "export_quality_flags"
+
+    export_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    # No foreign key: a frozen record outlives a deleted session, as export_submissions does.
+    session_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fired: Mapped[bool]

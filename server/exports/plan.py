@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.models import utcnow
 from server.exports import query
-from server.exports.models import Export, ExportSubmission
+from server.exports.models import Export, ExportQualityFlag, ExportSubmission
 from server.item_banks.models import ItemBank
 from server.modules.models import Module
 
@@ -45,6 +45,7 @@ async def plan_export(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
     if export.storage_key is not None:
         return export.storage_key  # built already: a message delivered twice
     await db.execute(delete(ExportSubmission).where(ExportSubmission.export_id == export_id))
+    await db.execute(delete(ExportQualityFlag).where(ExportQualityFlag.export_id == export_id))
     if export.source_export_id is not None:
         source = await db.get(Export, export.source_export_id)
         if (
@@ -54,11 +55,13 @@ async def plan_export(db: AsyncSession, export_id: uuid.UUID) -> Plan | str:
             raise SelectionChanged("a submission of the freeze is gone or changed")
         export.data_as_of = source.data_as_of
         export.excluded = source.excluded
+        await query.record_flags(db, export_id=export_id, source_id=source.id)
     else:
         export.excluded = await query.select_submissions(
             db, export_id=export_id, study_id=export.study_id, filters=export.filters
         )
         export.data_as_of = await db.scalar(text("SELECT now()"))
+        await query.record_flags(db, export_id=export_id)
     found = await query.modules_in(db, export_id, export.filters)
     export.rows_total = sum(int(m.n_trials) for m in found)
     export.rows_done = 0

@@ -134,6 +134,34 @@ async def copy_frozen(db: AsyncSession, *, export_id: uuid.UUID, source_id: uuid
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def record_flags(
+    db: AsyncSession, *, export_id: uuid.UUID, source_id: uuid.UUID | None = None
+) -> None:
+    """The data-quality flags the export reads, recorded once (export_quality_flags): each
+    rule fired or quiet on each of its sessions; a freeze's re-run copies its source's."""
+    if source_id is not None:
+        await db.execute(
+            text("""
+                INSERT INTO export_quality_flags (export_id, session_id, rule, fired)
+                SELECT :export_id, session_id, rule, fired FROM export_quality_flags
+                WHERE export_id = :source
+            """),
+            {"export_id": export_id, "source": source_id},
+        )
+        return
+    await db.execute(
+        text("""
+            INSERT INTO export_quality_flags (export_id, session_id, rule, fired)
+            SELECT :export_id, q.session_id, q.rule, bool_or(q.fired) FROM quality_checks q
+            WHERE q.session_id IN (
+                SELECT s.session_id FROM export_submissions e
+                JOIN submissions s ON s.id = e.submission_id WHERE e.export_id = :export_id)
+            GROUP BY q.session_id, q.rule
+        """),
+        {"export_id": export_id},
+    )
+
+
 def module_filter(filters: dict[str, Any], *, alias: str) -> tuple[str, dict[str, Any]]:
     """[{key, version?}] -> a clause on alias.module_key / module_version."""
     modules = filters.get("modules") or []

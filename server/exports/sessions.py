@@ -5,7 +5,8 @@ Streamed, like the trials: its columns come first from one aggregate query (whic
 flags and scorers the export's sessions hold), then its rows from a server-side cursor in
 the file's order, a batch of sessions at a time, so memory stays flat as the study grows.
 Scores are read as of the export's data_as_of, so a freeze's re-run reads the scores its
-export read (scores are added, never replaced).
+export read (scores are added, never replaced); flags from those the export recorded when
+its build started (export_quality_flags: checks are recomputed, not added).
 """
 
 # SQL text is assembled from fixed fragments, bound-parameter names and escaped literals
@@ -76,16 +77,15 @@ _LAYOUT = """
     FROM picked WHERE scorer_key IS NOT NULL
     UNION ALL
     SELECT DISTINCT 'flag', '', 0, q.rule, NULL::boolean, NULL::boolean
-    FROM quality_checks q WHERE q.session_id IN (SELECT session_id FROM picked)
+    FROM export_quality_flags q
+    WHERE q.export_id = :export_id AND q.session_id IN (SELECT session_id FROM picked)
 """
 
 _ROWS = """
     WITH picked AS ({picked})
     SELECT pk.*, (
-        SELECT jsonb_object_agg(rule, fired) FROM (
-            SELECT q.rule, bool_or(q.fired) AS fired FROM quality_checks q
-            WHERE q.session_id = pk.session_id GROUP BY q.rule
-        ) f
+        SELECT jsonb_object_agg(q.rule, q.fired) FROM export_quality_flags q
+        WHERE q.export_id = :export_id AND q.session_id = pk.session_id
     ) AS flags
     FROM picked pk
     ORDER BY pk.participant_code COLLATE "C", pk.started_at NULLS FIRST, pk.session_id,
