@@ -89,3 +89,29 @@ async def test_a_worker_killed_mid_export_leaves_nothing_offered_and_the_retry_c
     assert {"manifest.json", "codebook.csv", "trials_simple_rt_v1.sav"} <= set(files)
     assert await dead_letters(stack) == []
     assert "task_succeeded" in second.output()
+
+
+async def test_an_export_longer_than_the_tasks_time_limit_completes(stack: Stack) -> None:
+    """Every other task is cut off at OUTBOX_LEASE_SECONDS; an export streams a whole study
+    and has its own limit (EXPORT_TIME_LIMIT_SECONDS), so a long one finishes first time."""
+    seeded = await ef.seed(stack.sessions, stack.settings)
+    stack.start_relay(OUTBOX_LEASE_SECONDS=2)
+    # Three modules, at least one streamed block each: 4.5 s or more against a 2 s limit.
+    worker = await stack.start_worker("slow", OUTBOX_LEASE_SECONDS=2, EXPORT_TEST_PAUSE_SECONDS=1.5)
+    async with stack.sessions() as db, db.begin():
+        export = await exports_service.create(
+            db,
+            access=StudyAccess(study=seeded.study, role=None),
+            user_id=seeded.user_id,
+            request=ExportCreate(formats=["csv"]),
+        )
+
+    async def settled() -> bool:
+        _row, job = await _rows(stack, export.id)
+        return job.status in (JobStatus.succeeded, JobStatus.failed)
+
+    await stack.wait_for(settled, timeout=60, what="the slow export")
+    row, job = await _rows(stack, export.id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.succeeded, 1, None)
+    assert row.storage_key is not None and row.rows_done == row.rows_total
+    assert "TimeLimitExceeded" not in worker.output()

@@ -43,6 +43,11 @@ def task_routes() -> dict[str, dict[str, str]]:
     return {r.task_name: {"queue": r.queue} for r in ROUTES.values()} | routes
 
 
+def _soft(hard: int) -> int:
+    # The soft limit comes a tenth earlier, for the task to record its failure itself.
+    return max(1, hard - max(1, hard // 10))
+
+
 def build_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this deployment: Redis as broker and result backend."""
     # The hard time limit (OUTBOX_LEASE_SECONDS) ends a run that hangs: its process is killed,
@@ -69,8 +74,15 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # message or worker was lost comes back through the relay (workers.relay), only.
         "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": max(1, hard - max(1, hard // 10)),
+        "task_soft_time_limit": _soft(hard),
         "task_time_limit": hard,
+        # An export streams a whole study: its own, longer limit.
+        "task_annotations": {
+            "workers.tasks.exports.build_export": {
+                "time_limit": settings.EXPORT_TIME_LIMIT_SECONDS,
+                "soft_time_limit": _soft(settings.EXPORT_TIME_LIMIT_SECONDS),
+            }
+        },
         "task_queues": [_queue(name) for name in QUEUES],
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,

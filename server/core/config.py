@@ -100,6 +100,8 @@ class Settings(BaseSettings, ReminderSettings):
     # A task's hard time limit, and how long a published row may wait for a run before it is
     # published again (its message was lost). A dead run comes back sooner: its lock is free.
     OUTBOX_LEASE_SECONDS: int = Field(default=300, ge=1)
+    # An export's own hard time limit: a large study streams for minutes, holding its run lock.
+    EXPORT_TIME_LIMIT_SECONDS: int = Field(default=4 * 3600, ge=1)
     # Tests only: a pause after each block an export streams, to kill a worker mid-export.
     EXPORT_TEST_PAUSE_SECONDS: float = Field(default=0.0, ge=0)
     RELAY_INTERVAL_SECONDS: float = Field(default=1.0, gt=0)

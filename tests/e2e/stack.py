@@ -193,19 +193,12 @@ class Stack:
         env = self.env(**({"RELAY_INTERVAL_SECONDS": 0.2} | settings))
         return self._process("relay", [sys.executable, "-m", "server", "relay"], env)
 
-    async def start_worker(
-        self, name: str, *, time_limit_s: int | None = None, **settings: object
-    ) -> Process:
+    async def start_worker(self, name: str, **settings: object) -> Process:
         """`celery -A workers.app worker -Q <QUEUES> --pool=prefork -c 1`; returns
-        once it consumes. time_limit_s: run it through tests.e2e.celery_worker, with the tasks'
-        hard time limit shortened to that."""
+        once it consumes."""
         env = self.env(**settings)
-        module = "celery"
-        if time_limit_s is not None:
-            module = "tests.e2e.celery_worker"
-            env["E2E_TASK_TIME_LIMIT_S"] = str(time_limit_s)
         argv = [
-            sys.executable, "-m", module, "-A", "workers.app", "worker",
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             "-Q", QUEUES, "--pool=prefork", "-c", "1",
             "-n", f"e2e-{name}-{uuid.uuid4().hex[:6]}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
