@@ -61,3 +61,28 @@ class ExportRead(BaseModel):
     download_url: str | None = None
     download_expires_at: datetime | None = None
 
+
+class RedcapPushCreate(ExportFilters):
+    """Which sessions to send to REDCap again: an export's filters (no formats)."""
+
+
+class RedcapPushRead(BaseModel):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    job_id: uuid.UUID | None
+    # The job's state (queued, running, retrying, succeeded, failed).
+    status: str
+    filters: dict[str, object]
+    # Submissions the filters chose but consent left out, by reason (never who).
+    excluded: dict[str, int]
+    # The submissions chosen (once the job has chosen them), and how many are settled
+    # (synced, failed or skipped): the progress.
+    total: int | None
+    settled: int
+    # Records by their sync status: pending, synced, failed, skipped.
+    counts: dict[str, int]
+    created_at: datetime
+    chosen_at: datetime | None
+    finished_at: datetime | None
+    # Why the job failed or is retrying, when it did (REDCap unreachable, say).
+    job_error: str | None = None
