@@ -20,6 +20,7 @@ from server.exports import redcap_push
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.participants.models import Participant, ParticipantStatus
+from server.redcap import routing
 from server.redcap.batch import own_transaction
 from server.redcap.sync import sync_submission
 from server.studies.models import StudyRole
@@ -341,3 +342,28 @@ async def test_coordinators_push_researchers_and_viewers_do_not_site_members_the
         assert hidden.status_code == 404, path
     mine = await client.get(f"{PUSHES}/{own.json()['id']}/records", headers=headers["site_a"])
     assert mine.status_code == 200, mine.text
+
+
+async def test_a_sender_that_waited_for_its_lock_builds_with_the_mapping_saved_meanwhile(
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
+) -> None:
+    """A sync task routes, then waits for its connection's sender: a mapping saved while it
+    waited (and a push's reset after it) is sent, never the one it read before waiting."""
+    connection_id = await connect_and_map(client, world, classic)
+    ann = await participant(db, world, "P-ANN")
+    first = await direct_submission(db, world, ann, summary=GOOD)
+    async with own_transaction(db) as session:
+        routed = await routing.route(session, settings, first)
+    assert routed.plan is not None
+    await remap(client, world, connection_id,
+                fields=[{"source": "session.device", "field": "session_notes"}])  # fmt: skip
+    async with own_transaction(db) as session:
+        now = await routing.current_plan(session, routed.plan)
+    assert now.document["fields"] == [{"source": "session.device", "field": "session_notes"}]
+    assert now.mapping_version != routed.plan.mapping_version
+    async with own_transaction(db) as session:
+        assert await routing.current_plan(session, now) is now

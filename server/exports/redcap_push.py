@@ -86,6 +86,7 @@ async def create(
     return push
 
 
+_SENDER_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 # The connection each chosen submission routes to now (server.redcap.service.connection_for):
 # its participant's site's, else the study-wide one.
 _RESET = text("""
@@ -118,6 +119,17 @@ async def choose(session: AsyncSession, push_id: uuid.UUID) -> RedcapPush:
         raise PushGone(str(push_id))
     if push.chosen_at is not None:
         return push
+    # Every sender of the study's connections, for this transaction, before any state is
+    # touched (a sender writing its outcome waits for nothing this holds): a batch in flight
+    # when the mapping changed is answered and written first, then put back to pending here,
+    # never settled after this reset under the mapping it was sent with.
+    connections = await session.scalars(
+        select(RedcapConnection.id)
+        .where(RedcapConnection.study_id == push.study_id)
+        .order_by(RedcapConnection.id)
+    )
+    for connection_id in connections.all():
+        await session.execute(_SENDER_LOCK, {"key": sync.sender_key(connection_id)})
     chosen, params = query.chosen_sql(push.study_id, push.filters)
     result = await session.execute(
         text(f"""
