@@ -259,6 +259,9 @@ async def test_a_push_out_of_time_is_resumed_without_spending_an_attempt(
     job = await db.get(OutboxEvent, uuid.UUID(asked["job_id"]), populate_existing=True)
     assert job is not None and (str(job.status), job.attempts) == ("retrying", 0)
     assert imports(classic) == []
+    between = (await client.get(f"{PUSHES}/{asked['id']}", headers=world.headers)).json()
+    assert (between["status"], between["total"], between["settled"]) == ("running", 1, 0)
+    assert between["counts"]["pending"] == 1 and between["job_error"] is None
     assert await run_push_job(db, settings, asked["job_id"]) == "succeeded"
     assert [(r, i) for r, i, _ in instances(classic)] == [("P-ANN", 1)]
 

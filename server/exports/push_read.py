@@ -10,11 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.exports.models import RedcapPush, RedcapPushSubmission
 from server.exports.schemas import RedcapPushRead
-from server.outbox.models import OutboxEvent
+from server.outbox.models import JobStatus, OutboxEvent
 from server.redcap.models import RedcapSyncState, SyncStatus
 from server.redcap.schemas import SyncStatePage, SyncStateRead
 
 SETTLED = (SyncStatus.synced, SyncStatus.failed, SyncStatus.skipped)
+
+
+def _status(job: OutboxEvent | None) -> str:
+    if job is None:
+        return "queued"
+    if job.status == JobStatus.retrying and job.error is None:
+        # Between two runs of a long push (outbox.resume): going on, nothing went wrong.
+        return "running"
+    return str(job.status)
 
 
 async def read(db: AsyncSession, push: RedcapPush) -> RedcapPushRead:
@@ -35,7 +44,7 @@ async def read(db: AsyncSession, push: RedcapPush) -> RedcapPushRead:
         id=push.id,
         study_id=push.study_id,
         job_id=push.job_id,
-        status="queued" if job is None else str(job.status),
+        status=_status(job),
         filters=push.filters,
         excluded=push.excluded,
         total=push.total,
