@@ -14,6 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.assessment_sessions.models import AssessmentSession
 from server.consent.models import ConsentWithdrawal, DataUse
 from server.core.config import Settings
 from server.exports import redcap_push
@@ -370,3 +371,53 @@ async def test_a_sender_that_waited_for_its_lock_builds_with_the_mapping_saved_m
     assert now.mapping_version != routed.plan.mapping_version
     async with own_transaction(db) as session:
         assert await routing.current_plan(session, now) is now
+
+
+@pytest.mark.parametrize("added", ["before the push", "while it runs"])
+async def test_sessions_whose_route_changed_are_numbered_afresh_in_their_new_project(
+    client: AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    world: World,
+    classic: RedcapStandin,
+    added: str,
+) -> None:
+    """Site A gets a REDCap project of its own after its sessions went to the study's: the
+    push sends them there as that project's instances (1, 2), not the old project's (2, 3)."""
+    await connect_and_map(client, world, classic)
+    ann = await participant(db, world, "P-ANN")
+    ids = [await direct_submission(db, world, ann, summary=GOOD, received_at=ago(30 - n))
+           for n in range(3)]  # fmt: skip
+    assert (await sync_submission(db, settings, ids[0])).synced == 3
+    january = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    await db.execute(update(AssessmentSession).where(AssessmentSession.id == (
+        select(Submission.session_id).where(Submission.id == ids[0]).scalar_subquery()
+    )).values(started_at=january))  # fmt: skip
+    asked = (await push(client, world, date_from="2026-02-01")).json()
+
+    async def own_project() -> None:
+        made = await client.post(
+            "/api/redcap/connections", params={"study_id": str(world.study.id)},
+            json={"api_url": site_project.url, "token": site_project.token,
+                  "site_id": str(world.site_a.id)},
+            headers=world.headers,
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        mapped = await client.put(f"/api/redcap/connections/{made.json()['id']}/mapping",
+                                  json=session_mapping(world), headers=world.headers)  # fmt: skip
+        assert mapped.status_code == 200, mapped.text
+
+    with RedcapStandin(classic_project("Site A")) as site_project:
+        if added == "before the push":
+            await own_project()
+        else:
+            async with own_transaction(db) as session:
+                assert (await redcap_push.choose(session, uuid.UUID(asked["id"]))).total == 2
+            await own_project()
+        assert await run_push_job(db, settings, asked["job_id"]) == "succeeded"
+        there = sorted((r, i) for r, i, _ in instances(site_project))
+        assert there == [("P-ANN", 1), ("P-ANN", 2)]
+    assert sorted((r, i) for r, i, _ in instances(classic)) == [("P-ANN", n) for n in (1, 2, 3)]
+    page = (await client.get(f"{PUSHES}/{asked['id']}/records", headers=world.headers)).json()
+    results = sorted((r["instance"], r["status"]) for r in page["items"])
+    assert results == [(1, "synced"), (2, "synced")]

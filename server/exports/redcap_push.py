@@ -6,10 +6,12 @@ one job (after a mapping change, say), with the sync's per-record results.
 - The job, step 1 (`choose`), once: the export's selection (accepted, never quarantined,
   consent allowing) written to redcap_push_submissions, and those submissions' sync states put
   back to pending under the connection they route to now (the participant's site's, else the
-  study-wide one), whatever they were (synced, failed, skipped, or none yet). Record id, event,
-  instrument and instance are kept: the batch (server.redcap.batch) sends the same instance
-  again, an update in REDCap, never a second instance. No connection at all: skipped. Written
-  with chosen_at in one transaction: a redelivered job never chooses or resets again.
+  study-wide one), whatever they were (synced, failed, skipped, or none yet), with every sender
+  of the study held off (server.exports.push_states). Record id, event, instrument and
+  instance are kept: the batch (server.redcap.batch) sends the same instance again, an update
+  in REDCap, never a second instance (through another connection than before, another
+  project: numbered afresh there). No connection at all: skipped. Written with chosen_at in
+  one transaction: a redelivered job never chooses or resets again.
 - Step 2 (`drive`): the connections' own sender (server.redcap.sync.sync_submission), for the
   push's oldest unsettled submission, until none is left: its advisory lock per connection,
   throttle, shape check and REDCap's refusals per row are the sync's. No transaction is open
@@ -33,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.config import Settings
 from server.core.errors import Conflict
 from server.core.models import utcnow
-from server.exports import query
+from server.exports import push_states, query
 from server.exports.models import RedcapPush, RedcapPushSubmission
 from server.exports.schemas import ExportFilters
 from server.exports.service import effective_filters
@@ -45,7 +47,7 @@ from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
 from server.studies.access import StudyAccess
 from server.submissions.models import Submission, SubmissionStatus
 
-NO_CONNECTION = "No REDCap connection for this study or this participant's site."
+NO_CONNECTION = push_states.NO_CONNECTION
 STALLED = "REDCap settled none of this push's records in a round; tried again later."
 
 
@@ -86,32 +88,6 @@ async def create(
     return push
 
 
-_SENDER_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-# The connection each chosen submission routes to now (server.redcap.service.connection_for):
-# its participant's site's, else the study-wide one.
-_RESET = text("""
-    INSERT INTO redcap_sync_states
-        (submission_id, study_id, connection_id, status, attempts, error, created_at)
-    SELECT x.submission_id, x.study_id, x.connection_id,
-           CASE WHEN x.connection_id IS NULL THEN 'skipped' ELSE 'pending' END, 0,
-           CASE WHEN x.connection_id IS NULL THEN CAST(:no_connection AS text) END, :now
-    FROM (
-        SELECT ps.submission_id, s.study_id, COALESCE(
-            (SELECT c.id FROM redcap_connections c
-             WHERE c.study_id = s.study_id AND c.site_id = p.site_id),
-            (SELECT c.id FROM redcap_connections c
-             WHERE c.study_id = s.study_id AND c.site_id IS NULL)) AS connection_id
-        FROM redcap_push_submissions ps
-        JOIN submissions s ON s.id = ps.submission_id
-        JOIN participants p ON p.id = s.participant_id
-        WHERE ps.push_id = :push_id
-    ) x
-    ON CONFLICT (submission_id) DO UPDATE SET
-        status = EXCLUDED.status, connection_id = EXCLUDED.connection_id,
-        error = EXCLUDED.error, error_field = NULL, last_attempt_at = NULL
-""")
-
-
 async def choose(session: AsyncSession, push_id: uuid.UUID) -> RedcapPush:
     """Step 1 (module docstring), in the caller's transaction; nothing if done before."""
     push = await session.get(RedcapPush, push_id, with_for_update=True, populate_existing=True)
@@ -119,17 +95,7 @@ async def choose(session: AsyncSession, push_id: uuid.UUID) -> RedcapPush:
         raise PushGone(str(push_id))
     if push.chosen_at is not None:
         return push
-    # Every sender of the study's connections, for this transaction, before any state is
-    # touched (a sender writing its outcome waits for nothing this holds): a batch in flight
-    # when the mapping changed is answered and written first, then put back to pending here,
-    # never settled after this reset under the mapping it was sent with.
-    connections = await session.scalars(
-        select(RedcapConnection.id)
-        .where(RedcapConnection.study_id == push.study_id)
-        .order_by(RedcapConnection.id)
-    )
-    for connection_id in connections.all():
-        await session.execute(_SENDER_LOCK, {"key": sync.sender_key(connection_id)})
+    await push_states.hold_senders(session, push.study_id)
     chosen, params = query.chosen_sql(push.study_id, push.filters)
     result = await session.execute(
         text(f"""
@@ -138,9 +104,7 @@ async def choose(session: AsyncSession, push_id: uuid.UUID) -> RedcapPush:
         """),  # noqa: S608 (fixed fragments and bound parameters: server.exports.query)
         {**params, "push_id": push.id},
     )
-    await session.execute(
-        _RESET, {"push_id": push.id, "no_connection": NO_CONNECTION, "now": utcnow()}
-    )
+    await push_states.reset(session, push.id, utcnow())
     push.total = int(result.rowcount)  # type: ignore[attr-defined]
     push.excluded = await query.excluded_by_consent(session, push.study_id, push.filters)
     push.chosen_at = utcnow()
@@ -176,6 +140,17 @@ async def _waiting(db: AsyncSession, push_id: uuid.UUID) -> tuple[uuid.UUID | No
     return first, int(left or 0)
 
 
+async def _rerouted(db: AsyncSession, push_id: uuid.UUID) -> bool:
+    """Whether states of the push waited under a connection they no longer route to (moved
+    to their route now: the next round sends them)."""
+    async with own_transaction(db) as session:
+        study_id = await session.scalar(select(RedcapPush.study_id).where(RedcapPush.id == push_id))
+        if study_id is None:
+            return False
+        await push_states.hold_senders(session, study_id)
+        return await push_states.reroute(session, push_id) > 0
+
+
 async def drive(
     db: AsyncSession, settings: Settings, push_id: uuid.UUID, *, budget_s: float
 ) -> bool:
@@ -194,7 +169,7 @@ async def drive(
             db, settings, first, backlog_seconds=min(sync.BACKLOG_SECONDS, remaining)
         )
         first, now_left = await _waiting(db, push_id)
-        if first is not None and now_left >= left:
+        if first is not None and now_left >= left and not await _rerouted(db, push_id):
             # REDCap deferred every row (sync.importing.MAX_ROUNDS): not for ever in one run.
             raise TransientRedcapError(STALLED)
         left = now_left
