@@ -27,6 +27,7 @@ from server.core.middleware import RequestContextMiddleware
 from server.core.openapi import install_openapi
 from server.core.ratelimit import RateLimits, default_rate_limit
 from server.core.runtime import tune_gc
+from server.exports.push_router import router as redcap_pushes_router
 from server.exports.router import router as exports_router
 from server.health.router import router as health_router
 from server.item_banks.router import router as item_banks_router
@@ -74,6 +75,8 @@ RATE_LIMITED_ROUTERS: list[APIRouter] = [
     rescore_router,
     schedules_router,
     consent_router,
+    # Before exports_router: /api/exports/redcap-pushes/... is not an export's id.
+    redcap_pushes_router,
     exports_router,
     reports_router,
     templates_router,

@@ -6,7 +6,13 @@ from server.batteries.models import Battery, BatteryModule
 from server.consent.models import ConsentDocument, ConsentRecord, ConsentWithdrawal
 from server.coordinator_tasks.models import CoordinatorTask
 from server.core.models import Base
-from server.exports.models import Export, ExportQualityFlag, ExportSubmission
+from server.exports.models import (
+    Export,
+    ExportQualityFlag,
+    ExportSubmission,
+    RedcapPush,
+    RedcapPushSubmission,
+)
 from server.item_banks.models import ItemBank
 from server.message_templates.models import MessageTemplate
 from server.modules.models import Module
@@ -60,6 +66,8 @@ __all__ = [
     "RedcapConnection",
     "RedcapMapping",
     "RedcapParticipantImport",
+    "RedcapPush",
+    "RedcapPushSubmission",
     "RedcapSyncState",
     "ReminderMessage",
     "ReminderRule",

@@ -20,7 +20,7 @@ from server.batteries.models import Battery
 from server.core.config import Settings
 from server.core.crypto import token_box
 from server.core.models import utcnow
-from server.exports.models import Export
+from server.exports.models import Export, RedcapPush
 from server.message_templates.models import MessageTemplate, TemplateKind
 from server.outbox.models import OutboxEvent
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapParticipantImport
@@ -48,6 +48,7 @@ STUDY_SCOPED = {
     "document_id",  # a consent document
     "record_id",  # a consent record (a signature)
     "export_id",
+    "push_id",  # a REDCap push (server.exports.redcap_push)
     "report_id",
     "template_id",  # a message template
     "task_id",  # a coordinator task (a missed visit to follow up)
@@ -100,7 +101,8 @@ async def world(db: AsyncSession, settings: Settings) -> World:
     )
     db.add(connection_b)
     export_b = Export(study_id=study_b.id, filters={"site_ids": None}, formats=["csv"])
-    db.add(export_b)
+    push_b = RedcapPush(study_id=study_b.id, filters={"site_ids": None})
+    db.add_all([export_b, push_b])
     report_b = _report(study_b.id, site_b.id, participant_b.id)
     db.add(report_b)
     await db.flush()
@@ -138,6 +140,7 @@ async def world(db: AsyncSession, settings: Settings) -> World:
             "document_id": document_b.id,
             "record_id": record_b.id,
             "export_id": export_b.id,
+            "push_id": push_b.id,
             "report_id": report_b.id,
             "template_id": template_b.id,
             "task_id": task_b.id,
@@ -235,6 +238,7 @@ SITE_SCOPED = {
     "document_id",  # each site has a consent document of its own here
     "record_id",
     "export_id",
+    "push_id",  # a push of this site's sessions alone
     "report_id",
     "task_id",
     "message_id",  # a failed one: resent on the own site, 409 when resent again
@@ -274,7 +278,8 @@ async def _site_objects(
     )
     # An export of this site alone: a site-scoped member of another site does not see it.
     export = Export(study_id=study.id, filters={"site_ids": [str(site.id)]}, formats=["csv"])
-    db.add_all([job, connection, export])
+    push = RedcapPush(study_id=study.id, filters={"site_ids": [str(site.id)]})
+    db.add_all([job, connection, export, push])
     report = _report(study.id, site.id, participant.id)
     db.add_all([job, connection, report])
     await db.flush()
@@ -307,6 +312,7 @@ async def _site_objects(
         "document_id": document.id,
         "record_id": record.id,
         "export_id": export.id,
+        "push_id": push.id,
         "report_id": report.id,
         "task_id": task.id,
         "message_id": message.id,

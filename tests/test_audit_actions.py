@@ -12,11 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit.models import AuditAction
 from server.core.config import Settings
+from server.core.crypto import token_box
 from server.core.errors import Conflict
 from server.main import create_app
 from server.participants import contacts
 from server.participants import router as participants_router
 from server.participants.models import ParticipantContact
+from server.redcap.models import RedcapConnection
 from server.studies.models import Site, Study, StudyRole
 from server.users.models import User
 from tests import factories
@@ -307,3 +309,28 @@ async def test_a_refused_request_writes_nothing(
 
     assert again.status_code == 409
     assert await entries(db, AuditAction.membership_added, coordinator.id) == []
+
+
+async def test_a_redcap_push_request_records_who_and_the_filters(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    study, site, coordinator, headers = await _coordinator(db, settings)
+    db.add(RedcapConnection(study_id=study.id, api_url="https://redcap.example.org/api/",
+                            token_encrypted=token_box(settings).encrypt("0" * 32),
+                            token_last4="0000"))  # fmt: skip
+    await db.flush()
+
+    response = await client.post(
+        "/api/exports/redcap-pushes",
+        params={"study_id": str(study.id)},
+        json={"site_ids": [str(site.id)], "date_from": "2026-11-01"},
+        headers=headers,
+    )
+
+    assert response.status_code == 202, response.text
+    entry = await only_entry(db, AuditAction.redcap_push_requested, response.json()["id"])
+    assert (entry.actor_id, entry.object_type, entry.study_id) == (
+        coordinator.id, "redcap_push", study.id,
+    )  # fmt: skip
+    assert entry.summary["filters"]["site_ids"] == [str(site.id)]
+    assert entry.summary["filters"]["date_from"] == "2026-11-01"

@@ -50,6 +50,7 @@ class AuditAction(enum.StrEnum):
     export_requested = "export_requested"
     export_downloaded = "export_downloaded"
     export_frozen = "export_frozen"
+    redcap_push_requested = "redcap_push_requested"
     report_requested = "report_requested"
     report_downloaded = "report_downloaded"
     template_created = "template_created"

@@ -1,4 +1,5 @@
-"""valid_export_id: another study's export (one of sites beyond a site-scoped member's) is 404."""
+"""valid_export_id and the REDCap push's: another study's (or one of sites beyond a site-scoped
+member's) is 404."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import Depends
 from server.auth.deps import CurrentPrincipal, Principal
 from server.core.db import DBSession
 from server.core.errors import NotFound
-from server.exports.models import Export
+from server.exports.models import Export, RedcapPush
 from server.studies.access import Permission, StudyAccess, require_study_of
 
 
@@ -42,3 +43,34 @@ def export_access(permission: str) -> Callable[..., Awaitable[ExportAccess]]:
 
 
 ExportReader = Annotated[ExportAccess, Depends(export_access(Permission.EXPORT))]
+
+
+@dataclass(frozen=True)
+class PushAccess:
+    push: RedcapPush
+    study: StudyAccess
+    principal: Principal
+
+
+async def _push_access(
+    push_id: uuid.UUID, db: DBSession, principal: CurrentPrincipal
+) -> PushAccess:
+    push = await db.get(RedcapPush, push_id)
+    if push is None:
+        raise NotFound("No such REDCap push.")
+    access = await require_study_of(
+        db, principal, push.study_id, PUSH_PERMISSION, thing="REDCap push"
+    )
+    sites = push.filters.get("site_ids")
+    scope = access.sites.site_ids
+    # A site-scoped member sees pushes of their sites only (not whole-study ones).
+    if scope is not None and (sites is None or not {uuid.UUID(s) for s in sites} <= scope):
+        raise NotFound("No such REDCap push.")
+    return PushAccess(push, access, principal)
+
+
+# Pushing writes into REDCap what the sync writes, as a resync does: the study's coordinators
+# (a site-scoped one for their sites' sessions); researchers export, they do not write to
+# REDCap; viewers neither.
+PUSH_PERMISSION = Permission.MANAGE
+PushReader = Annotated[PushAccess, Depends(_push_access)]

@@ -81,3 +81,44 @@ class ExportQualityFlag(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     rule: Mapped[str] = mapped_column(String(64), primary_key=True)
     fired: Mapped[bool]
+
+
+class RedcapPush(IdMixin, Base):
+    """A filtered set of sessions pushed through the study's REDCap mapping as one job (after
+    a mapping change, say). The job (job_id, topic exports.redcap_push) chooses the set once
+    (redcap_push_submissions), puts their sync states back to pending and drives the
+    connections' senders (server.redcap.sync) until every one is settled; the per-record
+    results are those sync states."""
+
+    __tablename__ = "redcap_pushes"
+
+    study_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # The effective filters (a site-scoped member's sites filled in), as for an export.
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    # Submissions the filters chose but consent left out, by reason (never who).
+    excluded: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    # Set with the chosen set, in its transaction: a redelivered job never chooses (or resets
+    # the states) again.
+    chosen_at: Mapped[datetime | None] = mapped_column(default=None)
+    total: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RedcapPushSubmission(Base):
+    """The submissions a push sends, chosen once by its job."""
+
+    __tablename__ = "redcap_push_submissions"
+
+    push_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("redcap_pushes.id", ondelete="CASCADE"), primary_key=True
+    )
+    submission_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )

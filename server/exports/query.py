@@ -86,19 +86,21 @@ def _selection(study_id: uuid.UUID, filters: dict[str, Any]) -> tuple[str, dict[
     return sql, params
 
 
-async def select_submissions(
-    db: AsyncSession, *, export_id: uuid.UUID, study_id: uuid.UUID, filters: dict[str, Any]
-) -> dict[str, int]:
-    """Write the filtered, accepted submissions their participants' consent allows into
-    export_submissions; how many were left out under consent, by reason (never who)."""
+def chosen_sql(study_id: uuid.UUID, filters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """SELECT submission_id, checksum of the filtered, accepted submissions their participants'
+    consent allows: the one selection an export reads and a REDCap push sends."""
     base, params = _selection(study_id, filters)
-    await db.execute(
-        text(f"""
-            INSERT INTO export_submissions (export_id, submission_id, checksum)
-            SELECT :export_id, s.id, s.checksum {base} AND {CONSENT_REASON_SQL} IS NULL
-        """),
-        {**params, "export_id": export_id},
+    return (
+        f"SELECT s.id AS submission_id, s.checksum {base} AND {CONSENT_REASON_SQL} IS NULL",
+        params,
     )
+
+
+async def excluded_by_consent(
+    db: AsyncSession, study_id: uuid.UUID, filters: dict[str, Any]
+) -> dict[str, int]:
+    """How many submissions the filters chose but consent leaves out, by reason (never who)."""
+    base, params = _selection(study_id, filters)
     rows = await db.execute(
         text(f"""
             SELECT reason, count(*) FROM (SELECT {CONSENT_REASON_SQL} AS reason {base}) x
@@ -107,6 +109,22 @@ async def select_submissions(
         params,
     )
     return {str(reason): int(n) for reason, n in rows}
+
+
+async def select_submissions(
+    db: AsyncSession, *, export_id: uuid.UUID, study_id: uuid.UUID, filters: dict[str, Any]
+) -> dict[str, int]:
+    """Write the filtered, accepted submissions their participants' consent allows into
+    export_submissions; how many were left out under consent, by reason (never who)."""
+    chosen, params = chosen_sql(study_id, filters)
+    await db.execute(
+        text(f"""
+            INSERT INTO export_submissions (export_id, submission_id, checksum)
+            SELECT :export_id, c.submission_id, c.checksum FROM ({chosen}) c
+        """),
+        {**params, "export_id": export_id},
+    )
+    return await excluded_by_consent(db, study_id, filters)
 
 
 async def copy_frozen(db: AsyncSession, *, export_id: uuid.UUID, source_id: uuid.UUID) -> int:

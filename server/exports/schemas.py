@@ -18,8 +18,9 @@ class ModuleFilter(BaseModel):
     version: int | None = Field(default=None, ge=1)
 
 
-class ExportCreate(BaseModel):
-    """What to export: everything of the study the caller may see, narrowed by these."""
+class ExportFilters(BaseModel):
+    """Which sessions: everything of the study the caller may see, narrowed by these (an
+    export's and a REDCap push's)."""
 
     model_config = ConfigDict(extra="forbid")
     site_ids: list[uuid.UUID] | None = Field(default=None, max_length=500)
@@ -28,6 +29,11 @@ class ExportCreate(BaseModel):
     date_from: date | None = None
     date_to: date | None = None
     participant_statuses: list[ParticipantStatus] = Field(default_factory=list)
+
+
+class ExportCreate(ExportFilters):
+    """What to export, and in which formats."""
+
     formats: list[Format] = Field(default=["csv"], min_length=1)
 
 
@@ -54,3 +60,29 @@ class ExportRead(BaseModel):
     # When done: a link to the zip, carrying a signed token that expires (and no data).
     download_url: str | None = None
     download_expires_at: datetime | None = None
+
+
+class RedcapPushCreate(ExportFilters):
+    """Which sessions to send to REDCap again: an export's filters (no formats)."""
+
+
+class RedcapPushRead(BaseModel):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    job_id: uuid.UUID | None
+    # The job's state (queued, running, retrying, succeeded, failed).
+    status: str
+    filters: dict[str, object]
+    # Submissions the filters chose but consent left out, by reason (never who).
+    excluded: dict[str, int]
+    # The submissions chosen (once the job has chosen them), and how many are settled
+    # (synced, failed or skipped): the progress.
+    total: int | None
+    settled: int
+    # Records by their sync status: pending, synced, failed, skipped.
+    counts: dict[str, int]
+    created_at: datetime
+    chosen_at: datetime | None
+    finished_at: datetime | None
+    # Why the job failed or is retrying, when it did (REDCap unreachable, say).
+    job_error: str | None = None

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
 from server.exports.models import Export
-from server.exports.schemas import ExportCreate
+from server.exports.schemas import ExportCreate, ExportFilters
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.studies.access import StudyAccess
@@ -26,9 +26,10 @@ from server.studies.models import Site
 DOWNLOAD_TTL_S = 15 * 60
 
 
-async def _effective_filters(
-    db: AsyncSession, access: StudyAccess, request: ExportCreate
+async def effective_filters(
+    db: AsyncSession, access: StudyAccess, request: ExportFilters
 ) -> dict[str, Any]:
+    """The filters as run: sites checked, a site-scoped member's sites filled in."""
     site_ids = request.site_ids
     if site_ids is not None:
         for site_id in site_ids:
@@ -78,7 +79,7 @@ async def create(
         id=uuid.uuid4(),
         study_id=access.study.id,
         requested_by=user_id,
-        filters=await _effective_filters(db, access, request),
+        filters=await effective_filters(db, access, request),
         # Psych-DS lays out the CSVs: asking for it asks for them.
         formats=sorted(set(request.formats) | ({"csv"} if "psychds" in request.formats else set())),
     )

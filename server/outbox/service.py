@@ -35,6 +35,7 @@ SCORING_SUBMISSION = "scoring.submission"
 SCORING_SESSION = "scoring.session"
 REDCAP_IMPORT_PARTICIPANTS = "redcap.import_participants"
 EXPORT_BUILD = "exports.build"
+EXPORT_REDCAP_PUSH = "exports.redcap_push"
 REMINDERS_SEND = "reminders.send"
 MAX_ERROR_CHARS = 2000
 RUN_LOST = "Its last run stopped without an outcome (its worker died); sent again."
@@ -190,6 +191,22 @@ async def retry(db: AsyncSession, event_id: uuid.UUID, *, error: str, due_at: da
         update(OutboxEvent)
         .where(OutboxEvent.id == event_id, OutboxEvent.finished_at.is_(None))
         .values(status=JobStatus.retrying, error=error, due_at=due_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def resume(db: AsyncSession, event_id: uuid.UUID, *, due_at: datetime) -> None:
+    """A long job that stopped on purpose with work left, after progress (a REDCap push, in
+    runs of a time budget): due again, its attempt given back, since it did not fail."""
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id, OutboxEvent.finished_at.is_(None))
+        .values(
+            status=JobStatus.retrying,
+            error=None,
+            due_at=due_at,
+            attempts=func.greatest(OutboxEvent.attempts - 1, 0),
+        )
         .execution_options(synchronize_session=False)
     )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from server.outbox.service import (
     ARCHIVE_SUBMISSION,
     EXPORT_BUILD,
+    EXPORT_REDCAP_PUSH,
     REDCAP_IMPORT_PARTICIPANTS,
     REDCAP_SYNC_SUBMISSION,
     REMINDERS_SEND,
@@ -36,6 +37,9 @@ ROUTES: dict[str, Route] = {
     SCORING_SESSION: Route("workers.tasks.scoring.check_session", "reports"),
     REDCAP_IMPORT_PARTICIPANTS: Route("workers.tasks.redcap.import_participants", "redcap"),
     EXPORT_BUILD: Route("workers.tasks.exports.build_export", "exports"),
+    # REDCap calls, but the one sender per connection (its advisory lock) is shared with the
+    # sync's tasks: on the redcap queue, beside them, not behind a long export build.
+    EXPORT_REDCAP_PUSH: Route("workers.tasks.exports.push_to_redcap", "redcap"),
     REPORTS_BUILD: Route("workers.tasks.reports.build_report", "reports"),
     REMINDERS_SEND: Route("workers.tasks.reminders.send_message", "notifications"),
 }

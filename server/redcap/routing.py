@@ -4,7 +4,8 @@ its state is before anything is sent, and resync (failed states back to pending)
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import structlog
 from sqlalchemy import select, update
@@ -19,7 +20,7 @@ from server.redcap import service
 from server.redcap.batch import Plan
 from server.redcap.client import RedcapClient, client_for
 from server.redcap.errors import RedcapRejected
-from server.redcap.models import RedcapMapping, RedcapSyncState, SyncStatus
+from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState, SyncStatus
 from server.submissions.models import Submission, SubmissionStatus
 
 log = structlog.get_logger(__name__)
@@ -166,9 +167,41 @@ async def route(session: AsyncSession, settings: Settings, submission_id: uuid.U
         site_id=connection.site_id,
         batch_size=max(1, connection.batch_size),
         document=dict(mapping.document),
-        mapping_version=f"{mapping.validated_at.isoformat()}/{connection.updated_at.isoformat()}",
+        mapping_version=_version(mapping.validated_at, connection.updated_at),
     )
     return Route(plan=plan, client=client)
+
+
+def _version(validated_at: datetime, updated_at: datetime) -> str:
+    return f"{validated_at.isoformat()}/{updated_at.isoformat()}"
+
+
+async def current_plan(session: AsyncSession, plan: Plan) -> Plan:
+    """The plan with the mapping as saved now. A task routes before it waits for its
+    connection's sender lock: a mapping saved meanwhile (a REDCap push after a mapping change
+    waits for the lock too, then puts its states back to pending) is the one its batches are
+    built with, not the one it read before. A mapping gone meanwhile: the plan as it was (the
+    next task's routing skips what it cannot send)."""
+    row = (
+        await session.execute(
+            select(
+                RedcapMapping.document,
+                RedcapMapping.validated_at,
+                RedcapConnection.updated_at,
+                RedcapConnection.batch_size,
+            )
+            .join(RedcapConnection, RedcapConnection.id == RedcapMapping.connection_id)
+            .where(RedcapMapping.connection_id == plan.connection_id)
+        )
+    ).one_or_none()
+    if row is None or _version(row.validated_at, row.updated_at) == plan.mapping_version:
+        return plan
+    return replace(
+        plan,
+        document=dict(row.document),
+        mapping_version=_version(row.validated_at, row.updated_at),
+        batch_size=max(1, row.batch_size),
+    )
 
 
 # ----- resync ----------------------------------------------------------------------------------

@@ -63,12 +63,18 @@ _UNLOCK = text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
 
 
 # ----- the sender --------------------------------------------------------------------------------
+def sender_key(connection_id: uuid.UUID) -> str:
+    """The connection's sender lock's key (hashtextextended of it, 0): a REDCap push takes it
+    too, for its transaction, to put states back to pending with no batch of theirs in flight."""
+    return f"redcap-sender:{connection_id}"
+
+
 @asynccontextmanager
 async def sender_lock(db: AsyncSession, connection_id: uuid.UUID) -> AsyncIterator[None]:
     """The connection's one sender: its advisory lock, waited for, held on a connection of its
     own in autocommit (no transaction stays open), given back at the end. Bound to a connection
     (the test harness), on that one."""
-    key = {"key": f"redcap-sender:{connection_id}"}
+    key = {"key": sender_key(connection_id)}
     bind = db.bind
     if not isinstance(bind, AsyncEngine):
         assert bind is not None
@@ -240,6 +246,8 @@ async def sync_submission(
     plan, client = start.plan, start.client
     assert plan is not None and client is not None
     async with sender_lock(db, plan.connection_id):
+        async with own_transaction(db) as session:
+            plan = await routing.current_plan(session, plan)
         totals = await _send_batches(db, client, settings, plan, submission_id, backlog_seconds)
     routing.expire_states(db, {submission_id, *totals.synced, *totals.failed})
     status, error = await _status_of(db, submission_id)
