@@ -205,6 +205,24 @@ async def test_a_record_redcap_refuses_fails_alone_with_redcaps_message(
     stored = {(r, i): row.get("srt_n_trials") or None for r, i, row in instances(classic)}
     assert stored == {("P-ANN", 1): "3", ("P-ANN", 2): None, ("P-ANN", 3): "5"}
 
+    # Mended later by a resync under a mapping without the count: the sync's state moves on,
+    # the push's results stay what the push got.
+    await remap(client, world, connection_id,
+                fields=[{"source": "session.visit", "field": "session_notes"}])  # fmt: skip
+    resync = await client.post(
+        f"/api/redcap/connections/{connection_id}/resync",
+        json={"submission_id": str(ids[1])},
+        headers=world.headers,
+    )
+    assert resync.status_code == 200, resync.text
+    assert (await sync_submission(db, settings, ids[1])).status == "synced"
+    again = (await client.get(f"{PUSHES}/{asked.json()['id']}", headers=world.headers)).json()
+    assert again["counts"] == done["counts"]
+    failed = (await client.get(records, params={"status": "failed"}, headers=world.headers)).json()
+    assert [(r["submission_id"], r["error"]) for r in failed["items"]] == [
+        (str(ids[1]), OUT_OF_RANGE)
+    ]
+
 
 async def test_a_push_never_synced_before_and_one_cut_short_go_on_where_they_were(
     client: AsyncClient,

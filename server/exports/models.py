@@ -112,7 +112,9 @@ class RedcapPush(IdMixin, Base):
 
 
 class RedcapPushSubmission(Base):
-    """The submissions a push sends, chosen once by its job."""
+    """The submissions a push sends, chosen once by its job, and what became of each: the
+    sync's state as the push finished (status ... synced_at, as server.redcap's), kept so a
+    later sync or push of the same submission does not rewrite this push's results."""
 
     __tablename__ = "redcap_push_submissions"
 
@@ -122,3 +124,14 @@ class RedcapPushSubmission(Base):
     submission_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
     )
+    status: Mapped[str | None] = mapped_column(String(16), default=None)
+    record_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    event: Mapped[str | None] = mapped_column(String(100), default=None)
+    instrument: Mapped[str | None] = mapped_column(String(100), default=None)
+    instance: Mapped[int | None] = mapped_column(default=None)
+    # Chosen rows are written in SQL (server.exports.redcap_push): a default in the table.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    error_field: Mapped[str | None] = mapped_column(String(100), default=None)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    synced_at: Mapped[datetime | None] = mapped_column(default=None)

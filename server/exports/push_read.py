@@ -1,11 +1,13 @@
 """What a REDCap push shows: its job's state, its progress and counts per outcome, and its
-records' results, which are the sync's own per-record states (server.redcap)."""
+records' results, which are the sync's own per-record states (server.redcap): live while it
+runs, then as they were when it finished (kept on redcap_push_submissions)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.exports.models import RedcapPush, RedcapPushSubmission
@@ -29,7 +31,14 @@ def _status(job: OutboxEvent | None) -> str:
 async def read(db: AsyncSession, push: RedcapPush) -> RedcapPushRead:
     job = await db.get(OutboxEvent, push.job_id) if push.job_id else None
     counts: dict[str, int] = {}
-    if push.chosen_at is not None:
+    if push.finished_at is not None:
+        kept = await db.execute(
+            select(RedcapPushSubmission.status, func.count())
+            .where(RedcapPushSubmission.push_id == push.id)
+            .group_by(RedcapPushSubmission.status)
+        )
+        counts = {str(status): int(n) for status, n in kept}
+    elif push.chosen_at is not None:
         rows = await db.execute(
             select(RedcapSyncState.status, func.count())
             .join(
@@ -67,22 +76,27 @@ async def records(
 ) -> SyncStatePage:
     """The push's submissions' sync states, by submission id (the sync-states list's order
     and cursor): each record's id, event, instrument, instance, status and REDCap's error."""
-    query = (
-        select(RedcapSyncState)
-        .join(
-            RedcapPushSubmission,
-            RedcapPushSubmission.submission_id == RedcapSyncState.submission_id,
+    table: type[RedcapSyncState] | type[RedcapPushSubmission]
+    query: Select[Any]
+    if push.finished_at is not None:
+        table = RedcapPushSubmission
+        query = select(RedcapPushSubmission).where(RedcapPushSubmission.push_id == push.id)
+    else:
+        table = RedcapSyncState
+        query = (
+            select(RedcapSyncState)
+            .join(
+                RedcapPushSubmission,
+                RedcapPushSubmission.submission_id == RedcapSyncState.submission_id,
+            )
+            .where(RedcapPushSubmission.push_id == push.id)
         )
-        .where(RedcapPushSubmission.push_id == push.id)
-    )
     if status is not None:
-        query = query.where(RedcapSyncState.status == status)
+        query = query.where(table.status == status)
     if cursor is not None:
-        query = query.where(RedcapSyncState.submission_id > cursor)
+        query = query.where(table.submission_id > cursor)
     rows = list(
-        (await db.execute(query.order_by(RedcapSyncState.submission_id).limit(limit + 1)))
-        .scalars()
-        .all()
+        (await db.execute(query.order_by(table.submission_id).limit(limit + 1))).scalars().all()
     )
     next_cursor = str(rows[limit - 1].submission_id) if len(rows) > limit else None
     return SyncStatePage(

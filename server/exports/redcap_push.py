@@ -177,7 +177,21 @@ async def drive(
 
 
 async def finish(session: AsyncSession, push_id: uuid.UUID) -> None:
+    """Finished: each record's result as the sync left it, kept on the push (a later sync
+    or push of the same submission changes its state, not this push's results)."""
     push = await session.get(RedcapPush, push_id, with_for_update=True)
     if push is not None and push.finished_at is None:
+        await session.execute(
+            text("""
+                UPDATE redcap_push_submissions ps SET
+                    status = s.status, record_id = s.record_id, event = s.event,
+                    instrument = s.instrument, instance = s.instance, attempts = s.attempts,
+                    error = s.error, error_field = s.error_field,
+                    last_attempt_at = s.last_attempt_at, synced_at = s.synced_at
+                FROM redcap_sync_states s
+                WHERE ps.push_id = :push_id AND s.submission_id = ps.submission_id
+            """),
+            {"push_id": push_id},
+        )
         push.finished_at = utcnow()
         await session.flush()
