@@ -154,3 +154,39 @@ async def test_an_unfinished_export_cannot_be_frozen(
                                  headers=team.headers["coordinator"])  # fmt: skip
     assert response.status_code == 409
     assert response.json()["error_code"] == "export_not_done"
+
+
+async def test_the_study_s_exports_are_listed_newest_first_as_the_caller_may_see_them(
+    client: AsyncClient, db: AsyncSession, settings: Settings
+) -> None:
+    team = await _team(db, settings)
+    whole = [(await _ask(client, team, "coordinator")).json() for _ in range(3)]  # type: ignore[attr-defined]
+    mine = (await _ask(client, team, "scoped")).json()  # type: ignore[attr-defined]
+    export = await db.get(Export, uuid.UUID(whole[0]["id"]))
+    assert export is not None
+    export.storage_key, export.frozen_at = "exports/x.zip", export.created_at
+    await db.flush()
+
+    async def listed(who: str, **params: object) -> object:
+        return await client.get("/api/exports", headers=team.headers[who],
+                                params={"study_id": str(team.study.id), **params})  # fmt: skip
+
+    seen, cursor = [], None
+    while True:
+        page = await listed("researcher", limit=2, **({"cursor": cursor} if cursor else {}))
+        body = page.json()  # type: ignore[attr-defined]
+        assert len(body["items"]) <= 2
+        seen += [item["id"] for item in body["items"]]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == [mine["id"]] + [w["id"] for w in reversed(whole)]
+    frozen = (await listed("researcher", frozen="true")).json()  # type: ignore[attr-defined]
+    assert [item["id"] for item in frozen["items"]] == [whole[0]["id"]]
+    assert frozen["items"][0]["download_url"] is None  # a link is asked for one by one
+    scoped = (await listed("scoped")).json()  # type: ignore[attr-defined]
+    assert [item["id"] for item in scoped["items"]] == [mine["id"]]
+    assert (await listed("viewer")).status_code == 403  # type: ignore[attr-defined]
+    assert (await listed("outsider")).status_code == 404  # type: ignore[attr-defined]
+    stray = await listed("scoped", cursor=whole[1]["id"])
+    assert stray.status_code == 422  # type: ignore[attr-defined]
+    assert stray.json()["error_code"] == "validation_error"  # type: ignore[attr-defined]

@@ -127,6 +127,15 @@ async def test_coordinators_push_researchers_and_viewers_do_not_site_members_the
         assert hidden.status_code == 404, path
     mine = await client.get(f"{PUSHES}/{own.json()['id']}/records", headers=headers["site_a"])
     assert mine.status_code == 200, mine.text
+    # Listed newest first: the study's coordinator sees both, site A's only its own.
+    study = {"study_id": str(world.study.id)}
+    listed = (await client.get(PUSHES, params=study, headers=world.headers)).json()
+    assert [p["id"] for p in listed["items"]] == [own.json()["id"], whole["id"]]
+    assert listed["items"][1]["total"] is None and listed["next_cursor"] is None
+    scoped = (await client.get(PUSHES, params=study, headers=headers["site_a"])).json()
+    assert [p["id"] for p in scoped["items"]] == [own.json()["id"]]
+    refused_list = await client.get(PUSHES, params=study, headers=headers["researcher"])
+    assert refused_list.status_code == 403
 
 
 async def test_a_sender_that_waited_for_its_lock_builds_with_the_mapping_saved_meanwhile(

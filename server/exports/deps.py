@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 
@@ -15,6 +15,13 @@ from server.core.db import DBSession
 from server.core.errors import NotFound
 from server.exports.models import Export, RedcapPush
 from server.studies.access import Permission, StudyAccess, require_study_of
+
+
+def within_scope(filters: dict[str, Any], access: StudyAccess) -> bool:
+    """A site-scoped member sees exports and pushes of their sites only, never whole-study
+    ones (server.exports.listing lists by the same rule)."""
+    scope, sites = access.sites.site_ids, filters.get("site_ids")
+    return scope is None or (sites is not None and {uuid.UUID(s) for s in sites} <= scope)
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,7 @@ def export_access(permission: str) -> Callable[..., Awaitable[ExportAccess]]:
         if export is None:
             raise NotFound("No such export.")
         access = await require_study_of(db, principal, export.study_id, permission, thing="export")
-        sites = export.filters.get("site_ids")
-        scope = access.sites.site_ids
-        # A site-scoped member sees exports of their sites only (not whole-study ones).
-        if scope is not None and (sites is None or not {uuid.UUID(s) for s in sites} <= scope):
+        if not within_scope(export.filters, access):
             raise NotFound("No such export.")
         return ExportAccess(export, access, principal)
 
@@ -61,10 +65,7 @@ async def _push_access(
     access = await require_study_of(
         db, principal, push.study_id, PUSH_PERMISSION, thing="REDCap push"
     )
-    sites = push.filters.get("site_ids")
-    scope = access.sites.site_ids
-    # A site-scoped member sees pushes of their sites only (not whole-study ones).
-    if scope is not None and (sites is None or not {uuid.UUID(s) for s in sites} <= scope):
+    if not within_scope(push.filters, access):
         raise NotFound("No such REDCap push.")
     return PushAccess(push, access, principal)
 

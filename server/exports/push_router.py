@@ -12,9 +12,10 @@ from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.auth.deps import CurrentPrincipal
 from server.core.db import DBSession
-from server.exports import push_read, redcap_push
+from server.exports import listing, push_read, redcap_push
 from server.exports.deps import PUSH_PERMISSION, PushReader
-from server.exports.schemas import RedcapPushCreate, RedcapPushRead
+from server.exports.models import RedcapPush
+from server.exports.schemas import RedcapPushCreate, RedcapPushPage, RedcapPushRead
 from server.redcap.models import SyncStatus
 from server.redcap.schemas import SyncStatePage
 from server.studies.access import StudyAccess
@@ -50,6 +51,20 @@ async def request_push(
         summary={"filters": push.filters},
     )
     return await push_read.read(db, push)
+
+
+@router.get("", response_model=RedcapPushPage)
+async def list_pushes(
+    access: StudyPusher,
+    db: DBSession,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RedcapPushPage:
+    """The study's REDCap pushes, newest first (a site-scoped coordinator: those of their
+    sites), each with its progress and counts. Pages by next_cursor."""
+    rows, next_cursor = await listing.page(db, RedcapPush, access, cursor=cursor, limit=limit)
+    return RedcapPushPage(items=[await push_read.read(db, p) for p in rows],
+                          next_cursor=next_cursor)  # fmt: skip
 
 
 @router.get("/{push_id}", response_model=RedcapPushRead)

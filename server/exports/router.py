@@ -5,9 +5,10 @@ audited (who, when, the filters)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
 from server.archive.storage import ObjectNotFound, storage_from_settings
@@ -17,10 +18,10 @@ from server.auth.deps import CurrentPrincipal
 from server.core.config import AppSettings
 from server.core.db import DBSession
 from server.core.errors import NotFound
-from server.exports import service
+from server.exports import listing, service
 from server.exports.deps import ExportReader
 from server.exports.models import Export
-from server.exports.schemas import ExportCreate, ExportRead
+from server.exports.schemas import ExportCreate, ExportPage, ExportRead
 from server.studies.access import Permission, StudyAccess
 from server.studies.deps import study_access
 
@@ -69,6 +70,25 @@ async def request_export(
         summary={"filters": export.filters, "formats": export.formats},
     )
     return await _read(db, settings, export)
+
+
+@router.get("", response_model=ExportPage)
+async def list_exports(
+    access: StudyExporter,
+    db: DBSession,
+    settings: AppSettings,
+    frozen: bool | None = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ExportPage:
+    """The study's exports, newest first (a site-scoped member: those of their sites);
+    frozen=true lists the freezes, to re-run one. Pages by next_cursor."""
+    where = () if frozen is None else (Export.frozen_at.is_not(None) == frozen,)
+    rows, next_cursor = await listing.page(
+        db, Export, access, cursor=cursor, limit=limit, where=where
+    )
+    items = [await _read(db, settings, export, link=False) for export in rows]
+    return ExportPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{export_id}", response_model=ExportRead)

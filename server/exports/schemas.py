@@ -86,3 +86,14 @@ class RedcapPushRead(BaseModel):
     finished_at: datetime | None
     # Why the job failed or is retrying, when it did (REDCap unreachable, say).
     job_error: str | None = None
+
+
+class ExportPage(BaseModel):
+    # Without download links: ask GET /api/exports/{id} for one.
+    items: list[ExportRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page")
+
+
+class RedcapPushPage(BaseModel):
+    items: list[RedcapPushRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page")
