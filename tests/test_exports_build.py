@@ -224,3 +224,5 @@ async def test_psych_ds_layout_names_the_csvs_by_keywords(world: dict[str, objec
     assert set(header) <= set(description["variableMeasured"])
     book = files["codebook.csv"].decode()
     assert "data/level-session_data.csv,participant_code" in book
+    rows = {f["name"]: f["rows"] for f in json.loads(files["manifest.json"])["files"]}
+    assert rows["data/level-session_data.csv"] == rows["sessions.csv"] > 0

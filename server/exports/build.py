@@ -125,7 +125,7 @@ async def build(
             # stream from server-side cursors straight into their files.
             scorers = await _write_sessions(db, plan, tmp, formats, files, layouts, counts)
             if psychds:
-                psychds_layout(tmp, files, layouts)
+                psychds_layout(tmp, files, layouts, counts)
             (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
             files["codebook.csv"] = tmp / "codebook.csv"
             head = {
@@ -262,7 +262,9 @@ async def _write_manifest(
         handle.write("\n ]\n}\n")
 
 
-def psychds_layout(tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]]) -> None:
+def psychds_layout(
+    tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]], counts: dict[str, int]
+) -> None:
     """The CSVs again as data/<keyword>-<value>_data.csv, and dataset_description.json with
     every variable measured (Psych-DS)."""
     names = {}
@@ -279,6 +281,7 @@ def psychds_layout(tmp: Path, files: dict[str, Path], layouts: dict[str, list[Co
     for target, source in names.items():
         files[target] = files[source]
         layouts[target] = layouts[source]
+        counts[target] = counts[source]
     variables = sorted({c.name for target in names for c in layouts[target]})
     description = {
         "@context": "https://schema.org/",
