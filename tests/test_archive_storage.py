@@ -6,15 +6,9 @@ by boto3, exactly as a bucket on AWS or MinIO would be.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 from pydantic import SecretStr
 
@@ -27,10 +21,9 @@ from server.archive.storage import (
     storage_from_settings,
 )
 from server.core.config import ConfigurationError, Settings
-from tests import services
+from tests.s3 import s3_endpoint, s3_storage
 
-S3_ACCESS_KEY = "testing-key"
-S3_SECRET_KEY = "testing-secret"
+__all__ = ["s3_endpoint"]  # a fixture, used by name
 
 
 def settings_with(**values: Any) -> Settings:
@@ -41,48 +34,12 @@ def settings_with(**values: Any) -> Settings:
     )
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = services.free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        services.wait_for_port(port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def _new_bucket(endpoint: str) -> str:
-    bucket = f"archive-{uuid.uuid4().hex[:12]}"
-    client: Any = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-    )
-    client.create_bucket(Bucket=bucket)
-    return bucket
-
-
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStorage:
     if request.param == "local":
         return LocalStorage(tmp_path / "archive")
     endpoint: str = request.getfixturevalue("s3_endpoint")
-    return S3Storage(
-        _new_bucket(endpoint),
-        endpoint_url=endpoint,
-        access_key_id=S3_ACCESS_KEY,
-        secret_access_key=S3_SECRET_KEY,
-    )
+    return s3_storage(endpoint)
 
 
 def test_round_trip_keeps_the_bytes_exactly(storage: ObjectStorage) -> None:
