@@ -1,0 +1,164 @@
+"""Stata datasets (.dta, format 118; 119 past 32,767 variables), written as a stream from the
+module's Parquet.
+
+pyreadstat writes only whole pandas frames (a million trial rows peaked at 726 MB); this
+writer holds one slice of cases at a time. The layout is Stata's `help dta` and ReadStat's
+(what pyreadstat reads with; pandas.read_stata has its own reader): the header, a map of
+section offsets (patched once the sections are written), variable types, names, sort
+list, formats, value-label names, variable labels, no characteristics, the cases, no strLs,
+the value-label tables. Little-endian, UTF-8.
+
+Numbers (integer, boolean, number) are doubles, missing "."; strings are str# (NUL padded),
+missing written as empty. str# holds at most 2,045 bytes: longer values are cut there, on a
+character edge (strL, Stata's long string, is not written: no export column needs it).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from server.exports import cases
+from server.exports.columns import STRING, Column
+
+MISSING = 0x7FE0000000000000  # "." for a double
+DOUBLE = 65526
+MAX_WIDTH = 2045
+MAX_LABEL = 320
+RESERVED = frozenset(
+    {"_all", "_b", "byte", "_coef", "_cons", "double", "float", "if", "in", "int", "long",
+     "_n", "_N", "_pi", "_pred", "_rc", "_skip", "strL", "using", "with"}
+)  # fmt: skip
+
+
+def _tag(name: str, body: bytes) -> bytes:
+    return f"<{name}>".encode() + body + f"</{name}>".encode()
+
+
+def _fixed(text: str, size: int) -> bytes:
+    """text in a NUL-padded field of size bytes (at most size - 1 of text)."""
+    return cases.utf8_cut(text, size - 1).ljust(size, b"\0")
+
+
+def _names(columns: Sequence[Column]) -> list[str]:
+    names = cases.valid_names([c.name for c in columns], max_chars=32, reserved=RESERVED,
+                              fold=False)  # fmt: skip
+    # str1 ... str2045 name types: not variable names either.
+    return [f"{n}_" if n.startswith("str") and n[3:].isdigit() else n for n in names]
+
+
+def _label_table(name: str, labels: dict[int, str]) -> bytes:
+    """One value-label table: count, text length, offsets, values, NUL-terminated texts."""
+    codes = sorted(labels)
+    texts = [cases.utf8_cut(labels[c], 32_000) + b"\0" for c in codes]
+    offsets = np.cumsum([0] + [len(t) for t in texts[:-1]]).astype("<i4")
+    body = (
+        struct.pack("<2i", len(codes), sum(map(len, texts)))
+        + offsets.tobytes()
+        + np.array(codes, dtype="<i4").tobytes()
+        + b"".join(texts)
+    )
+    return _tag("lbl", struct.pack("<i", len(body)) + _fixed(name, 129) + b"\0" * 3 + body)
+
+
+def _descriptors(
+    columns: Sequence[Column], names: list[str], widths: list[int], release: int
+) -> list[tuple[str, bytes]]:
+    """The sections that describe the variables, in file order."""
+    types = [w or DOUBLE for w in widths]
+    formats = [f"%{w}s" if w else "%10.0g" for w in widths]
+    # Value labels on numbers only (a label set is named after its variable).
+    sets = [
+        n if c.value_labels and not w else ""
+        for n, c, w in zip(names, columns, widths, strict=True)
+    ]
+    return [
+        ("variable_types", np.array(types, dtype="<u2").tobytes()),
+        ("varnames", b"".join(_fixed(n, 129) for n in names)),
+        ("sortlist", b"\0" * (len(names) + 1) * (2 if release == 118 else 4)),
+        ("formats", b"".join(_fixed(f, 57) for f in formats)),
+        ("value_label_names", b"".join(_fixed(n, 129) for n in sets)),
+        (
+            "variable_labels",
+            b"".join(_fixed(cases.variable_label(c), MAX_LABEL + 1) for c in columns),
+        ),
+    ]
+
+
+def _cases(table: Any, columns: Sequence[Column], widths: list[int], size: int) -> np.ndarray:
+    n = table.num_rows
+    out = np.empty((n, size), dtype=np.uint8)
+    at = 0
+    for column, width in zip(columns, widths, strict=True):
+        values = table.column(column.name)
+        if width:
+            out[:, at : at + width] = cases.text(values, width, 0)
+            at += width
+        else:
+            bits = cases.numbers(values, MISSING)
+            out[:, at : at + 8] = bits.view(np.uint8).reshape(n, 8)
+            at += 8
+    return out
+
+
+def write_dta(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
+    """The Parquet's rows as a Stata dataset: same rows in, same bytes out."""
+    found = cases.string_widths(parquet, columns, cap=MAX_WIDTH)
+    widths = [found[c.name] if c.type == STRING else 0 for c in columns]
+    names = _names(columns)
+    rows = cases.row_count(parquet)
+    k = len(columns)
+    release, count = (118, "<H") if k <= 32_767 else (119, "<I")
+    size = sum(w or 8 for w in widths)
+    with open(out, "wb") as handle:
+        handle.write(b"<stata_dta>")
+        map_at = _header(handle, release, struct.pack(count, k), rows)
+        offsets = [0, map_at]
+        handle.write(_tag("map", b"\0" * 8 * 14))
+
+        def section(name: str, body: bytes) -> None:
+            offsets.append(handle.tell())
+            handle.write(_tag(name, body))
+
+        for name, body in _descriptors(columns, names, widths, release):
+            section(name, body)
+        section("characteristics", b"")
+        offsets.append(handle.tell())
+        handle.write(b"<data>")
+        for table in cases.slices(parquet, size):
+            handle.write(_cases(table, columns, widths, size).data)
+        handle.write(b"</data>")
+        section("strls", b"")
+        tables = b"".join(
+            _label_table(n, c.value_labels)
+            for n, c, w in zip(names, columns, widths, strict=True)
+            if c.value_labels and not w
+        )
+        section("value_labels", tables)
+        offsets.append(handle.tell())
+        handle.write(b"</stata_dta>")
+        offsets.append(handle.tell())
+        # The map: where each section starts, known only now that they are written.
+        handle.seek(map_at + len(b"<map>"))
+        handle.write(np.array(offsets, dtype="<u8").tobytes())
+
+
+def _header(handle: IO[bytes], release: int, k: bytes, rows: int) -> int:
+    """The header (a fixed timestamp: same rows, same bytes); where the map starts."""
+    stamp = b"01 Jan 1980 00:00"
+    handle.write(
+        _tag(
+            "header",
+            _tag("release", str(release).encode())
+            + _tag("byteorder", b"LSF")
+            + _tag("K", k)
+            + _tag("N", struct.pack("<Q", rows))
+            + _tag("label", struct.pack("<H", 0))
+            + _tag("timestamp", bytes([len(stamp)]) + stamp),
+        )
+    )
+    return handle.tell()
