@@ -96,6 +96,9 @@ def parquet_from_csv(csv_path: Path, out: Path, columns: Sequence[Column]) -> in
         # Small blocks, one thread: the reader's read-ahead is the memory an export adds;
         # parsing is a fraction of the COPY's time either way.
         read_options=pacsv.ReadOptions(block_size=128 << 10, use_threads=False),
+        # A quoted value may hold a newline (free text); without this the parser loses its
+        # place in the block and the export fails.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
             strings_can_be_null=True,
