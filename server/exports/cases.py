@@ -74,8 +74,8 @@ def string_widths(parquet: Path, columns: Sequence[Column], *, cap: int) -> dict
             for name in names:
                 array = table.column(name).combine_chunks()
                 if len(array):
-                    lengths = np.diff(_offsets(array))
-                    longest = int(np.max(lengths, where=_valid(array), initial=0))
+                    lengths = np.diff(value_offsets(array))
+                    longest = int(np.max(lengths, where=valid(array), initial=0))
                     widths[name] = max(widths[name], min(cap, longest))
     return widths
 
@@ -101,7 +101,7 @@ def row_count(parquet: Path) -> int:
         return int(source.metadata.num_rows)
 
 
-def _valid(array: Any) -> np.ndarray:
+def valid(array: Any) -> np.ndarray:
     """The array's validity bitmap as bools (all true without one)."""
     n, bitmap = len(array), array.buffers()[0]
     if bitmap is None:
@@ -110,7 +110,7 @@ def _valid(array: Any) -> np.ndarray:
     return bits[array.offset : array.offset + n].astype(bool)
 
 
-def _offsets(array: Any) -> np.ndarray:
+def value_offsets(array: Any) -> np.ndarray:
     """A string array's n + 1 value offsets into its data buffer."""
     n = len(array)
     return np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + n + 1]
@@ -139,7 +139,7 @@ def numbers(values: Any, missing: int) -> np.ndarray:
     else:
         raise TypeError(f"not a number column: {kind}")
     bits = floats.view(np.uint64)
-    bits[~(_valid(array) & np.isfinite(floats))] = missing
+    bits[~(valid(array) & np.isfinite(floats))] = missing
     return bits
 
 
@@ -155,10 +155,10 @@ def text(values: Any, width: int, pad: int) -> np.ndarray:
     buffers = array.buffers()
     if n == 0 or buffers[2] is None:
         return out
-    offsets = _offsets(array)
+    offsets = value_offsets(array)
     data = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     lengths = np.diff(offsets)
-    kept = np.where(_valid(array), np.minimum(lengths, width), 0)
+    kept = np.where(valid(array), np.minimum(lengths, width), 0)
     if np.array_equal(kept, lengths):
         out[np.arange(width) < lengths[:, None]] = data
         return out

@@ -8,9 +8,10 @@ display (7.11), long names (7.13), very long strings (7.14), encoding "UTF-8" (7
 64-bit case count (7.16), then the cases, uncompressed.
 
 Numbers (integer, boolean, number) are doubles, missing system-missing; strings are space
-padded, missing written as empty. Strings longer than 255 bytes are very long strings:
-segments of 252 bytes' worth (255 bytes of data in 256 each but the last). Values are cut
-at 32,767 bytes (SPSS's longest string), on a character edge.
+padded (readers drop a value's trailing spaces with the padding, as SPSS does), missing
+written as empty. Strings longer than 255 bytes are very long strings: segments of 252
+bytes' worth (255 bytes of data in 256 each but the last). Values are cut at 32,767 bytes
+(SPSS's longest string), on a character edge.
 """
 
 from __future__ import annotations

@@ -5,16 +5,19 @@ pyreadstat writes only whole pandas frames (a million trial rows peaked at 726 M
 writer holds one slice of cases at a time. The layout is Stata's `help dta` and ReadStat's
 (what pyreadstat reads with; pandas.read_stata has its own reader): the header, a map of
 section offsets (patched once the sections are written), variable types, names, sort
-list, formats, value-label names, variable labels, no characteristics, the cases, no strLs,
-the value-label tables. Little-endian, UTF-8.
+list, formats, value-label names, variable labels, no characteristics, the cases, the
+strLs, the value-label tables. Little-endian, UTF-8.
 
 Numbers (integer, boolean, number) are doubles, missing "."; strings are str# (NUL padded),
-missing written as empty. str# holds at most 2,045 bytes: longer values are cut there, on a
-character edge (strL, Stata's long string, is not written: no export column needs it).
+missing written as empty. A string column with a value longer than str#'s 2,045 bytes is a
+strL: each case holds a (variable, observation) reference, 0 for an empty value, and the
+text is a GSO record in the strLs section; the GSOs are spooled to a file beside the output
+while the cases are written, then copied in after them.
 """
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +30,11 @@ from server.exports.columns import STRING, Column
 
 MISSING = 0x7FE0000000000000  # "." for a double
 DOUBLE = 65526
+STRL = 32768
 MAX_WIDTH = 2045
+# A GSO's head: "GSO", variable (u32), observation (u64), type (130: NUL-terminated text),
+# length (u32, the NUL included); 20 bytes, packed.
+GSO_HEAD = np.dtype([("gso", "S3"), ("v", "<u4"), ("o", "<u8"), ("t", "u1"), ("len", "<u4")])
 MAX_LABEL = 320
 RESERVED = frozenset(
     {"_all", "_b", "byte", "_coef", "_cons", "double", "float", "if", "in", "int", "long",
@@ -70,7 +77,7 @@ def _descriptors(
 ) -> list[tuple[str, bytes]]:
     """The sections that describe the variables, in file order."""
     types = [w or DOUBLE for w in widths]
-    formats = [f"%{w}s" if w else "%10.0g" for w in widths]
+    formats = ["%9s" if w == STRL else f"%{w}s" if w else "%10.0g" for w in widths]
     # Value labels on numbers only (a label set is named after its variable).
     sets = [
         n if c.value_labels and not w else ""
@@ -89,62 +96,128 @@ def _descriptors(
     ]
 
 
-def _cases(table: Any, columns: Sequence[Column], widths: list[int], size: int) -> np.ndarray:
+def _strl(values: Any, v: int, first: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """A strL column's slice: each case's (v, o) reference as 8 bytes (0 for an empty
+    value; v in the low `shift` bits, o above), and the GSO records of its non-empty values.
+
+    Built with numpy as text() is: the heads in one structured array, each value's bytes
+    copied to its record by computed positions."""
+    array = values.combine_chunks()
+    n = len(array)
+    offsets = cases.value_offsets(array) if n else np.zeros(1, dtype=np.int32)
+    lengths = np.diff(offsets).astype(np.int64)
+    keep = np.flatnonzero(cases.valid(array) & (lengths > 0)) if n else np.zeros(0, np.int64)
+    observations = np.arange(first + 1, first + n + 1, dtype=np.uint64)
+    refs = np.zeros(n, dtype="<u8")
+    refs[keep] = np.uint64(v) | (observations[keep] << np.uint64(shift))
+    sizes = lengths[keep]
+    heads = np.zeros(len(keep), dtype=GSO_HEAD)
+    heads["gso"], heads["v"], heads["o"], heads["t"] = b"GSO", v, observations[keep], 130
+    heads["len"] = sizes + 1
+    ends = np.cumsum(GSO_HEAD.itemsize + sizes + 1)
+    starts = ends - (GSO_HEAD.itemsize + sizes + 1)
+    gso = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    gso[(starts[:, None] + np.arange(GSO_HEAD.itemsize)).ravel()] = heads.view(np.uint8)
+    if len(keep):
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+        # Byte j of value k: from its offset + j to its record's text start + j.
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        source = np.repeat(offsets[:-1][keep], sizes) + within
+        gso[np.repeat(starts + GSO_HEAD.itemsize, sizes) + within] = data[source]
+    return refs.view(np.uint8).reshape(n, 8), gso
+
+
+def _cases(
+    table: Any, columns: Sequence[Column], widths: list[int], first: int, shift: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A slice's case records and its strLs' GSO records."""
     n = table.num_rows
-    out = np.empty((n, size), dtype=np.uint8)
+    out = np.empty((n, sum(8 if w in (0, STRL) else w for w in widths)), dtype=np.uint8)
+    gsos = []
     at = 0
-    for column, width in zip(columns, widths, strict=True):
+    for v, (column, width) in enumerate(zip(columns, widths, strict=True), start=1):
         values = table.column(column.name)
-        if width:
+        if width == STRL:
+            out[:, at : at + 8], gso = _strl(values, v, first, shift)
+            gsos.append(gso)
+        elif width:
             out[:, at : at + width] = cases.text(values, width, 0)
-            at += width
         else:
             bits = cases.numbers(values, MISSING)
             out[:, at : at + 8] = bits.view(np.uint8).reshape(n, 8)
-            at += 8
-    return out
+        at += 8 if width in (0, STRL) else width
+    return out, gsos
 
 
 def write_dta(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
     """The Parquet's rows as a Stata dataset: same rows in, same bytes out."""
-    found = cases.string_widths(parquet, columns, cap=MAX_WIDTH)
-    widths = [found[c.name] if c.type == STRING else 0 for c in columns]
+    found = cases.string_widths(parquet, columns, cap=MAX_WIDTH + 1)
+    widths = [(found[c.name] if c.type == STRING else 0) for c in columns]
+    widths = [STRL if w > MAX_WIDTH else w for w in widths]
     names = _names(columns)
     rows = cases.row_count(parquet)
+    # 119 past 32,767 variables: a 4-byte K and sort list, (v, o) as 3 + 5 bytes.
+    release = 118 if len(columns) <= 32_767 else 119
+    spool = out.with_name(out.name + ".strls")
+    try:
+        with open(out, "wb") as handle, open(spool, "w+b") as strls:
+            _write(handle, strls, parquet, columns, widths, names, rows, release)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+def _write(
+    handle: IO[bytes],
+    strls: IO[bytes],
+    parquet: Path,
+    columns: Sequence[Column],
+    widths: list[int],
+    names: list[str],
+    rows: int,
+    release: int,
+) -> None:
     k = len(columns)
-    release, count = (118, "<H") if k <= 32_767 else (119, "<I")
-    size = sum(w or 8 for w in widths)
-    with open(out, "wb") as handle:
-        handle.write(b"<stata_dta>")
-        map_at = _header(handle, release, struct.pack(count, k), rows)
-        offsets = [0, map_at]
-        handle.write(_tag("map", b"\0" * 8 * 14))
+    count, shift = ("<H", 16) if release == 118 else ("<I", 24)
+    size = sum(8 if w in (0, STRL) else w for w in widths)
+    handle.write(b"<stata_dta>")
+    map_at = _header(handle, release, struct.pack(count, k), rows)
+    offsets = [0, map_at]
+    handle.write(_tag("map", b"\0" * 8 * 14))
 
-        def section(name: str, body: bytes) -> None:
-            offsets.append(handle.tell())
-            handle.write(_tag(name, body))
+    def section(name: str, body: bytes) -> None:
+        offsets.append(handle.tell())
+        handle.write(_tag(name, body))
 
-        for name, body in _descriptors(columns, names, widths, release):
-            section(name, body)
-        section("characteristics", b"")
-        offsets.append(handle.tell())
-        handle.write(b"<data>")
-        for table in cases.slices(parquet, size):
-            handle.write(_cases(table, columns, widths, size).data)
-        handle.write(b"</data>")
-        section("strls", b"")
-        tables = b"".join(
-            _label_table(n, c.value_labels)
-            for n, c, w in zip(names, columns, widths, strict=True)
-            if c.value_labels and not w
-        )
-        section("value_labels", tables)
-        offsets.append(handle.tell())
-        handle.write(b"</stata_dta>")
-        offsets.append(handle.tell())
-        # The map: where each section starts, known only now that they are written.
-        handle.seek(map_at + len(b"<map>"))
-        handle.write(np.array(offsets, dtype="<u8").tobytes())
+    for name, body in _descriptors(columns, names, widths, release):
+        section(name, body)
+    section("characteristics", b"")
+    offsets.append(handle.tell())
+    handle.write(b"<data>")
+    first = 0
+    for table in cases.slices(parquet, size):
+        records, gsos = _cases(table, columns, widths, first, shift)
+        handle.write(records.data)
+        for gso in gsos:
+            strls.write(gso.data)
+        first += table.num_rows
+    handle.write(b"</data>")
+    offsets.append(handle.tell())
+    handle.write(b"<strls>")
+    strls.seek(0)
+    shutil.copyfileobj(strls, handle, 1 << 20)
+    handle.write(b"</strls>")
+    tables = b"".join(
+        _label_table(n, c.value_labels)
+        for n, c, w in zip(names, columns, widths, strict=True)
+        if c.value_labels and not w
+    )
+    section("value_labels", tables)
+    offsets.append(handle.tell())
+    handle.write(b"</stata_dta>")
+    offsets.append(handle.tell())
+    # The map: where each section starts, known only now that they are written.
+    handle.seek(map_at + len(b"<map>"))
+    handle.write(np.array(offsets, dtype="<u8").tobytes())
 
 
 def _header(handle: IO[bytes], release: int, k: bytes, rows: int) -> int:
