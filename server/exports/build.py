@@ -58,6 +58,9 @@ def _software(formats: set[str]) -> dict[str, str]:
     versions = {"metricis": _version()}
     if formats - {"csv"}:
         versions["pyarrow"] = importlib.metadata.version("pyarrow")
+    if formats & set(TABULAR):
+        # SPSS and Stata files are written by server/exports (spss.py, stata.py) with numpy.
+        versions["numpy"] = importlib.metadata.version("numpy")
     return versions
 
 
