@@ -148,11 +148,17 @@ def test_names_a_format_refuses_are_rewritten_not_fatal(
     tmp_path: Path, fmt: str, write: Writer
 ) -> None:
     name = "a_metric_name_longer_than_stata_allows_for_a_variable"
-    columns = [Column(name, "Long", NUMBER), Column("2nd-try", "Odd", NUMBER)]
-    rows: list[list[Any]] = [[1.0, 2.0]]
+    odd = [name, name + "_client", "2nd-try", "_hidden", "all"]
+    columns = [Column(n, f"Label {i}", NUMBER) for i, n in enumerate(odd)]
+    rows: list[list[Any]] = [[1.0, 2.0, 3.0, 4.0, 5.0]]
     parquet = _parquet(tmp_path, columns, rows)
     write(parquet, tmp_path / f"t.{fmt}", columns)
     meta = _check(fmt, tmp_path / f"t.{fmt}", columns, rows)
-    expected = [name if fmt == "sav" else name[:32], "v2nd_try"]
+    if fmt == "sav":
+        # 64 bytes fit; no leading _; ALL is reserved whatever its case.
+        expected = [name, name + "_client", "v2nd_try", "v_hidden", "all_2"]
+    else:
+        # 32 characters, unique once cut; _ may lead; "all" is free.
+        expected = [name[:32], name[:30] + "_2", "v2nd_try", "_hidden", "all"]
     assert meta.column_names == expected
-    assert meta.column_labels == ["Long", "Odd"]
+    assert meta.column_labels == [f"Label {i}" for i in range(len(odd))]

@@ -36,24 +36,39 @@ def utf8_cut(text: str, limit: int) -> bytes:
 
 
 def valid_names(
-    names: Sequence[str], *, max_chars: int, reserved: frozenset[str], fold: bool
+    names: Sequence[str],
+    *,
+    max_chars: int,
+    max_bytes: int,
+    reserved: frozenset[str],
+    fold: bool,
+    lead_underscore: bool,
 ) -> list[str]:
-    """Each name as the format allows it: letters, digits and _, not starting with a digit,
-    at most max_chars, not reserved, unique (case-insensitively where fold). The exports'
-    names are snake_case already and pass unchanged; a schema's odd property name is
-    rewritten rather than failing the whole export."""
+    """Each name as the format allows it: letters, digits and _, starting with a letter (or
+    _ where lead_underscore), at most max_chars and max_bytes of UTF-8, not reserved, unique
+    (case-insensitively where fold). The exports' names are snake_case already and pass
+    unchanged; a schema's odd property name is rewritten rather than failing the export."""
+
+    def cut(text: str, chars: int, size: int) -> str:
+        return utf8_cut(text[:chars], size).decode("utf-8")
+
     out: list[str] = []
     seen: set[str] = set()
+    if fold:
+        # Case-insensitive names (SPSS): "all" is as reserved as "ALL".
+        reserved = frozenset(r.casefold() for r in reserved)
     for name in names:
         clean = re.sub(r"\W", "_", name) or "v"
-        if not (clean[0].isalpha() or clean[0] == "_"):
+        if not (clean[0].isalpha() or (lead_underscore and clean[0] == "_")):
             clean = "v" + clean
-        clean = clean[:max_chars]
-        candidate, n = clean, 1
-        while (candidate.casefold() if fold else candidate) in seen or candidate in reserved:
+        candidate, n = cut(clean, max_chars, max_bytes), 1
+        key = candidate.casefold() if fold else candidate
+        while key in seen or key in reserved:
             n += 1
-            candidate = clean[: max_chars - len(str(n)) - 1] + f"_{n}"
-        seen.add(candidate.casefold() if fold else candidate)
+            suffix = f"_{n}"
+            candidate = cut(clean, max_chars - len(suffix), max_bytes - len(suffix)) + suffix
+            key = candidate.casefold() if fold else candidate
+        seen.add(key)
         out.append(candidate)
     return out
 

@@ -52,8 +52,9 @@ def _fixed(text: str, size: int) -> bytes:
 
 
 def _names(columns: Sequence[Column]) -> list[str]:
-    names = cases.valid_names([c.name for c in columns], max_chars=32, reserved=RESERVED,
-                              fold=False)  # fmt: skip
+    # Stata: 32 characters (128 bytes), a letter or _ first, case-sensitive.
+    names = cases.valid_names([c.name for c in columns], max_chars=32, max_bytes=128,
+                              reserved=RESERVED, fold=False, lead_underscore=True)  # fmt: skip
     # str1 ... str2045 name types: not variable names either.
     return [f"{n}_" if n.startswith("str") and n[3:].isdigit() else n for n in names]
 
