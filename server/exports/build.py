@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import ObjectStorage
 from server.core.models import utcnow
-from server.exports import query, sessions, writers
+from server.exports import query, sessions, spss, stata, writers
 from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
 from server.exports.models import Export, ExportSubmission
 from server.exports.plan import ExportGone, Plan, plan_export
@@ -59,7 +59,8 @@ def _software(formats: set[str]) -> dict[str, str]:
     if formats - {"csv"}:
         versions["pyarrow"] = importlib.metadata.version("pyarrow")
     if formats & set(TABULAR):
-        versions["pyreadstat"] = importlib.metadata.version("pyreadstat")
+        # SPSS and Stata files are written by server/exports (spss.py, stata.py) with numpy.
+        versions["numpy"] = importlib.metadata.version("numpy")
     return versions
 
 
@@ -190,7 +191,7 @@ async def _write_formats(
     for fmt in TABULAR:
         if fmt in formats:
             out = tmp / f"{stem}.{fmt}"
-            write = writers.write_sav if fmt == "sav" else writers.write_dta
+            write = spss.write_sav if fmt == "sav" else stata.write_dta
             write(parquet, out, columns)
             files[out.name] = out
     _layouts(stem, columns, formats, layouts)
@@ -219,7 +220,7 @@ async def _write_sessions(
     out = writers.RowFiles(
         columns,
         csv_path=tmp / "sessions.csv" if "csv" in formats else None,
-        # pyarrow (and pandas, for SPSS and Stata) only when asked for: they weigh ~50-100 MB.
+        # pyarrow only when asked for: it weighs ~50 MB.
         parquet_path=parquet if formats - {"csv"} else None,
     )
     try:
@@ -232,9 +233,9 @@ async def _write_sessions(
     for fmt in formats:
         name = f"sessions.{fmt}"
         if fmt == "sav":
-            writers.write_sav(parquet, tmp / name, columns)
+            spss.write_sav(parquet, tmp / name, columns)
         elif fmt == "dta":
-            writers.write_dta(parquet, tmp / name, columns)
+            stata.write_dta(parquet, tmp / name, columns)
         files[name] = tmp / name
         layouts[name] = columns
         counts[name] = out.rows

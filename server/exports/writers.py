@@ -1,7 +1,7 @@
-"""File writers: CSV (RFC 4180), Parquet, SPSS and Stata, the codebook and the zip.
+"""File writers: CSV (RFC 4180), Parquet, the codebook and the zip (SPSS and Stata are
+server/exports/spss.py and stata.py, made from the Parquet).
 
-Every writer is deterministic: same rows in, same bytes out (no wall-clock values: the
-timestamps SPSS and Stata headers carry are overwritten with a fixed one).
+Every writer is deterministic: same rows in, same bytes out (no wall-clock values).
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def parquet_from_csv(csv_path: Path, out: Path, columns: Sequence[Column]) -> in
         # Small blocks, one thread: the reader's read-ahead is the memory an export adds;
         # parsing is a fraction of the COPY's time either way.
         read_options=pacsv.ReadOptions(block_size=128 << 10, use_threads=False),
+        # A quoted value may hold a newline (free text); without this the parser loses its
+        # place in the block and the export fails.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
             strings_can_be_null=True,
@@ -181,65 +184,6 @@ class RowFiles:
             if complete and self.parquet_path is not None:
                 parquet_from_csv(self.raw_path, self.parquet_path, self.columns)
             self.raw_path.unlink()
-
-
-def _frame(parquet: Path, columns: Sequence[Column]) -> Any:
-    """A pandas frame for pyreadstat: booleans as 0/1 (labelled), missing as NaN/None."""
-    import pyarrow.parquet as pq
-
-    frame = pq.read_table(parquet).to_pandas()
-    for c in columns:
-        if c.type in (BOOLEAN, INTEGER):
-            frame[c.name] = frame[c.name].astype("float64")
-        elif c.type != NUMBER:
-            frame[c.name] = frame[c.name].astype(object).where(frame[c.name].notna(), "")
-    return frame
-
-
-def _labels(
-    columns: Sequence[Column],
-) -> tuple[list[str | None], dict[str, dict[float, str]]]:
-    labels: list[str | None] = [c.label + (f" ({c.unit})" if c.unit else "") for c in columns]
-    value_labels = {
-        c.name: {float(k): v for k, v in c.value_labels.items()} for c in columns if c.value_labels
-    }
-    return labels, value_labels
-
-
-def write_sav(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
-    import pyreadstat
-
-    labels, value_labels = _labels(columns)
-    pyreadstat.write_sav(
-        _frame(parquet, columns),
-        str(out),
-        column_labels=labels,
-        variable_value_labels=value_labels,
-    )
-    # The SAV header's creation date and time (offset 92: 9 + 8 bytes): a fixed moment.
-    with open(out, "r+b") as handle:
-        handle.seek(92)
-        handle.write(b"01 Jan 8000:00:00")
-
-
-def write_dta(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
-    import pyreadstat
-
-    labels, value_labels = _labels(columns)
-    pyreadstat.write_dta(
-        _frame(parquet, columns),
-        str(out),
-        column_labels=labels,
-        variable_value_labels=value_labels,
-    )
-    # The header's <timestamp> (a length byte, then "dd Mon yyyy hh:mm"): a fixed moment.
-    with open(out, "r+b") as handle:
-        head = handle.read(4096)
-        at = head.find(b"<timestamp>")
-        if at >= 0:
-            size = head[at + 11]
-            handle.seek(at + 12)
-            handle.write(b"01 Jan 1980 00:00"[:size].ljust(size))
 
 
 CODEBOOK_COLUMNS = (

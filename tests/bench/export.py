@@ -1,5 +1,6 @@
 """Export benchmark: 1,000,000 trial rows exported as trial-level CSV and as Parquet, beside
-PostgreSQL's own COPY of the same rows into /dev/null (the physical limit).
+PostgreSQL's own COPY of the same rows into /dev/null (the physical limit); then as SPSS .sav
+and Stata .dta (made from the Parquet), a line each.
 
     make bench-export        (python -m tests.bench.export)
 
@@ -12,7 +13,7 @@ is the export's trial rows over that whole build: selection, COPY, files, zip an
 The COPY control streams the export's own trial SELECT (the same rows, order and columns)
 to /dev/null.
 Last line: `export: csv_rows_per_s=A parquet_rows_per_s=B copy_rows_per_s=C ratio=min(A,B)/C
-peak_mb=M` (M: the larger child's peak).
+peak_mb=M` (M: the larger of the CSV and Parquet children's peaks).
 """
 
 from __future__ import annotations
@@ -177,6 +178,12 @@ async def main() -> None:
             print(f"{fmt}: {figures[fmt]['seconds']:.2f} s, {rate:,.0f} rows/s, "
                   f"worker peak RSS {figures[fmt]['peak_mb']:.0f} MB while exporting "
                   f"({figures[fmt]['import_peak_mb']:.0f} MB at its imports)")  # fmt: skip
+        for fmt in ("sav", "dta"):
+            run = await asyncio.to_thread(
+                run_child, url, archive, await new_export(url, study_id, [fmt])
+            )
+            print(f"{fmt}: {run['seconds']:.2f} s, {rows / run['seconds']:,.0f} rows/s, "
+                  f"worker peak RSS {run['peak_mb']:.0f} MB while exporting")  # fmt: skip
         copy_s = await copy_to_devnull(url, export_id)
         print(f"COPY to /dev/null: {copy_s:.2f} s, {rows / copy_s:,.0f} rows/s")
         csv_rate, parquet_rate = (
