@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -12,19 +15,26 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.archive.storage import LocalStorage
 from server.assessment_sessions.models import AssessmentSession, SessionStatus
 from server.cli import migrate
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.demo import seed_demo
 from server.demo.sessions import FLAGGED, QUARANTINED, WITHDRAWN
+from server.exports import build
+from server.exports import service as exports_service
+from server.exports.schemas import ExportCreate
 from server.outbox import service as outbox
 from server.participants.models import Participant, ParticipantStatus
 from server.schedules import service as schedules_service
 from server.schedules.models import VisitStatus
 from server.scoring.models import QualityCheck, TaskScore
+from server.studies.access import StudyAccess
+from server.studies.models import Study
 from server.submissions import scoring_run
 from server.submissions.models import Submission, SubmissionStatus
+from server.users.models import User
 from tests.conftest import create_database, drop_database, make_settings
 
 pytestmark = pytest.mark.slow
@@ -49,7 +59,7 @@ async def _outbox(db: AsyncSession, topic: str) -> list[uuid.UUID]:
 
 
 async def test_the_demo_has_a_history_of_sessions_scored_by_the_worker_doors(
-    fresh: Settings,
+    fresh: Settings, tmp_path: object
 ) -> None:
     began = time.perf_counter()
     await seed_demo(fresh)
@@ -160,5 +170,34 @@ async def test_the_demo_has_a_history_of_sessions_scored_by_the_worker_doors(
                 ).all()
             }
             assert len(flagged_sessions) <= 2 + len(to_check) // 10, fired
+
+        # An export of the whole study, as the demo admin asks for one: trials of every
+        # module, and the withdrawn participant's submissions left out by their choice.
+        async with sessions() as db, db.begin():
+            study = (await db.scalars(select(Study))).one()
+            admin = (await db.scalars(select(User).where(User.is_admin.is_(True)))).one()
+            export = await exports_service.create(
+                db,
+                access=StudyAccess(study=study, role=None),
+                user_id=admin.id,
+                request=ExportCreate(formats=["csv"]),
+            )
+            withdrawn_accepted = await db.scalar(
+                select(func.count()).where(
+                    Submission.participant_id == people[WITHDRAWN].id,
+                    Submission.status == SubmissionStatus.accepted,
+                )
+            )
+        storage = LocalStorage(tmp_path)  # type: ignore[arg-type]
+        key = await build.build(sessions, storage, export.id)
+        with zipfile.ZipFile(io.BytesIO(storage.get(key))) as archive:
+            files = {name: archive.read(name) for name in archive.namelist()}
+        manifest = json.loads(files["manifest.json"])
+        assert manifest["excluded"] == {"withdrawn: no data may be used": withdrawn_accepted}
+        assert len(manifest["submissions"]) == accepted - withdrawn_accepted
+        for module in ("simple_rt", "choice_rt", "cpt", "digit_span", "mood9"):
+            rows = files[f"trials_{module}_v1.csv"].decode().splitlines()
+            assert len(rows) > 100, module
+            assert not any(WITHDRAWN in row for row in rows)
     finally:
         await engine.dispose()
