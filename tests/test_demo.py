@@ -27,6 +27,7 @@ from server.exports import service as exports_service
 from server.exports.schemas import ExportCreate
 from server.outbox import service as outbox
 from server.participants.models import Participant, ParticipantStatus
+from server.reports.data import participant_data
 from server.schedules import service as schedules_service
 from server.schedules.models import VisitStatus
 from server.scoring.models import QualityCheck, TaskScore
@@ -171,6 +172,16 @@ async def test_the_demo_has_a_history_of_sessions_scored_by_the_worker_doors(
             }
             assert len(flagged_sessions) <= 2 + len(to_check) // 10, fired
 
+            # A participant's report: their four visits on their days, each with its scores.
+            first = people["NYC-001"]
+            report = await participant_data(db, study_id=first.study_id, participant_id=first.id)
+            assert report is not None and report.scheduled
+            assert [v.label for v in report.visits] == ["Baseline", "Week 1", "Week 4", "Week 12"]
+            done = [v for v in report.visits if v.status == VisitStatus.completed]
+            assert len(done) >= 3
+            assert all("simple_rt" in v.scores and "cpt" in v.scores for v in done)
+            assert len({v.when.date() for v in done}) == len(done)
+
         # An export of the whole study, as the demo admin asks for one: trials of every
         # module, and the withdrawn participant's submissions left out by their choice.
         async with sessions() as db, db.begin():
@@ -194,7 +205,7 @@ async def test_the_demo_has_a_history_of_sessions_scored_by_the_worker_doors(
             files = {name: archive.read(name) for name in archive.namelist()}
         manifest = json.loads(files["manifest.json"])
         assert manifest["excluded"] == {"withdrawn: no data may be used": withdrawn_accepted}
-        assert len(manifest["submissions"]) == accepted - withdrawn_accepted
+        assert len(manifest["submissions"]) == (accepted or 0) - (withdrawn_accepted or 0)
         for module in ("simple_rt", "choice_rt", "cpt", "digit_span", "mood9"):
             rows = files[f"trials_{module}_v1.csv"].decode().splitlines()
             assert len(rows) > 100, module

@@ -4,7 +4,7 @@ submit of server.submissions with its outbox rows, the session's end completing 
 so the worker scores and checks them as it would any session.
 
 The data are fixed by SEED: every machine's demo shows the same trials. Who did what:
-- most participants attend most visits; about one visit in ten is missed;
+- most participants attend most visits; about one in seven after baseline is missed;
 - FLAGGED rushed one session (many anticipations, the app sent to the background);
 - QUARANTINED's app sent one submission its module refuses (kept, quarantined, explained);
 - WITHDRAWN withdrew after two visits and asked that none of their data be used.
@@ -129,7 +129,7 @@ async def _participant(
             )
             history.withdrawn += 1
             break
-        if number > 0 and visit_rng.random() < 0.1 and code not in SPECIAL:
+        if number > 0 and visit_rng.random() < 0.15 and code not in SPECIAL:
             history.missed += 1
             continue
         keys = modules[visit.battery_id]
