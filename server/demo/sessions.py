@@ -34,6 +34,7 @@ from server.participants.models import Participant
 from server.participants.schemas import ParticipantRef
 from server.schedules import materialise
 from server.schedules.models import ScheduleVisit, VisitOccurrence
+from server.scoring.quality import MODULE_DEFAULTS
 from server.submissions import service as submissions_service
 from server.submissions.models import SubmissionStatus
 from server.submissions.schemas import SubmissionIn
@@ -53,8 +54,6 @@ WITHDRAWN = "NYC-003"
 # Visits nobody came to (participant code, visit key): the missed-visit view has something.
 MISSED = {("LON-004", "week4"), ("NYC-007", "week1"), ("LON-012", "week4"),
           ("NYC-015", "week1"), ("LON-018", "week1")}  # fmt: skip
-# Battery norms in seconds (server.scoring.quality.MODULE_DEFAULTS): a session lasts about this.
-NORM_S = {"simple_rt": 180, "choice_rt": 240, "cpt": 480, "digit_span": 300, "mood9": 120}
 
 
 def enrolled_days_ago(n: int) -> int:
@@ -137,7 +136,9 @@ async def _participant(
         keys = modules[visit.battery_id]
         minutes = visit_rng.randint(20, 13 * 60)  # some time that day, not always at 09:00
         started = occurrence.window_start + timedelta(minutes=minutes)
-        length = sum(NORM_S[k] for k in keys) * visit_rng.uniform(0.85, 1.25)
+        # About the battery's typical length: the duration check's norm (server.scoring).
+        norm_s = sum(MODULE_DEFAULTS[k]["duration"]["norm_s"] for k in keys)
+        length = norm_s * visit_rng.uniform(0.85, 1.25)
         ended = started + timedelta(seconds=round(length))
         special = {FLAGGED: "rushed", QUARANTINED: "refused"}.get(code) if number == 1 else None
         tasks = _tasks(visit_rng, person, keys, number, rushed=special == "rushed")
