@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +18,13 @@ from server.consent.models import AttestationKind
 from server.consent.schemas import Attestation, ConsentDocumentCreate, ConsentSign
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
+from server.demo.sessions import (
+    FLAGGED,
+    QUARANTINED,
+    WITHDRAWN,
+    enrolled_days_ago,
+    seed_demo_sessions,
+)
 from server.modules.builtin import load_builtins
 from server.participants import service as participants_service
 from server.participants.models import Participant
@@ -50,6 +59,8 @@ DEMO_SITE_SCOPES = {"london.coordinator@demo.metricis.org": ("LON",)}
 async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
     if settings.ENVIRONMENT == "production":
         raise SystemExit("seed-demo refuses to run with ENVIRONMENT=production")
+    began = time.perf_counter()
+    now = datetime.now(UTC)
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
@@ -109,19 +120,29 @@ async def seed_demo(settings: Settings, *, if_empty: bool = False) -> None:
                         participant_code=f"{site.code}-{n:03d}",
                         timezone=site.timezone,
                         contact=ContactIn(email=f"participant{n:03d}@example.org"),
+                        enrolled_at=now - timedelta(days=enrolled_days_ago(n)),
                     ),
                     settings=settings,
                 )
                 participants.append(participant)
             batteries = await seed_demo_batteries(db, study_id=study.id)
-            await seed_demo_schedule(db, study_id=study.id, battery=batteries[0])
+            await seed_demo_schedule(db, study_id=study.id, batteries=batteries)
             await seed_demo_consent(db, study_id=study.id, participants=participants)
+            history = await seed_demo_sessions(
+                db, study_id=study.id, participants=participants, batteries=batteries, now=now
+            )
     finally:
         await engine.dispose()
     print(
         f"demo study {DEMO_STUDY_CODE} created: 2 sites, 20 participants, "
         f"batteries {', '.join(key for key, _, _ in DEMO_BATTERIES)}, "
         "consent v1 signed by every participant, a visit protocol with reminder rules"
+    )
+    print(
+        f"  their past visits: {history.sessions} sessions ({history.accepted} accepted, "
+        f"{history.quarantined} quarantined: {QUARANTINED}), {history.missed} missed; "
+        f"{FLAGGED} has a flagged session, {WITHDRAWN} withdrew (no data use); "
+        f"the worker scores them ({time.perf_counter() - began:.1f} s)"
     )
     _print_logins()
 
@@ -143,15 +164,21 @@ async def seed_demo_batteries(db: AsyncSession, *, study_id: uuid.UUID) -> list[
     return batteries
 
 
-async def seed_demo_schedule(db: AsyncSession, *, study_id: uuid.UUID, battery: Battery) -> None:
-    """Baseline, week 1 and week 4 at 09:00 local, and reminders: at window open, 4 hours
-    before it closes (email, else SMS), and after a missed visit. With the default `log`
-    providers the worker logs each message it would send."""
+async def seed_demo_schedule(
+    db: AsyncSession, *, study_id: uuid.UUID, batteries: list[Battery]
+) -> None:
+    """Baseline, week 1, week 4 and week 12 at 09:00 local (the full battery at baseline, week
+    4 and week 12, the standard one at week 1), and reminders: at window open, 4 hours before
+    it closes (email, else SMS), and after a missed visit. With the default `log` providers
+    the worker logs each message it would send."""
+    standard, full = batteries
     visits = [
         VisitIn(key=key, label=label, offset_days=days, window_after_minutes=36 * 60,
                 battery_id=battery.id)
-        for key, label, days in (("baseline", "Baseline", 0), ("week1", "Week 1", 7),
-                                 ("week4", "Week 4", 28))
+        for key, label, days, battery in (("baseline", "Baseline", 0, full),
+                                          ("week1", "Week 1", 7, standard),
+                                          ("week4", "Week 4", 28, full),
+                                          ("week12", "Week 12", 84, full))
     ]  # fmt: skip
     created = await protocols_service.create(
         db, study_id=study_id, protocol_in=ProtocolCreate(name="Demo visits", visits=visits)
