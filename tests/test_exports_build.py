@@ -120,16 +120,26 @@ async def test_sav_and_dta_carry_variable_and_value_labels(
         assert meta.variable_value_labels["responded"] == {0: "false", 1: "true"}
 
 
-async def test_codebook_covers_every_column_of_every_file(world: dict[str, object]) -> None:
+async def test_codebook_covers_every_column_of_every_file(
+    world: dict[str, object], tmp_path: Path
+) -> None:
     files = ef.members(world["zip"])  # type: ignore[arg-type]
     book = list(csv.DictReader(io.StringIO(files["codebook.csv"].decode())))
     described = {(r["file"], r["column"]) for r in book}
+    held: dict[str, list[str]] = {}
     for name, data in files.items():
         if name.endswith(".csv") and name != "codebook.csv":
-            header = next(csv.reader(io.StringIO(data.decode())))
-            for ext in ("csv", "parquet", "sav", "dta"):
-                stem = name.rsplit(".", 1)[0]
-                assert {(f"{stem}.{ext}", c) for c in header} <= described
+            held[name] = next(csv.reader(io.StringIO(data.decode())))
+        elif name.endswith(".parquet"):
+            held[name] = pq.read_schema(io.BytesIO(data)).names
+        elif name.endswith((".sav", ".dta")):
+            read = pyreadstat.read_sav if name.endswith(".sav") else pyreadstat.read_dta
+            held[name] = read(_tmp(tmp_path, name.replace("/", "_"), data), metadataonly=True)[
+                1
+            ].column_names
+    assert {n.rsplit(".", 1)[1] for n in held} == {"csv", "parquet", "sav", "dta"}
+    for name, columns in held.items():
+        assert {(name, c) for c in columns} <= described, name
     session_columns = {r["column"] for r in book if r["file"] == "sessions.csv"}
     # Server metrics, the client's where it differed, scorer versions, quality flags.
     assert "simple_rt_mean_rt_ms" in session_columns

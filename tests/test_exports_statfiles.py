@@ -13,7 +13,7 @@ import pandas as pd
 import pyreadstat
 import pytest
 
-from server.exports import spss, stata, writers
+from server.exports import build, spss, stata, writers
 from server.exports.columns import BOOLEAN, BOOLEAN_LABELS, INTEGER, NUMBER, Column
 
 COLUMNS = [
@@ -162,3 +162,6 @@ def test_names_a_format_refuses_are_rewritten_not_fatal(
         expected = [name[:32], name[:30] + "_2", "v2nd_try", "_hidden", "all"]
     assert meta.column_names == expected
     assert meta.column_labels == [f"Label {i}" for i in range(len(odd))]
+    # The codebook lists the file's columns by the names the file holds.
+    book = writers.codebook_rows({f"t.{fmt}": build._as_named_in(fmt, columns)})
+    assert [row[1] for row in book] == expected

@@ -23,6 +23,7 @@ import json
 import tempfile
 import tomllib
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import ObjectStorage
 from server.core.models import utcnow
-from server.exports import query, sessions, spss, stata, writers
+from server.exports import psychds, query, sessions, spss, stata, writers
 from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
 from server.exports.models import Export, ExportSubmission
 from server.exports.plan import ExportGone, Plan, plan_export
@@ -98,7 +99,7 @@ async def build(
     progress = Progress(sessionmaker, plan)
     await progress.flush()
     # Psych-DS is a layout of the CSVs (asked for with it), not a format of its own.
-    psychds = "psychds" in plan.formats
+    psych_ds = "psychds" in plan.formats
     formats = set(plan.formats) - {"psychds"}
     with tempfile.TemporaryDirectory(prefix="metricis-export-") as tmp_name:
         tmp = Path(tmp_name)
@@ -125,8 +126,8 @@ async def build(
             # One read transaction: the session table and the manifest's list of submissions
             # stream from server-side cursors straight into their files.
             scorers = await _write_sessions(db, plan, tmp, formats, files, layouts, counts)
-            if psychds:
-                psychds_layout(tmp, files, layouts, counts)
+            if psych_ds:
+                psychds.layout(tmp, files, layouts, counts)
             (tmp / "codebook.csv").write_bytes(writers.codebook_csv(layouts))
             files["codebook.csv"] = tmp / "codebook.csv"
             head = {
@@ -199,7 +200,16 @@ async def _write_formats(
 
 def _layouts(stem: str, columns: list[Column], formats: set[str], out: dict[str, Any]) -> None:
     for fmt in sorted(formats):
-        out[f"{stem}.{fmt}"] = columns
+        out[f"{stem}.{fmt}"] = _as_named_in(fmt, columns)
+
+
+def _as_named_in(fmt: str, columns: list[Column]) -> list[Column]:
+    """The columns under the names a file holds them by: SPSS and Stata rewrite a name they
+    refuse (Stata: 32 characters), so the codebook lists each file's own."""
+    names = {"sav": spss.variable_names, "dta": stata.variable_names}.get(fmt)
+    if names is None:
+        return columns
+    return [replace(c, name=n) for c, n in zip(columns, names(columns), strict=True)]
 
 
 async def _write_sessions(
@@ -237,7 +247,7 @@ async def _write_sessions(
         elif fmt == "dta":
             stata.write_dta(parquet, tmp / name, columns)
         files[name] = tmp / name
-        layouts[name] = columns
+        layouts[name] = _as_named_in(fmt, columns)
         counts[name] = out.rows
     return layout.scorers
 
@@ -261,36 +271,3 @@ async def _write_manifest(
                                                  "raw_checksum": checksum}))  # fmt: skip
             separator = ",\n  "
         handle.write("\n ]\n}\n")
-
-
-def psychds_layout(
-    tmp: Path, files: dict[str, Path], layouts: dict[str, list[Column]], counts: dict[str, int]
-) -> None:
-    """The CSVs again as data/<keyword>-<value>_data.csv, and dataset_description.json with
-    every variable measured (Psych-DS)."""
-    names = {}
-    for name in sorted(files):
-        if not name.endswith(".csv"):
-            continue
-        stem = name.removesuffix(".csv")
-        if stem == "sessions":
-            keywords = "level-session"
-        else:
-            key, version = stem.removeprefix("trials_").rsplit("_v", 1)
-            keywords = f"level-trial_module-{key.replace('_', '')}_version-{version}"
-        names[f"data/{keywords}_data.csv"] = name
-    for target, source in names.items():
-        files[target] = files[source]
-        layouts[target] = layouts[source]
-        counts[target] = counts[source]
-    variables = sorted({c.name for target in names for c in layouts[target]})
-    description = {
-        "@context": "https://schema.org/",
-        "@type": "Dataset",
-        "name": "Metricis export",
-        "description": "Trial-level and session-level data; see codebook.csv and manifest.json.",
-        "variableMeasured": variables,
-    }
-    path = tmp / "dataset_description.json"
-    path.write_bytes(json.dumps(description, indent=1).encode() + b"\n")
-    files["dataset_description.json"] = path

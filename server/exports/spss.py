@@ -86,11 +86,16 @@ def _short_names(names: Sequence[str], segments: Sequence[int]) -> list[list[str
     return out
 
 
+def variable_names(columns: Sequence[Column]) -> list[str]:
+    """The columns' names as the .sav holds them (the codebook lists these for the file)."""
+    # SPSS: 64 bytes, a letter first, names equal whatever their case.
+    return cases.valid_names([c.name for c in columns], max_chars=64, max_bytes=64,
+                             reserved=RESERVED, fold=True, lead_underscore=False)  # fmt: skip
+
+
 def _variables(parquet: Path, columns: Sequence[Column]) -> list[Variable]:
     widths = cases.string_widths(parquet, columns, cap=MAX_WIDTH)
-    # SPSS: 64 bytes, a letter first, names equal whatever their case.
-    names = cases.valid_names([c.name for c in columns], max_chars=64, max_bytes=64,
-                              reserved=RESERVED, fold=True, lead_underscore=False)  # fmt: skip
+    names = variable_names(columns)
     variables = [
         Variable(c, name, [], widths[c.name] if c.type == STRING else 0)
         for c, name in zip(columns, names, strict=True)

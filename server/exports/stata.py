@@ -51,7 +51,8 @@ def _fixed(text: str, size: int) -> bytes:
     return cases.utf8_cut(text, size - 1).ljust(size, b"\0")
 
 
-def _names(columns: Sequence[Column]) -> list[str]:
+def variable_names(columns: Sequence[Column]) -> list[str]:
+    """The columns' names as the .dta holds them (the codebook lists these for the file)."""
     # Stata: 32 characters (128 bytes), a letter or _ first, case-sensitive.
     names = cases.valid_names([c.name for c in columns], max_chars=32, max_bytes=128,
                               reserved=RESERVED, fold=False, lead_underscore=True)  # fmt: skip
@@ -155,7 +156,7 @@ def write_dta(parquet: Path, out: Path, columns: Sequence[Column]) -> None:
     found = cases.string_widths(parquet, columns, cap=MAX_WIDTH + 1)
     widths = [(found[c.name] if c.type == STRING else 0) for c in columns]
     widths = [STRL if w > MAX_WIDTH else w for w in widths]
-    names = _names(columns)
+    names = variable_names(columns)
     rows = cases.row_count(parquet)
     # 119 past 32,767 variables: a 4-byte K and sort list, (v, o) as 3 + 5 bytes.
     release = 118 if len(columns) <= 32_767 else 119
