@@ -23,7 +23,8 @@ import json
 import tempfile
 import tomllib
 import uuid
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.archive.storage import ObjectStorage
 from server.core.models import utcnow
-from server.exports import psychds, query, sessions, spss, stata, writers
+from server.exports import psychds, query, sessions, writers
 from server.exports.columns import STRING, Column, trial_columns, trial_id_columns
 from server.exports.models import Export, ExportSubmission
 from server.exports.plan import ExportGone, Plan, plan_export
@@ -192,7 +193,7 @@ async def _write_formats(
     for fmt in TABULAR:
         if fmt in formats:
             out = tmp / f"{stem}.{fmt}"
-            write = spss.write_sav if fmt == "sav" else stata.write_dta
+            write = _statfiles(fmt).write
             write(parquet, out, columns)
             files[out.name] = out
     _layouts(stem, columns, formats, layouts)
@@ -206,10 +207,26 @@ def _layouts(stem: str, columns: list[Column], formats: set[str], out: dict[str,
 def _as_named_in(fmt: str, columns: list[Column]) -> list[Column]:
     """The columns under the names a file holds them by: SPSS and Stata rewrite a name they
     refuse (Stata: 32 characters), so the codebook lists each file's own."""
-    names = {"sav": spss.variable_names, "dta": stata.variable_names}.get(fmt)
-    if names is None:
+    if fmt not in TABULAR:
         return columns
-    return [replace(c, name=n) for c, n in zip(columns, names(columns), strict=True)]
+    names = _statfiles(fmt).variable_names(columns)
+    return [replace(c, name=n) for c, n in zip(columns, names, strict=True)]
+
+
+def _statfiles(fmt: str) -> StatFormat:
+    """The SPSS or Stata writer, imported when first asked for: they bring numpy (~10 MB of
+    every worker process otherwise, most of which never write one)."""
+    from server.exports import spss, stata
+
+    if fmt == "sav":
+        return StatFormat(spss.write_sav, spss.variable_names)
+    return StatFormat(stata.write_dta, stata.variable_names)
+
+
+@dataclass(frozen=True)
+class StatFormat:
+    write: Callable[[Path, Path, Sequence[Column]], None]
+    variable_names: Callable[[Sequence[Column]], list[str]]
 
 
 async def _write_sessions(
@@ -242,10 +259,8 @@ async def _write_sessions(
     out.close()
     for fmt in formats:
         name = f"sessions.{fmt}"
-        if fmt == "sav":
-            spss.write_sav(parquet, tmp / name, columns)
-        elif fmt == "dta":
-            stata.write_dta(parquet, tmp / name, columns)
+        if fmt in TABULAR:
+            _statfiles(fmt).write(parquet, tmp / name, columns)
         files[name] = tmp / name
         layouts[name] = _as_named_in(fmt, columns)
         counts[name] = out.rows

@@ -28,9 +28,8 @@ async def main(url: str, archive: str, export_id: str) -> None:
     for module in TASK_MODULES:
         importlib.import_module(module)
     before = _hwm_mb()
-    # The peak so far is the imports': server.core.security hashes a dummy password with
-    # argon2 at import (64 MiB for an instant). Reset it (clear_refs 5 resets VmHWM), so the
-    # figure is the export's: the most the process held while it built the export.
+    # The peak so far is the imports'. Reset it (clear_refs 5 resets VmHWM), so the figure is
+    # the export's: the most the process held while it built the export (imports included).
     Path("/proc/self/clear_refs").write_text("5")
     settings = Settings(
         ENVIRONMENT="test", DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/0",
