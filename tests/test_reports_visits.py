@@ -120,3 +120,25 @@ async def test_a_visits_new_status_builds_a_new_report(
     session = await ask(client, headers, course.study.id, "session", course.sessions[1].id)
     text = text_of(await built_pdf(client, db, settings, headers, session.json()["id"]))
     assert "Week 2" in text and f"{rf.mean_rt(course.rts[1]):.1f}" in text
+
+
+def test_a_module_of_many_metrics_and_flags_fits_the_page() -> None:
+    """Five metrics with their change columns (choice RT's) ran off the page's 178 mm, and a
+    session's two flags wrote past their cell: the columns narrow together, a flag a line."""
+    from reportlab.lib.units import mm
+
+    from server.reports.data_visits import Visit
+    from server.reports.document import ModuleInfo
+    from server.reports.render import _module_table
+
+    metrics = [{"key": f"m{i}", "label": f"Metric number {i}", "unit": "ms",
+                "reliability": {"test_retest_r": 0.8, "sd": 50.0}} for i in range(3)]  # fmt: skip
+    metrics += [{"key": "acc", "label": "Accuracy", "unit": "proportion"},
+                {"key": "lapses", "label": "Lapses", "unit": "count"}]  # fmt: skip
+    module = ModuleInfo("choice_rt", "Choice reaction time", False, metrics)
+    visit = Visit(1, "Baseline", "completed", started_at=datetime(2026, 5, 4, tzinfo=UTC),
+                  scores={"choice_rt": {m["key"]: 1.0 for m in metrics}},
+                  flags=[("choice_rt", "focus_loss"), (None, "anticipations")])  # fmt: skip
+    table, _ = _module_table(module, metrics, [visit])
+    assert sum(table._colWidths) <= 178 * mm + 0.01
+    assert table._cellvalues[1][-1] == "anticipations\nfocus_loss"

@@ -107,11 +107,12 @@ def _module_table(
     where the module declares its reliability, the change from baseline (the first completed
     visit with a value) with its RCI and mark; then the session's flags. A missed visit's row
     says so across the metric columns, and its chart point is a gap."""
+    widths, scale = _widths(metrics)
     head = ["Visit", "Date"]
     for m in metrics:
         unit = f" ({m['unit']})" if m.get("unit") and m["unit"] not in ("count",) else ""
         # Plain strings, wrapped here: a Paragraph per header cell costs its line breaking.
-        head.append(wrap(f"{m['label']}{unit}"))
+        head.append(wrap(f"{m['label']}{unit}", int(13 * scale)))
         if m.get("reliability"):
             head.append("Change\n(RCI)")
     head.append("Flags")
@@ -156,19 +157,23 @@ def _module_table(
                     row.append("-")
                 points[m["key"]].append(Point(visit.number, None, flagged))
         rules = sorted({r for k, r in visit.flags if k in (None, module.key)})
-        row.append(", ".join(rules) if rules else "")
+        # A rule a line: a session with two flags wrote past its cell into the next.
+        row.append("\n".join(rules))
         rows.append(row)
-    # Fixed widths: reportlab then measures no cell to size the columns.
-    n_change = sum(1 for m in metrics if m.get("reliability"))
-    widths = [28 * mm, 17 * mm] + [
-        w for m in metrics for w in ([21 * mm, 29 * mm] if m.get("reliability") else [21 * mm])
-    ]
-    used = 45 * mm + 21 * mm * len(metrics) + 29 * mm * n_change
-    widths.append(max(20 * mm, 178 * mm - used))
     table = styles.data_table(rows, widths)
     if extra:
         table.setStyle(TableStyle(extra))
     return table, points
+
+
+def _widths(metrics: list[dict[str, Any]]) -> tuple[list[float], float]:
+    """Fixed widths (reportlab then measures no cell), inside the page's 178 mm, and how much
+    the metric columns narrowed: together, where a module shows many (choice RT's five ran
+    off the page), their headers wrapped shorter to match."""
+    natural = [w for m in metrics for w in ([21, 29] if m.get("reliability") else [21])]
+    flags = max(26.0, 178 - 45 - sum(natural))
+    scale = min(1.0, (178 - 45 - flags) / sum(natural)) if natural else 1.0
+    return [w * mm for w in [28, 17, *(w * scale for w in natural), flags]], scale
 
 
 def _span(data: ParticipantData) -> str:
