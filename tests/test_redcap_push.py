@@ -25,6 +25,8 @@ from server.redcap.sync import sync_submission
 from server.submissions.models import Submission, SubmissionStatus
 from tests.redcap_standin import RedcapStandin, classic_project
 from tests.test_redcap_support import (
+    GOOD,
+    OUT_OF_RANGE,
     World,
     connect_and_map,
     direct_submission,
@@ -38,8 +40,6 @@ from tests.test_redcap_support import (
 from workers.protocol import locked
 from workers.tasks.exports import _claim_and_push, push_to_redcap
 
-GOOD: dict[str, Any] = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
-OUT_OF_RANGE = "The value you provided is outside the acceptable range (1 - no limit)."
 PUSHES = "/api/exports/redcap-pushes"
 
 

@@ -5,7 +5,6 @@ which sessions, and bad requests."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -25,27 +24,18 @@ from server.studies.models import StudyRole
 from server.submissions.models import Submission
 from tests import factories
 from tests.redcap_standin import RedcapStandin, classic_project
-from tests.test_redcap_push import GOOD, PUSHES, ago, push, remap, run_push_job
+from tests.test_redcap_push import PUSHES, ago, classic, push, remap, run_push_job, world
 from tests.test_redcap_support import (
+    GOOD,
     World,
     connect_and_map,
     direct_submission,
     instances,
-    make_world,
     participant,
-    running,
     session_mapping,
 )
 
-
-@pytest.fixture
-def classic() -> Iterator[RedcapStandin]:
-    yield from running(classic_project())
-
-
-@pytest.fixture
-async def world(db: AsyncSession, settings: Settings) -> World:
-    return await make_world(db, settings)
+__all__ = ["classic", "world"]  # fixtures, used by name
 
 
 async def test_sessions_with_no_connection_for_their_site_are_skipped_with_the_reason(

@@ -22,6 +22,7 @@ from tests.redcap_standin import (
     longitudinal_project,
 )
 from tests.test_redcap_support import (
+    GOOD,
     World,
     create_connection,
     direct_submission,
@@ -33,7 +34,6 @@ from tests.test_redcap_support import (
     states,
 )
 
-GOOD: dict[str, Any] = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
 MISFIT = "The field mapping no longer fits the REDCap project: "
 
 

@@ -32,6 +32,11 @@ from tests import factories
 from tests import ingest_factories as ingest
 from tests.redcap_standin import RedcapStandin
 
+# A submission's summary the session mapping maps, and REDCap's message for a value under a
+# field's minimum (srt_n_trials >= 1 in the classic project).
+GOOD: dict[str, Any] = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
+OUT_OF_RANGE = "The value you provided is outside the acceptable range (1 - no limit)."
+
 
 @dataclass
 class World:

@@ -20,6 +20,8 @@ from server.redcap.models import RedcapConnection, SyncStatus
 from server.redcap.sync import sync_submission
 from tests.redcap_standin import RedcapStandin, classic_project, longitudinal_project
 from tests.test_redcap_support import (
+    GOOD,
+    OUT_OF_RANGE,
     World,
     connect_and_map,
     create_connection,
@@ -34,9 +36,6 @@ from tests.test_redcap_support import (
     submit,
     sync_outbox_rows,
 )
-
-GOOD: dict[str, Any] = {"n_trials": 20, "mean_rt_ms": 301.5, "accuracy": 0.95}
-OUT_OF_RANGE = "The value you provided is outside the acceptable range (1 - no limit)."
 
 
 @pytest.fixture
