@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.models import utcnow
-from server.outbox import liveness
+from server.outbox import backlog, liveness
 from server.outbox import service as outbox
 from server.outbox.models import JobStatus, OutboxEvent
 from server.redcap.errors import RedcapRejected, TransientRedcapError
@@ -208,7 +208,7 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
     assert row.status is JobStatus.failed and row.finished_at is not None
     assert row.error == "ValueError: no template for [redacted]"
     # Finished: the relay leaves it alone.
-    assert (await outbox.backlog(db, now=utcnow())).pending == 0
+    assert (await backlog.backlog(db, now=utcnow())).pending == 0
     assert await relay_at(db, utcnow() + LEASE * 10) == []
 
     admin = await factories.create_user(db, is_admin=True)
@@ -226,7 +226,7 @@ async def test_a_permanent_error_is_a_dead_letter_and_rerun_puts_it_back(
     assert (row.status, row.attempts, row.error, row.finished_at) == (
         JobStatus.queued, 0, None, None
     )  # fmt: skip
-    assert (await outbox.backlog(db, now=utcnow())).pending == 1
+    assert (await backlog.backlog(db, now=utcnow())).pending == 1
 
     twice = await client.post(f"/api/dead-letters/{event.id}/rerun", headers=headers)
     assert twice.status_code == 409 and twice.json()["error_code"] == "not_failed"

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.models import utcnow
-from server.outbox import liveness, topics
+from server.outbox import backlog, liveness, topics
 from server.outbox import service as outbox
 from workers.publisher import CeleryPublisher
 
@@ -143,7 +143,7 @@ async def run_relay(
                 last_backlog_log = time.monotonic()
                 with suppress(Exception):
                     async with sessionmaker() as db:
-                        state = await outbox.backlog(db, now=utcnow())
+                        state = await backlog.backlog(db, now=utcnow())
                     log.info("outbox_backlog", **state.summary(), by_topic=state.by_topic)
             await _wait(stop_event, delay)
     finally:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.core.config import Settings
 from server.core.models import utcnow
-from server.outbox import service as outbox
+from server.outbox import backlog
 
 CHECK_TIMEOUT_S = 2.0
 
@@ -55,7 +55,7 @@ async def _outbox_backlog(engine: AsyncEngine) -> dict[str, object] | None:
     """Pending outbox rows and the oldest one's age; None when it cannot be read in time."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), AsyncSession(engine) as db:
-            state = await outbox.backlog(db, now=utcnow(), by_topic=False)
+            state = await backlog.backlog(db, now=utcnow(), by_topic=False)
     except Exception:
         return None  # the database check says why
     return state.summary()

@@ -19,7 +19,7 @@ from server.core.models import utcnow
 from server.jobs import service
 from server.jobs.deps import ValidJob
 from server.jobs.schemas import BacklogRead, DeadLetterRead, JobRead
-from server.outbox import service as outbox
+from server.outbox import backlog
 from server.outbox.models import JobStatus
 from server.studies.access import Permission, require_study
 
@@ -58,7 +58,7 @@ async def list_jobs(
 # Before /{job_id}, which would otherwise take "backlog" for an id.
 @router.get("/backlog", response_model=BacklogRead)
 async def outbox_backlog(db: DBSession, _: CurrentAdmin) -> BacklogRead:
-    state = await outbox.backlog(db, now=utcnow())
+    state = await backlog.backlog(db, now=utcnow())
     return BacklogRead(
         pending=state.pending,
         unpublished=state.unpublished,

@@ -16,7 +16,7 @@ worker died) and publishes it. Services flush, never commit.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -268,43 +268,3 @@ async def settle(
         )
         .execution_options(synchronize_session=False)
     )
-
-
-# --- counts -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backlog:
-    pending: int  # not finished
-    unpublished: int  # not finished and never published
-    oldest_pending_age_seconds: float | None
-    by_topic: dict[str, int] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "pending": self.pending,
-            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
-        }
-
-
-async def backlog(db: AsyncSession, *, now: datetime, by_topic: bool = True) -> Backlog:
-    """Counts and ages only: nothing about what the rows are about."""
-    pending = OutboxEvent.finished_at.is_(None)
-    row = (
-        await db.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(case((OutboxEvent.published_at.is_(None), 1), else_=0)), 0),
-                func.min(OutboxEvent.created_at),
-            ).where(pending)
-        )
-    ).one()
-    count, unpublished, oldest = int(row[0]), int(row[1]), row[2]
-    topics_count: dict[str, int] = {}
-    if by_topic and count:
-        rows = await db.execute(
-            select(OutboxEvent.topic, func.count()).where(pending).group_by(OutboxEvent.topic)
-        )
-        topics_count = {topic: int(n) for topic, n in rows}
-    age = round(max((now - oldest).total_seconds(), 0.0), 3) if oldest is not None else None
-    return Backlog(count, unpublished, age, topics_count)
