@@ -38,9 +38,9 @@ async def list_tasks(
         # Filtering by a site outside one's scope names a site one cannot see.
         raise NotFound("No such site in this study.")
     if participant_id is not None:
-        participant = await participants_service.get_in_study(db, participant_id)
-        if participant.study_id != access.study.id or not access.sites.covers(participant.site_id):
-            raise NotFound("No such participant.")
+        await participants_service.participant_of_study(
+            db, study_id=access.study.id, participant_id=participant_id, scope=access.sites
+        )
     return await service.list_tasks(
         db,
         study_id=access.study.id,

@@ -9,7 +9,7 @@ from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.core.errors import NotFound, error_responses
+from server.core.errors import error_responses
 from server.message_templates import service
 from server.message_templates.deps import TemplateConfigurer, TemplateReader
 from server.message_templates.models import MessageTemplate, TemplateKind
@@ -20,7 +20,7 @@ from server.message_templates.schemas import (
     TemplateRead,
     TemplateUpdate,
 )
-from server.participants.models import Participant
+from server.participants import service as participants_service
 from server.studies.deps import StudyConfigurer, StudyReader
 
 router = APIRouter(prefix="/api/templates", tags=["templates"])
@@ -107,13 +107,12 @@ async def preview_template(
 ) -> PreviewRead:
     """The message as this participant of the study would get it (their next visit's window
     in their zone); a site-scoped member may preview with their sites' participants."""
-    participant = await db.get(Participant, preview_in.participant_id)
-    if (
-        participant is None
-        or participant.study_id != access.template.study_id
-        or not access.study.sites.covers(participant.site_id)
-    ):
-        raise NotFound("No such participant.")
+    participant = await participants_service.participant_of_study(
+        db,
+        study_id=access.template.study_id,
+        participant_id=preview_in.participant_id,
+        scope=access.study.sites,
+    )
     rendered = await service.preview(
         db, template=access.template, participant=participant, settings=settings
     )

@@ -66,6 +66,22 @@ async def get_in_study(db: AsyncSession, participant_id: uuid.UUID) -> Participa
     return participant
 
 
+async def participant_of_study(
+    db: AsyncSession, *, study_id: uuid.UUID, participant_id: uuid.UUID, scope: SiteScope
+) -> Participant:
+    """The participant, if one of the study's at a site scope covers (a list's filter, a
+    preview's subject): to a site-scoped member, another site's is as unknown as another
+    study's."""
+    participant = await db.get(Participant, participant_id)
+    if (
+        participant is None
+        or participant.study_id != study_id
+        or not scope.covers(participant.site_id)
+    ):
+        raise NotFound("No such participant.")
+    return participant
+
+
 async def site_of_study(
     db: AsyncSession, *, study_id: uuid.UUID, site_id: uuid.UUID, scope: SiteScope
 ) -> Site:

@@ -12,7 +12,7 @@ from server.audit import service as audit
 from server.audit.models import AuditAction
 from server.core import clock
 from server.core.db import DBSession
-from server.core.errors import NotFound, error_responses
+from server.core.errors import error_responses
 from server.participants import service as participants_service
 from server.reminders import messages, resend, rules
 from server.reminders.deps import MessageReader, MessageResender, RuleConfigurer, RuleReader
@@ -107,9 +107,9 @@ async def list_messages(
     """The study's messages, newest first; a site-scoped member's: to their sites'
     participants. A failed one carries the provider's reason (error)."""
     if participant_id is not None:
-        participant = await participants_service.get_in_study(db, participant_id)
-        if participant.study_id != access.study.id or not access.sites.covers(participant.site_id):
-            raise NotFound("No such participant.")
+        await participants_service.participant_of_study(
+            db, study_id=access.study.id, participant_id=participant_id, scope=access.sites
+        )
     return await messages.list_messages(
         db,
         study_id=access.study.id,
