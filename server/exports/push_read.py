@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.exports.models import RedcapPush, RedcapPushSubmission
 from server.exports.schemas import RedcapPushRead
 from server.outbox.models import JobStatus, OutboxEvent
+from server.redcap import sync_states
 from server.redcap.models import RedcapSyncState, SyncStatus
-from server.redcap.schemas import SyncStatePage, SyncStateRead
+from server.redcap.schemas import SyncStatePage
 
 SETTLED = (SyncStatus.synced, SyncStatus.failed, SyncStatus.skipped)
 
@@ -93,12 +94,4 @@ async def records(
         )
     if status is not None:
         query = query.where(table.status == status)
-    if cursor is not None:
-        query = query.where(table.submission_id > cursor)
-    rows = list(
-        (await db.execute(query.order_by(table.submission_id).limit(limit + 1))).scalars().all()
-    )
-    next_cursor = str(rows[limit - 1].submission_id) if len(rows) > limit else None
-    return SyncStatePage(
-        items=[SyncStateRead.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
-    )
+    return await sync_states.page(db, query, table.submission_id, cursor=cursor, limit=limit)

@@ -17,35 +17,18 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Integer, String, Uuid, cast, exists, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.outbox import service as outbox
-from server.outbox.models import OutboxEvent
-from server.participants.models import Participant
 from server.redcap import records
-from server.redcap.models import RedcapConnection, RedcapSyncState, SyncStatus
+from server.redcap.candidates import State, candidates
+from server.redcap.models import RedcapSyncState, SyncStatus
 from server.redcap.numbering import claim, max_instances
-from server.submissions.models import Submission
+from server.redcap.plan import Plan
 
 NOTHING_TO_SEND = "Nothing to send: none of the mapped values is in this submission."
-
-
-@dataclass
-class Plan:
-    """A sync through one connection, as plain values (they outlive the session)."""
-
-    connection_id: uuid.UUID
-    study_id: uuid.UUID
-    site_id: uuid.UUID | None
-    batch_size: int
-    document: dict[str, Any]
-    # The mapping and connection as read (saved / edited when): the project's shape is checked
-    # afresh for a new one (server.redcap.shape).
-    mapping_version: str = ""
 
 
 @dataclass
@@ -75,142 +58,6 @@ async def own_transaction(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _routed_here(plan: Plan) -> Any:
-    """Participants whose submissions go through this connection."""
-    if plan.site_id is not None:
-        return Participant.site_id == plan.site_id
-    own_sites = select(RedcapConnection.site_id).where(
-        RedcapConnection.study_id == plan.study_id, RedcapConnection.site_id.is_not(None)
-    )
-    return Participant.site_id.not_in(own_sites)
-
-
-class _State(Protocol):
-    """What a batch reads of a candidate: a state's row (_STATE_COLUMNS) or a first sync's."""
-
-    @property
-    def submission_id(self) -> uuid.UUID: ...
-    @property
-    def connection_id(self) -> uuid.UUID | None: ...
-    @property
-    def record_id(self) -> str | None: ...
-    @property
-    def event(self) -> str | None: ...
-    @property
-    def instrument(self) -> str | None: ...
-    @property
-    def instance(self) -> int | None: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def participant_code(self) -> str: ...
-    @property
-    def received_at(self) -> datetime: ...
-
-
-def _first_syncs(plan: Plan, limit: int) -> Any:
-    """Submissions of this connection waiting in the outbox for their first sync (no state
-    yet), oldest first: one range of ix_outbox_events_pending_by_topic, whose age is the
-    submission's received_at (the API writes them so). Not every submission of the study: a
-    study's history no longer weighs on every batch."""
-    # On the outbox row's subject, not the joined submission: PostgreSQL then drops the rows
-    # in flight (claimed, not yet settled: a few batches' worth in a backlog) before it looks
-    # up their submissions, not after (45 ms a batch, down to 20).
-    no_state = ~exists().where(RedcapSyncState.submission_id == OutboxEvent.subject_id)
-    return (
-        select(
-            Submission.id.label("submission_id"),
-            Submission.received_at.label("received_at"),
-            cast(null(), Uuid).label("connection_id"),
-            cast(null(), String).label("record_id"),
-            cast(null(), String).label("event"),
-            cast(null(), String).label("instrument"),
-            cast(null(), Integer).label("instance"),
-            literal(0, Integer).label("attempts"),
-            Participant.participant_code,
-        )
-        .select_from(OutboxEvent)
-        .join(Submission, Submission.id == OutboxEvent.subject_id)
-        .join(Participant, Participant.id == Submission.participant_id)
-        .where(
-            OutboxEvent.topic == outbox.REDCAP_SYNC_SUBMISSION,
-            OutboxEvent.finished_at.is_(None),
-            Submission.study_id == plan.study_id,
-            _routed_here(plan),
-            no_state,
-        )
-        .order_by(OutboxEvent.created_at, OutboxEvent.id)
-        .limit(limit)
-    )
-
-
-# What a batch reads of a state that exists (a _State), its submission and participant joined.
-_STATE_COLUMNS = (
-    RedcapSyncState.submission_id,
-    Submission.received_at,
-    RedcapSyncState.connection_id,
-    RedcapSyncState.record_id,
-    RedcapSyncState.event,
-    RedcapSyncState.instrument,
-    RedcapSyncState.instance,
-    RedcapSyncState.attempts,
-    Participant.participant_code,
-)
-
-
-def _states(*columns: Any) -> Any:
-    return (
-        select(*_STATE_COLUMNS, *columns)
-        .join(Submission, Submission.id == RedcapSyncState.submission_id)
-        .join(Participant, Participant.id == Submission.participant_id)
-    )
-
-
-def _waiting(plan: Plan, limit: int, leaving_out: Collection[uuid.UUID]) -> Any:
-    """This connection's pending states, oldest first, but those of `leaving_out`."""
-    return (
-        _states()
-        .where(
-            RedcapSyncState.connection_id == plan.connection_id,
-            RedcapSyncState.status == SyncStatus.pending,
-            RedcapSyncState.submission_id.not_in(list(leaving_out)),
-        )
-        .order_by(Submission.received_at, Submission.id)
-        .limit(limit)
-    )
-
-
-async def _candidates(
-    session: AsyncSession, plan: Plan, limit: int, leaving_out: Collection[uuid.UUID]
-) -> list[_State]:
-    """The connection's next `limit` submissions to send, in the order received: pending
-    states and first syncs together, as plain rows."""
-    first = _first_syncs(plan, limit).cte("first_syncs")
-    waiting = _waiting(plan, limit, leaving_out).cte("waiting")
-    both = union_all(select(first), select(waiting)).subquery("candidates")
-    query = (
-        select(
-            both.c.submission_id,
-            both.c.connection_id,
-            both.c.record_id,
-            both.c.event,
-            both.c.instrument,
-            both.c.instance,
-            both.c.attempts,
-            both.c.participant_code,
-            both.c.received_at,
-        )
-        .order_by(both.c.received_at, both.c.submission_id)
-        .limit(limit)
-    )
-    # A submission with two pending sync rows (none is written so today) comes once: the
-    # batch's upsert may touch a row only once.
-    unique: dict[uuid.UUID, _State] = {}
-    for row in (await session.execute(query)).all():
-        unique.setdefault(row.submission_id, row)
-    return list(unique.values())
-
-
 async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], keep: Sequence[str]) -> None:
     """Insert these states, or on a state that exists set the `keep` columns (and one more
     attempt)."""
@@ -236,7 +83,7 @@ def _new_state(plan: Plan, submission_id: uuid.UUID, now: datetime) -> dict[str,
 
 
 async def _number_rows(
-    session: AsyncSession, plan: Plan, chosen: list[tuple[_State, str]], now: datetime
+    session: AsyncSession, plan: Plan, chosen: list[tuple[State, str]], now: datetime
 ) -> list[int | None]:
     """Claim these states (with their record ids), in the order given, which is the order
     received: each keeps its instance, or is given the next of its record (with a repeating
@@ -287,12 +134,12 @@ async def _number_rows(
     return instances
 
 
-def _in_order(states: list[_State]) -> list[_State]:
+def _in_order(states: list[State]) -> list[State]:
     return sorted(states, key=lambda s: (s.received_at, str(s.submission_id)))
 
 
 async def _number_and_build(
-    session: AsyncSession, plan: Plan, states: list[_State], now: datetime
+    session: AsyncSession, plan: Plan, states: list[State], now: datetime
 ) -> list[Item]:
     """A mapping that may have nothing to send for a submission: its rows are built first
     (under the connection's lock), those with nothing to send skipped, and no instance given to
@@ -301,7 +148,7 @@ async def _number_and_build(
     values_of = records.value_builder(document)
     facts = await records.load_facts(session, [s.submission_id for s in states])
     nothing: list[dict[str, Any]] = []
-    kept: list[tuple[_State, records.SubmissionFacts, dict[str, str]]] = []
+    kept: list[tuple[State, records.SubmissionFacts, dict[str, str]]] = []
     for state in _in_order([s for s in states if s.submission_id in facts]):
         submission = facts[state.submission_id]
         values = values_of(submission)
@@ -332,6 +179,6 @@ async def next_batch(
     """The connection's next batch, numbered and written as pending; and whether it was full
     (more may be waiting). leaving_out: submissions of batches still with REDCap, or whose
     outcome is being written (the sender picks the next batch meanwhile)."""
-    states = await _candidates(session, plan, plan.batch_size, leaving_out)
+    states = await candidates(session, plan, plan.batch_size, leaving_out)
     items = await _number_and_build(session, plan, states, now)
     return items, len(states) >= plan.batch_size

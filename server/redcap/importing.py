@@ -18,10 +18,11 @@ from server.core.db import one_of
 from server.core.models import utcnow
 from server.outbox import service as outbox
 from server.redcap import shape
-from server.redcap.batch import Item, Plan, own_transaction
+from server.redcap.batch import Item, own_transaction
 from server.redcap.client import RedcapClient
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapSyncState, SyncStatus
+from server.redcap.plan import Plan
 from server.redcap.rejections import blame_rows
 
 log = structlog.get_logger(__name__)

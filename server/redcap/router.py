@@ -13,7 +13,7 @@ from server.audit.models import AuditAction
 from server.auth.deps import CurrentPrincipal
 from server.core.config import AppSettings
 from server.core.db import DBSession
-from server.redcap import participant_import_job, routing, service
+from server.redcap import participant_import_job, routing, service, sync_states
 from server.redcap import preview as preview_service
 from server.redcap.deps import ConnectionManager, ConnectionReader
 from server.redcap.models import RedcapConnection, SyncStatus
@@ -187,7 +187,7 @@ async def list_sync_states(
     cursor: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SyncStatePage:
-    return await service.list_sync_states(
+    return await sync_states.list_sync_states(
         db,
         connection=access.connection,
         scope=access.study.sites,

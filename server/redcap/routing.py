@@ -17,10 +17,10 @@ from server.core.errors import Conflict, NotFound
 from server.outbox import service as outbox
 from server.participants.models import Participant
 from server.redcap import service
-from server.redcap.batch import Plan
 from server.redcap.client import RedcapClient, client_for
 from server.redcap.errors import RedcapRejected
 from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState, SyncStatus
+from server.redcap.plan import Plan
 from server.submissions.models import Submission, SubmissionStatus
 
 log = structlog.get_logger(__name__)

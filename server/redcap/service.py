@@ -14,11 +14,10 @@ from server.core.crypto import token_box
 from server.core.db import end_reads
 from server.core.errors import Conflict, NotFound, Unprocessable
 from server.core.models import utcnow
-from server.participants.models import Participant
 from server.redcap import mapping as mapping_rules
 from server.redcap.client import client_for
 from server.redcap.errors import RedcapUrlRefused
-from server.redcap.models import RedcapConnection, RedcapMapping, RedcapSyncState, SyncStatus
+from server.redcap.models import RedcapConnection, RedcapMapping
 from server.redcap.schemas import (
     ConnectionCreate,
     ConnectionTestResult,
@@ -27,13 +26,11 @@ from server.redcap.schemas import (
     MappingRead,
     MappingTarget,
     RepeatingInstrument,
-    SyncStatePage,
-    SyncStateRead,
 )
+from server.redcap.structure import fetch_structure
 from server.redcap.url_policy import check_api_url
 from server.studies.access import SiteScope
 from server.studies.models import Site, Study
-from server.submissions.models import Submission
 
 log = structlog.get_logger(__name__)
 
@@ -261,7 +258,7 @@ async def save_mapping(
     catalogue = await mapping_rules.module_metrics(db, connection.study_id)
     await end_reads(db)
     client = client_for(connection, settings, interactive=True)
-    structure = await mapping_rules.fetch_structure(client)
+    structure = await fetch_structure(client)
     targets = mapping_rules.validate(mapping_in, structure, catalogue)
     document = {**mapping_in.model_dump(mode="json"), "targets": targets}
     row = await get_mapping_row(db, connection.id)
@@ -276,35 +273,3 @@ async def save_mapping(
     await db.flush()
     log.info("redcap_mapping_saved", connection_id=str(connection.id), fields=len(targets))
     return _mapping_read(row)
-
-
-# ----- sync states -----------------------------------------------------------------------------
-async def list_sync_states(
-    db: AsyncSession,
-    *,
-    connection: RedcapConnection,
-    scope: SiteScope,
-    status: SyncStatus | None,
-    cursor: uuid.UUID | None,
-    limit: int,
-) -> SyncStatePage:
-    query = select(RedcapSyncState).where(RedcapSyncState.connection_id == connection.id)
-    if not scope.whole_study:
-        # A study-wide connection carries every site's submissions: only the member's sites'.
-        seen = select(Submission.id).join(Participant, Participant.id == Submission.participant_id)
-        query = query.where(
-            RedcapSyncState.submission_id.in_(scope.filter(seen, Participant.site_id))
-        )
-    if status is not None:
-        query = query.where(RedcapSyncState.status == status)
-    if cursor is not None:
-        query = query.where(RedcapSyncState.submission_id > cursor)
-    rows = list(
-        (await db.execute(query.order_by(RedcapSyncState.submission_id).limit(limit + 1)))
-        .scalars()
-        .all()
-    )
-    next_cursor = str(rows[limit - 1].submission_id) if len(rows) > limit else None
-    return SyncStatePage(
-        items=[SyncStateRead.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
-    )

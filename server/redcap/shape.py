@@ -24,6 +24,7 @@ from typing import Any
 
 from server.redcap import mapping as mapping_rules
 from server.redcap.client import RedcapClient
+from server.redcap.structure import ProjectStructure, fetch_structure
 
 SHAPE_TTL_SECONDS = 60.0
 MISFIT = (
@@ -35,7 +36,7 @@ MISFIT = (
 @dataclass(frozen=True)
 class _Seen:
     version: str  # Plan.mapping_version when fetched
-    structure: mapping_rules.ProjectStructure
+    structure: ProjectStructure
     at: float  # time.monotonic()
 
 
@@ -49,14 +50,12 @@ def _kept(connection_id: uuid.UUID, version: str) -> _Seen | None:
     return seen
 
 
-async def fetch(
-    client: RedcapClient, connection_id: uuid.UUID, version: str
-) -> mapping_rules.ProjectStructure:
+async def fetch(client: RedcapClient, connection_id: uuid.UUID, version: str) -> ProjectStructure:
     """The project's structure as kept, or asked for now (and kept until misfit judges it). A
     sender asks while it picks its first batch: the batch's own check then finds it kept."""
     seen = _kept(connection_id, version)
     if seen is None:
-        structure = await mapping_rules.fetch_structure(client, hints=False)
+        structure = await fetch_structure(client, hints=False)
         seen = _seen[connection_id] = _Seen(version, structure, time.monotonic())
     return seen.structure
 

@@ -45,10 +45,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from server.core.config import Settings
 from server.core.models import utcnow
 from server.redcap import importing, routing, shape
-from server.redcap.batch import Item, Plan, next_batch, own_transaction
+from server.redcap.batch import Item, next_batch, own_transaction
 from server.redcap.client import RedcapClient
 from server.redcap.errors import RedcapRejected, TransientRedcapError
 from server.redcap.models import RedcapSyncState, SyncStatus
+from server.redcap.plan import Plan
 from server.redcap.routing import SyncOutcome, resync
 
 __all__ = ["BACKLOG_SECONDS", "SyncOutcome", "resync", "sync_submission"]
